@@ -1,0 +1,154 @@
+"""Fields on a periodic mesh and their HDF5 files.
+
+A `Field` is one channels-last array, `(N, N, N)` for a scalar or `(N, N, N, 3)` for a
+vector, with the metadata every later stage needs: box size (Mpc/h), redshift, cosmology,
+units. A box's fields live together in one HDF5 file, one dataset each, the shared
+metadata on the file's root attributes.
+"""
+import json
+from dataclasses import dataclass, field, replace
+
+import h5py
+import numpy as np
+
+from .cosmology import Cosmology
+from .errors import VelnetInputError
+from .files import atomic_file, require_file
+
+UNITS = {
+    "density": "rho / rho_mean",
+    "ln_density": "ln(1 + rho / rho_mean)",
+    "velocity": "km/s",
+    "momentum": "km/s (rho / rho_mean) v",
+}
+
+
+@dataclass
+class Field:
+    """One field on a periodic N^3 mesh.
+
+    Attributes:
+        value: float32 array, `(N, N, N)` (scalar) or `(N, N, N, 3)` (vector, components
+            x, y, z along the array axes 0, 1, 2).
+        name: what it is: "density", "ln_density", "velocity", "momentum", ...
+        box_size: side of the periodic box, Mpc/h.
+        redshift: z of the snapshot.
+        cosmology: the simulation's `Cosmology`.
+        attrs: anything else worth keeping (source file, painter, seed).
+    """
+
+    value: np.ndarray
+    name: str
+    box_size: float
+    redshift: float
+    cosmology: Cosmology
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        v = np.asarray(self.value)
+        if v.ndim not in (3, 4) or v.shape[:3] != (v.shape[0],) * 3 or (v.ndim == 4 and v.shape[3] != 3):
+            raise VelnetInputError(
+                None, f"field {self.name!r} must be (N, N, N) or (N, N, N, 3); got {v.shape}")
+        self.value = v
+
+    @property
+    def nmesh(self):
+        return self.value.shape[0]
+
+    @property
+    def is_vector(self):
+        return self.value.ndim == 4
+
+    @property
+    def units(self):
+        return UNITS.get(self.name, self.attrs.get("units", ""))
+
+    @property
+    def cell_size(self):
+        """Mesh spacing, Mpc/h."""
+        return self.box_size / self.nmesh
+
+    def meta(self):
+        """The metadata shared by all fields of one box (goes on the HDF5 root)."""
+        return {"box_size": float(self.box_size), "redshift": float(self.redshift),
+                "nmesh": int(self.nmesh), "cosmology": self.cosmology.to_dict()}
+
+    def with_value(self, value, name=None):
+        """A copy with another array (and name), same metadata."""
+        return replace(self, value=value, name=name or self.name, attrs=dict(self.attrs))
+
+
+def ln_density(density):
+    """The network input of Wu et al. 2021, eq. 1: ln(1 + rho/rho_mean), same metadata."""
+    return density.with_value(np.log1p(density.value).astype(np.float32), "ln_density")
+
+
+def save_fields(path, fields, attrs=None):
+    """Write fields of one box to an HDF5 file, atomically.
+
+    Args:
+        path: output `.h5` path.
+        fields: list of `Field` sharing box size, mesh, redshift and cosmology.
+        attrs: extra root attributes (JSON-serialisable values).
+    """
+    meta = fields[0].meta()
+    for f in fields[1:]:
+        if f.meta() != meta:
+            raise VelnetInputError(path, f"field {f.name!r} has metadata {f.meta()}, not {meta}")
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as h5:
+        for key, value in {**meta, **(attrs or {})}.items():
+            h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        for f in fields:
+            ds = h5.create_dataset(f.name, data=f.value.astype(np.float32))
+            ds.attrs["units"] = f.units
+            for key, value in f.attrs.items():
+                ds.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    return path
+
+
+def read_meta(path):
+    """Root attributes of a fields file: box_size, redshift, nmesh, cosmology, ..."""
+    path = require_file(path, "fields file")
+    try:
+        with h5py.File(path, "r") as h5:
+            meta = _decode_attrs(h5.attrs)
+    except OSError as err:
+        raise VelnetInputError(path, f"not a readable HDF5 fields file ({err})") from None
+    missing = {"box_size", "redshift", "nmesh", "cosmology"} - set(meta)
+    if missing:
+        raise VelnetInputError(path, f"metadata lacks {sorted(missing)}")
+    return meta
+
+
+def load_fields(path, names=None):
+    """Read a fields file into a dict name -> `Field`.
+
+    Raises:
+        VelnetInputError: the file is missing, not HDF5, lacks a field or holds NaN/inf.
+    """
+    meta = read_meta(path)
+    out = {}
+    with h5py.File(path, "r") as h5:
+        for name in names or list(h5.keys()):
+            if name not in h5:
+                raise VelnetInputError(path, f"has no field {name!r} (it holds {sorted(h5.keys())})")
+            value = h5[name][...]
+            if not np.all(np.isfinite(value)):
+                raise VelnetInputError(path, f"field {name!r} holds NaN or infinite values")
+            attrs = {k: v for k, v in _decode_attrs(h5[name].attrs).items() if k != "units"}
+            out[name] = Field(value, name, meta["box_size"], meta["redshift"],
+                              Cosmology.from_dict(meta["cosmology"]), attrs)
+    return out
+
+
+def _decode_attrs(attrs):
+    out = {}
+    for key, value in attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str) and value[:1] in "[{":
+            value = json.loads(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out

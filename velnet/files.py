@@ -1,0 +1,56 @@
+"""Atomic outputs: a failed step leaves nothing half-written behind."""
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import VelnetInputError
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yield a temporary folder beside `path`; it becomes `path` only on success.
+
+    An existing `path` is replaced only after the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require_file(path, what="file"):
+    """Return `path` as a Path, or raise VelnetInputError if it is missing or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise VelnetInputError(path, f"{what} not found")
+    if path.is_file() and path.stat().st_size == 0:
+        raise VelnetInputError(path, f"{what} is empty")
+    return path

@@ -11,7 +11,7 @@
 # ~/.cache/velnet/wheelhouse), PYTHON (default python3).
 set -euo pipefail
 
-VENV=${VELNET_VENV:-.venv}
+VENV=$(realpath -m "${VELNET_VENV:-.venv}")
 WHEELHOUSE=${VELNET_WHEELHOUSE:-$HOME/.cache/velnet/wheelhouse}
 PYTHON=${PYTHON:-python3}
 HERE=$(cd "$(dirname "$0")/.." && pwd)

@@ -1,0 +1,33 @@
+"""What a run did: its config, package versions and timings, written beside its outputs."""
+import datetime
+import importlib.metadata
+import json
+import platform
+import sys
+
+from .files import atomic_file
+
+PACKAGES = ("velnet", "numpy", "h5py", "keras", "tensorflow-cpu", "tensorflow", "jax",
+            "torch", "nbodykit", "fastpm", "keras-tuner")
+
+
+def versions():
+    """Installed versions of the packages velnet uses (absent ones are left out)."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_record(path, command, config, timings=None, **extra):
+    """Write a JSON run record (command, config, versions, timings in seconds, date)."""
+    record = {"command": command, "config": config, "timings_s": timings or {},
+              "versions": versions(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              **extra}
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path

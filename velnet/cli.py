@@ -1,0 +1,202 @@
+"""The `velnet` command line: thin subcommands over the library.
+
+    velnet simulate  run fastpm from a preset (works under mpirun)
+    velnet prep      snapshots (or fields files) -> CIC fields -> tiles -> TFRecord shards
+    velnet paint     one snapshot -> one fields file (density, velocity, momentum)
+    velnet train     train a U-net on shards
+    velnet predict   reconstruct a whole box with a trained model
+    velnet evaluate  truth vs predictions vs linear theory -> a report folder
+    velnet summary   print what a fields file holds
+
+Every command writes a JSON record of its config, versions and timings beside its outputs.
+Bad input exits with status 2 and a message naming the file and the problem.
+"""
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import VelnetInputError
+
+log = logging.getLogger("velnet")
+
+
+def _simulate(args):
+    from data_prep.simulate import SimulationConfig, simulate
+    overrides = {k: v for k, v in {
+        "box_size": args.box, "nparticles": args.particles, "steps": args.steps,
+        "seed": args.seed, "z_start": args.z_start, "output_redshifts": args.z,
+        "force_mesh": args.force_mesh}.items() if v is not None}
+    config = SimulationConfig.from_preset(args.preset, **overrides)
+    for path in simulate(config, args.out):
+        print(path)
+
+
+def _paint(args):
+    from data_prep.paint import paint_snapshot
+    print(paint_snapshot(args.snapshot, args.nmesh, args.out, **_reader_kwargs(args)))
+
+
+def _reader_kwargs(args):
+    return {k: v for k, v in {"format": args.format, "box_size": args.box_size}.items()
+            if v is not None}
+
+
+def _prep(args):
+    from data_prep.make_shards import make_shards
+    from data_prep.paint import paint_snapshot
+    out = Path(args.out)
+    field_files = []
+    for path in map(Path, args.inputs):
+        if path.suffix in (".h5", ".hdf5") and _is_fields_file(path):
+            field_files.append(path)
+        else:
+            target = out.parent / f"{out.name}-fields" / f"{path.stem or path.name}.h5"
+            if not target.exists() or args.overwrite:
+                paint_snapshot(path, args.nmesh, target, **_reader_kwargs(args))
+            field_files.append(target)
+    make_shards(field_files, out, target=args.target, tile=args.tile, margin=args.margin,
+                split=args.split, tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite)
+    print(out / "manifest.json")
+
+
+def _is_fields_file(path):
+    from .fields import read_meta
+    try:
+        read_meta(path)
+        return True
+    except VelnetInputError:
+        return False
+
+
+def _train(args):
+    from .train import train
+    config = json.loads(Path(args.config).read_text()) if args.config else {}
+    model_config = config.pop("model", {"preset": args.preset})
+    kwargs = {"epochs": args.epochs, "batch_size": args.batch_size,
+              "learning_rate": args.learning_rate, "seed": args.seed, "augment": not args.no_augment,
+              "steps_per_epoch": args.steps_per_epoch, "validation_steps": args.validation_steps}
+    kwargs.update(config)
+    print(train(args.data, args.out, model_config, **kwargs))
+
+
+def _predict(args):
+    from .predict import predict_file
+    print(predict_file(args.model, args.fields, args.out, batch_size=args.batch_size,
+                       tile=args.tile))
+
+
+def _evaluate(args):
+    from .evaluate import evaluate_files
+    metrics = evaluate_files(args.truth, args.predictions, args.out, names=args.names,
+                             smoothing=args.smoothing)
+    print(Path(args.out) / "report.md")
+    return metrics
+
+
+def _summary(args):
+    from .fields import load_fields
+    for name, f in load_fields(args.fields).items():
+        v = f.value
+        comps = v.reshape(-1, 3) if f.is_vector else v.reshape(-1, 1)
+        print(f"{name:12s} {f.units:28s} mesh {f.nmesh}^3, box {f.box_size:g} Mpc/h, z={f.redshift:g}: "
+              f"mean {comps.mean(0).round(3).tolist()}, rms {comps.std(0).round(3).tolist()}, "
+              f"min {float(v.min()):.3g}, max {float(v.max()):.3g}")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="velnet", description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="run fastpm from a preset")
+    s.add_argument("--preset", default="wu2021", help="wu2021 (default) or halo2024")
+    s.add_argument("--box", type=float, help="box size, Mpc/h (preset: 256)")
+    s.add_argument("--particles", type=int, help="particles per side (preset: box / 1 Mpc/h)")
+    s.add_argument("--steps", type=int, help="kick-drift steps (preset: 10)")
+    s.add_argument("--force-mesh", type=int, help="force mesh per particle per side (preset: 2)")
+    s.add_argument("--z-start", type=float, help="start redshift of 2LPT (preset: 9)")
+    s.add_argument("--z", type=float, nargs="+", help="output redshifts (preset: 0 or 0.59)")
+    s.add_argument("--seed", type=int, help="initial-condition seed")
+    s.add_argument("--out", required=True, help="output folder for snapshots + config.json")
+    s.set_defaults(func=_simulate)
+
+    for name, helptext, func in (("paint", "one snapshot -> one fields file", _paint),
+                                 ("prep", "snapshots or fields files -> shards", _prep)):
+        s = sub.add_parser(name, help=helptext)
+        if name == "paint":
+            s.add_argument("snapshot", help="snapshot path (FastPM BigFile, Gadget-1 or HDF5)")
+        else:
+            s.add_argument("inputs", nargs="+", help="snapshots, or fields .h5 files from `paint`")
+        s.add_argument("--nmesh", type=int, default=128, help="CIC mesh per side (default 128)")
+        s.add_argument("--format", choices=["bigfile", "gadget", "hdf5"], help="default: detect")
+        s.add_argument("--box-size", type=float, help="expected box size, Mpc/h (checked)")
+        s.add_argument("--out", required=True,
+                       help="fields .h5 (paint) or shard folder (prep)")
+        if name == "prep":
+            s.add_argument("--target", default="velocity", choices=["velocity", "momentum"])
+            s.add_argument("--tile", type=int, default=20, help="target tile side, cells (20)")
+            s.add_argument("--margin", type=int, default=6,
+                           help="input margin per side, cells (6: 32^3 inputs)")
+            s.add_argument("--split", default="region",
+                           help="region (60/30/10 by spatial region) or train/val/test for whole boxes")
+            s.add_argument("--tiles-per-shard", type=int, default=256)
+            s.add_argument("--overwrite", action="store_true",
+                           help="replace an existing different dataset in --out")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("train", help="train a U-net on shards")
+    s.add_argument("data", help="shard folder (with manifest.json)")
+    s.add_argument("--out", required=True, help="run folder: checkpoints, logs, model.keras")
+    s.add_argument("--preset", default="tiny", help="model preset (tiny, wu2021-text, ...)")
+    s.add_argument("--config", help="JSON file: {'model': {...}, 'epochs': ..., ...}")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--batch-size", type=int, default=6)
+    s.add_argument("--learning-rate", type=float, default=1e-4)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-augment", action="store_true", help="no 48-fold cube symmetries")
+    s.add_argument("--steps-per-epoch", type=int)
+    s.add_argument("--validation-steps", type=int)
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("predict", help="reconstruct a whole box")
+    s.add_argument("model", help="trained model (.keras) from `velnet train`")
+    s.add_argument("fields", help="fields .h5 with a 'density' field")
+    s.add_argument("--out", required=True, help="output .h5 with the predicted field")
+    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--tile", type=int, help="target tile side for inference (default: the model's)")
+    s.set_defaults(func=_predict)
+
+    s = sub.add_parser("evaluate", help="truth vs predictions vs linear theory -> report")
+    s.add_argument("truth", help="fields .h5 with the true density, velocity, momentum")
+    s.add_argument("predictions", nargs="*", help="predicted fields .h5 files")
+    s.add_argument("--names", nargs="*", help="method names for the predictions")
+    s.add_argument("--smoothing", type=float,
+                   help="Gaussian radius (Mpc/h) of the smoothed linear baseline")
+    s.add_argument("--out", required=True, help="report folder")
+    s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("summary", help="print what a fields file holds")
+    s.add_argument("fields")
+    s.set_defaults(func=_summary)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    start = time.time()
+    try:
+        args.func(args)
+    except VelnetInputError as err:
+        print(f"velnet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    log.debug("%s took %.1f s", args.command, time.time() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -60,16 +60,16 @@ prepare_pfft() {
   tar czf src/depends/pfft-1.0.8-alpha3-fftw3-2don2d.tar.gz -C lib pfft-1.0.8-alpha3-fftw3-2don2d
 }
 prepare_classylss() {
-  fetch_sdist classylss==0.3.1; mkdir new && tar xzf classylss*.tar.gz -C new && mv new/* src
-  fetch_sdist classy==3.3.1.0; mkdir class && tar xzf classy*.tar.gz -C class
+  fetch_sdist classylss==0.3.1; mkdir new && tar xzf classylss-*.tar.gz -C new && mv new/* src
+  fetch_sdist classy==3.3.1.0; mkdir class && tar xzf classy-3*.tar.gz -C class
   mv class/* class/class_public-3.3.1
   tar czf src/depends/class-v3.3.1.tar.gz -C class class_public-3.3.1
 }
-export MAKEFLAGS="-j$(nproc)"
-build_from_repacked pfft_python prepare_pfft
+MAKEFLAGS="-j$(nproc)" build_from_repacked pfft_python prepare_pfft
 build_from_repacked classylss prepare_classylss
 
-# 4. The other compiled packages, built once into the wheelhouse, then everything.
+# 4. The other compiled packages, built once into the wheelhouse, then everything
+#    (Corrfunc's own Makefile fails under a parallel MAKEFLAGS).
 "${PIP[@]}" wheel -q --no-build-isolation --find-links "$WHEELHOUSE" -w "$WHEELHOUSE" -c "$PINS" \
   pmesh mpsort kdcount bigfile mcfit Corrfunc fastpm
 log "installing velnet and its dependencies"

@@ -1,0 +1,197 @@
+"""Fields files -> tiles -> TFRecord shards plus manifest: the training set of Wu et al. 2021.
+
+Input is ln(1 + rho/rho_mean) in `target + 2 * margin` cubes (32^3 by default), target the
+velocity or momentum in `target^3` cubes (20^3) centred in them. Targets are stored divided
+by their rms over the training tiles (km/s), recorded in the manifest.
+"""
+import datetime
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from velnet.errors import VelnetInputError
+from velnet.fields import ln_density, load_fields, read_meta
+from velnet.files import atomic_dir
+from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, encode_record,
+                           read_manifest, sha256, shard_name)
+from velnet.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
+
+TARGETS = ("velocity", "momentum")
+REGION_RULE = ("x-slabs one target tile thick dealt to contiguous regions train, val, test "
+               "(periodic in x); ceil(2 margin / target) guard slabs dropped at each border "
+               "of the training region, so no held-out input window overlaps a training one")
+CHUNK = 64
+"""Tiles cut and encoded at a time (bounds the memory used)."""
+
+
+def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split="region",
+                fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
+                target_scale=None, seed=0):
+    """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
+
+    Args:
+        field_files: fields files (one box each, from `velnet.fields.save_fields`) holding
+            "density" and the target field; all must share box size, mesh, redshift and
+            cosmology.
+        outdir: dataset folder to create.
+        target: "velocity" or "momentum".
+        tile: cells per side of a target tile; must divide the mesh.
+        margin: input cells added on each side of a tile.
+        split: "region" (each box split spatially, see `velnet.tiling.split_tiles`) or
+            "train", "val", "test" (whole boxes in that split).
+        fractions: train, val, test shares of each box for `split="region"`.
+        tiles_per_shard: records per shard file.
+        overwrite: replace an existing different dataset in `outdir`.
+        target_scale: km/s to divide targets by; default the rms of the training targets
+            (needed when there are no training tiles: pass the training set's scale).
+        seed: seed of the order of tiles across shards.
+
+    Returns:
+        The manifest dict (also written to `outdir/manifest.json`). If `outdir` already
+        holds the same dataset (same config and source checksums), it is left as it is.
+
+    Raises:
+        VelnetInputError: inconsistent or bad fields files, bad settings, or `outdir`
+            holding another dataset while `overwrite` is False.
+    """
+    field_files = [Path(f).resolve() for f in field_files]
+    outdir = Path(outdir)
+    if not field_files:
+        raise VelnetInputError(None, "no fields files given")
+    if target not in TARGETS:
+        raise VelnetInputError(None, f"target must be one of {TARGETS}. Received: target={target!r}")
+    if tiles_per_shard < 1:
+        raise VelnetInputError(None, f"tiles_per_shard must be >= 1. Received: tiles_per_shard={tiles_per_shard}")
+    meta = _common_meta(field_files)
+    nmesh = meta["nmesh"]
+    try:
+        check_grid(nmesh, tile)
+        origins = tile_origins(nmesh, tile)
+        labels, counts = split_tiles(origins, nmesh, tile, margin, split, fractions)
+    except VelnetInputError as err:
+        raise VelnetInputError(field_files[0], err.problem) from None
+    totals = {k: v * len(field_files) for k, v in counts.items()}
+
+    config = {"target": target, "tile": tile, "margin": margin, "split": split,
+              "fractions": list(fractions), "tiles_per_shard": tiles_per_shard,
+              "target_scale": target_scale, "seed": seed}
+    sources = [{"file": str(f), "sha256": sha256(f)} for f in field_files]
+    existing = _existing(outdir, config, sources, overwrite)
+    if existing is not None:
+        return existing
+
+    scale = float(target_scale) if target_scale else _rms(field_files, target, origins, labels, tile)
+    nshards = {s: -(-totals[s] // tiles_per_shard) for s in SPLITS}
+    rng = {s: np.random.default_rng([seed, i]) for i, s in enumerate(SPLITS)}
+    positions = {s: rng[s].permutation(totals[s]) for s in SPLITS}
+    with atomic_dir(outdir) as tmp, tqdm(total=sum(totals[s] for s in SPLITS), desc="tiles",
+                                          unit="tile") as bar:
+        writer = ShardWriter(tmp)
+        for box, path in enumerate(field_files):
+            fields = load_fields(path, ["density", target])
+            x = ln_density(fields["density"]).value[..., None]
+            y = fields[target].value
+            for s in SPLITS:
+                kept = np.flatnonzero(labels == s)
+                pos = positions[s][box * len(kept):(box + 1) * len(kept)]
+                kept, pos = kept[np.argsort(pos)], np.sort(pos)
+                for start in range(0, len(kept), CHUNK):
+                    chunk, where = kept[start:start + CHUNK], pos[start:start + CHUNK]
+                    xs = extract(x, origins[chunk], tile + 2 * margin, -margin)
+                    ys = (extract(y, origins[chunk], tile).astype(np.float64) / scale).astype(np.float32)
+                    shard = where // tiles_per_shard
+                    for i in np.unique(shard):
+                        writer.append(shard_name(s, i, nshards[s]),
+                                      [encode_record(xs[j], ys[j], origins[chunk[j]], box)
+                                       for j in np.flatnonzero(shard == i)])
+                    bar.update(len(chunk))
+        manifest = _manifest(meta, config, sources, scale, totals, counts, writer.entries(), target)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        read_manifest(tmp)
+    return manifest
+
+
+def _common_meta(field_files):
+    """Metadata shared by all fields files; VelnetInputError naming the first that differs."""
+    meta = read_meta(field_files[0])
+    for path in field_files[1:]:
+        other = read_meta(path)
+        for key in ("box_size", "nmesh", "redshift"):
+            if not np.isclose(other[key], meta[key], rtol=1e-9, atol=1e-12):
+                raise VelnetInputError(path, f"{key} is {other[key]}, but {field_files[0]} has {meta[key]}")
+        if other["cosmology"] != meta["cosmology"]:
+            raise VelnetInputError(
+                path, f"cosmology {other['cosmology']} differs from {meta['cosmology']} of {field_files[0]}")
+    return meta
+
+
+def _existing(outdir, config, sources, overwrite):
+    """The manifest of `outdir` if it already holds this dataset; None if it is to be written."""
+    if overwrite or not outdir.exists() or not any(outdir.iterdir()):
+        return None
+    try:
+        manifest = read_manifest(outdir)
+    except VelnetInputError as err:
+        raise VelnetInputError(outdir, f"exists and is not a velnet dataset ({err.problem}); "
+                                       f"pass overwrite=True to replace it") from None
+    if manifest["provenance"].get("config") == config and manifest["provenance"].get("sources") == sources:
+        return manifest
+    raise VelnetInputError(outdir, "holds a different dataset (other config or source fields); "
+                                   "pass overwrite=True to replace it")
+
+
+def _rms(field_files, target, origins, labels, tile):
+    """Root mean square of the target components over the training tiles of all boxes, km/s."""
+    nmesh = read_meta(field_files[0])["nmesh"]
+    mask = np.zeros((nmesh,) * 3, dtype=bool)
+    for ox, oy, oz in origins[labels == "train"]:
+        mask[ox:ox + tile, oy:oy + tile, oz:oz + tile] = True
+    if not mask.any():
+        raise VelnetInputError(field_files[0], "no training tiles to take the target scale from; "
+                                               "pass target_scale (from the training dataset's manifest)")
+    total = 0.0
+    for path in field_files:
+        value = load_fields(path, [target])[target].value[mask]
+        total += float(np.sum(value.astype(np.float64) ** 2))
+    rms = np.sqrt(total / (mask.sum() * 3 * len(field_files)))
+    if rms == 0:
+        raise VelnetInputError(field_files[0], f"{target} is zero on every training tile")
+    return float(rms)
+
+
+def _manifest(meta, config, sources, scale, totals, counts, shards, target):
+    tile, margin = config["tile"], config["margin"]
+    size = tile + 2 * margin
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION,
+        "cosmology": meta["cosmology"], "box_size": meta["box_size"], "nmesh": meta["nmesh"],
+        "redshift": meta["redshift"],
+        "input_name": "ln_density", "target_name": target,
+        "input_shape": [size, size, size, 1], "target_shape": [tile, tile, tile, 3],
+        "input_vector_slices": [], "target_vector_slices": [[0, 3]],
+        "tile": {"input": size, "target": tile, "margin": margin},
+        "normalisation": {
+            "input_transform": "ln(1 + rho/rho_mean)", "target_scale": scale, "target_units": "km/s",
+            "undo": f"{target} [km/s] = stored target * target_scale"},
+        "split": {"mode": config["split"],
+                  "rule": REGION_RULE if config["split"] == "region" else f"whole boxes in {config['split']!r}",
+                  "fractions": config["fractions"], "seed": config["seed"],
+                  "counts": totals, "per_box": counts},
+        "shards": shards,
+        "provenance": {
+            "sources": sources, "config": config, "velnet_version": _version("velnet"),
+            "versions": {"python": platform.python_version(), "numpy": np.__version__,
+                         "h5py": _version("h5py"), "google-crc32c": _version("google-crc32c")},
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+    }
+
+
+def _version(package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"

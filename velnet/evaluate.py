@@ -1,0 +1,403 @@
+"""The evaluation report: any number of reconstructions measured against the truth.
+
+`evaluate` computes the statistics of Wu et al. 2021, section 4 (pixel statistics, T(k)
+and r(k) of |v|, theta_v, p and curl p, as in their Tables 1-4), the error spectrum, the
+same spectra in sub-boxes, and pixel statistics in the densest slices; it writes them to a
+report folder (report.md, metrics.json, PNG figures, and every spectrum as a `Statistic`
+JSON under spectra/) that appears only when complete.
+"""
+import json
+import platform
+import re
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+from . import plots, stats
+from .errors import VelnetInputError
+from .files import atomic_dir
+from .linear import linear_momentum
+
+TABLE_K = (0.2, 0.6, 1.0)
+"""k (h/Mpc) at which the paper's Tables 1-4 quote T(k)."""
+WORST_RANGE = (0.2, 1.4)
+"""k range (h/Mpc) over which the worst T(k) is sought, as in the paper's text."""
+T_NEAR = 0.2
+"""|T - 1| at most this counts as 'the power is right'."""
+R_LOW = 0.7
+"""r below this counts as 'the phases are wrong' (half the power or more is uncorrelated)."""
+PHASE_FRACTION = 0.1
+"""'Power right, phases wrong' is reported when at least this fraction of the bins in
+WORST_RANGE qualify (a T(k) merely crossing 1 touches one or two)."""
+
+_PIXEL_ROWS = {"abs_v": "abs(v) (km/s)", "abs_v_residual": "abs(v_residual) (km/s)",
+               "abs_cos_theta": "abs(cos theta)", "cos_theta": "cos theta (signed)", "abs_p": "abs(p) (km/s)"}
+_TITLES = {"abs_v": "P_abs(v)", "theta_v": "P_theta_v", "p": "P_p", "curl_p": "P_curl_p"}
+
+
+def _check_inputs(truth_fields, predictions, density):
+    """Validate and complete the inputs: every entry gets a velocity and a momentum."""
+    density = density if density is not None else truth_fields.get("density")
+    if density is None:
+        raise VelnetInputError(None, "evaluate needs the true density: pass density= or truth_fields['density']")
+    if not predictions:
+        raise VelnetInputError(None, "evaluate needs at least one prediction")
+    if "truth" in predictions:
+        raise VelnetInputError(None, "'truth' is reserved; give the prediction another name")
+    stems = [_file_stem(name) for name in predictions]
+    if len(set(stems)) < len(stems):
+        raise VelnetInputError(None, f"method names {list(predictions)} collide as file names {stems}")
+    entries = {"truth": truth_fields, **predictions}
+    out = {}
+    for name, fields in entries.items():
+        if "velocity" not in fields:
+            raise VelnetInputError(None, f"{name!r} has no 'velocity' field (it holds {sorted(fields)})")
+        velocity = fields["velocity"]
+        momentum = fields.get("momentum")
+        for field in (velocity, momentum):
+            if field is None:
+                continue
+            source = field.attrs.get("source")
+            if not field.is_vector or field.nmesh != density.nmesh or not np.isclose(field.box_size, density.box_size):
+                raise VelnetInputError(source, f"{name!r} {field.name} is {field.value.shape} in a {field.box_size} "
+                                               f"Mpc/h box; the density is {density.value.shape} in "
+                                               f"{density.box_size} Mpc/h and velocity/momentum must be vectors")
+            if not np.all(np.isfinite(field.value)):
+                raise VelnetInputError(source, f"{name!r} {field.name} holds NaN or infinite values")
+        out[name] = {"velocity": velocity,
+                     "momentum": momentum if momentum is not None else linear_momentum(density, velocity)}
+    return density, out
+
+
+def _at(stat, column, k):
+    ok = (stat["modes"] > 0) & np.isfinite(stat[column])
+    ks = stat["k"][ok]
+    if not ok.any() or k < ks[0] or k > ks[-1]:
+        return float("nan")
+    return float(np.interp(k, ks, stat[column][ok]))
+
+
+def _worst(stat):
+    """The bin in WORST_RANGE whose T(k) is furthest from 1 in log."""
+    ok = (stat["modes"] > 0) & (stat["k"] > WORST_RANGE[0]) & (stat["k"] < WORST_RANGE[1]) & (stat["T"] > 0)
+    if not ok.any():
+        return {"k": None, "T": None}
+    i = np.flatnonzero(ok)[np.argmax(np.abs(np.log(stat["T"][ok])))]
+    return {"k": float(stat["k"][i]), "T": float(stat["T"][i])}
+
+
+def _phases_wrong(stat):
+    """The bins in WORST_RANGE where T(k) is near 1 but r(k) is low, if they are not just a
+    crossing of T through 1 (at least PHASE_FRACTION of the bins)."""
+    inside = (stat["modes"] > 0) & (stat["k"] > WORST_RANGE[0]) & (stat["k"] < WORST_RANGE[1])
+    flagged = inside & (np.abs(stat["T"] - 1) <= T_NEAR) & (stat["r"] < R_LOW)
+    if flagged.sum() < max(1, PHASE_FRACTION * inside.sum()):
+        return None
+    k = stat["k"][flagged]
+    return {"k_min": float(k.min()), "k_max": float(k.max()), "bins": int(flagged.sum()),
+            "bins_in_range": int(inside.sum()), "r_min": float(np.min(stat["r"][flagged])),
+            "r_max": float(np.max(stat["r"][flagged]))}
+
+
+def _spectrum_rows(comparisons):
+    """T and r at TABLE_K and the worst T, per method."""
+    return {name: {"T": {str(k): _at(stat, "T", k) for k in TABLE_K},
+                   "r": {str(k): _at(stat, "r", k) for k in TABLE_K},
+                   "worst_T": _worst(stat), "phases_wrong": _phases_wrong(stat)}
+            for name, stat in comparisons.items()}
+
+
+def _subbox_rows(subboxes):
+    return {name: {"T_mean": {str(k): _at(stat, "T_mean", k) for k in TABLE_K},
+                   "T_std": {str(k): _at(stat, "T_std", k) for k in TABLE_K}}
+            for name, stat in subboxes.items()}
+
+
+def _file_stem(name):
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", name).strip("_") or "method"
+
+
+def _measure(folder, density, entries, subbox_size, n_slices, progress):
+    """All statistics; saves each spectrum under folder/spectra and returns
+    (metrics dict, Statistic objects, derived fields, slabs)."""
+    methods = [name for name in entries if name != "truth"]
+    truth = entries["truth"]
+    progress("derived fields")
+    derived = {name: stats.derived_fields(e["velocity"], e["momentum"]) for name, e in entries.items()}
+
+    progress("pixel statistics")
+    pixel = {"truth": stats.pixel_statistics(truth["velocity"], truth["momentum"])}
+    pixel.update({name: stats.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
+                                               truth["velocity"]) for name in methods})
+
+    comparisons, subboxes, tables, subbox_tables = {}, {}, {}, {}
+    for q in stats.QUANTITIES:
+        progress(f"spectra of {q}")
+        truth_modes = stats.fourier(derived["truth"][q])
+        truth_power = stats.power(truth_modes)
+        comparisons[q] = {name: stats.compare_spectra(derived[name][q], truth_modes, truth_power=truth_power)
+                          for name in methods}
+        tables[q] = _spectrum_rows(comparisons[q])
+        subboxes[q] = stats.subbox_transfer({name: derived[name][q] for name in methods}, derived["truth"][q],
+                                            subbox_size)
+        subbox_tables[q] = _subbox_rows(subboxes[q])
+        for name in methods:
+            comparisons[q][name].save(folder / "spectra" / f"{q}_{_file_stem(name)}.json")
+            subboxes[q][name].save(folder / "spectra" / f"{q}_{_file_stem(name)}_subboxes.json")
+
+    progress("error spectra")
+    truth_variance = stats.band_variance(truth["velocity"])
+    errors = {name: stats.error_spectrum(entries[name]["velocity"], truth["velocity"], truth_variance=truth_variance)
+              for name in methods}
+    for name, stat in errors.items():
+        stat.save(folder / "spectra" / f"error_velocity_{_file_stem(name)}.json")
+
+    progress("slices")
+    slabs = stats.densest_slabs(density, count=n_slices)
+    slices = []
+    for slab in slabs:
+        index = slab.index(density.nmesh)
+        row = {"truth": stats.pixel_statistics(truth["velocity"], truth["momentum"], region=index)}
+        row.update({name: stats.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
+                                                 truth["velocity"], region=index) for name in methods})
+        slices.append({"slab": slab.to_dict(), "pixel": row})
+
+    metrics = {
+        "methods": methods,
+        "pixel": pixel,
+        "spectra": {q: {"table": tables[q], "results": {n: s.to_dict() for n, s in comparisons[q].items()}}
+                    for q in stats.QUANTITIES},
+        "subboxes": {q: {"table": subbox_tables[q], "results": {n: s.to_dict() for n, s in subboxes[q].items()}}
+                     for q in stats.QUANTITIES},
+        "error_spectrum": {name: s.to_dict() for name, s in errors.items()},
+        "slices": slices,
+    }
+    return metrics, {"comparisons": comparisons, "errors": errors}, derived, slabs
+
+
+def _num(x, fmt="{:.3g}"):
+    return "n/a" if x is None or not np.isfinite(x) else fmt.format(x)
+
+
+def _pm(d):
+    std = 0.0 if abs(d["std"]) < 1e-9 * max(1.0, abs(d["mean"])) else d["std"]
+    return f"{_num(d['mean'])} ± {_num(std)}"
+
+
+def _pixel_table(pixel, methods):
+    lines = ["| quantity | truth | " + " | ".join(methods) + " |", "|---" * (2 + len(methods)) + "|"]
+    for key, label in _PIXEL_ROWS.items():
+        cells = [_pm(pixel[n][key]) if key in pixel[n] else "" for n in ["truth", *methods]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _spectrum_table(q, table, methods):
+    head = " | ".join(f"k={k}" for k in TABLE_K)
+    lines = [f"**{_TITLES[q]}** ({stats.QUANTITIES[q]})", "",
+             f"| | {head} | worst T over {WORST_RANGE[0]}<k<{WORST_RANGE[1]} |", "|---" * (len(TABLE_K) + 2) + "|"]
+    for name in methods:
+        row = table[name]
+        worst = row["worst_T"]
+        where = "n/a" if worst["k"] is None else f"{worst['T']:.3f} at k={worst['k']:.3f}"
+        lines.append(f"| T(k), {name} | " + " | ".join(_num(row['T'][str(k)], "{:.3f}") for k in TABLE_K)
+                     + f" | {where} |")
+    for name in methods:
+        lines.append(f"| r(k), {name} | " + " | ".join(_num(table[name]['r'][str(k)], "{:.3f}") for k in TABLE_K)
+                     + " | |")
+    return lines + [""]
+
+
+def _error_table(errors, methods):
+    first = errors[methods[0]]
+    bands = [f"{lo:g}-{hi:g}" for lo, hi in zip(first["columns"]["k_lo"], first["columns"]["k_hi"])]
+    lines = ["| k band (h/Mpc) | " + " | ".join(bands) + " | all k |", "|---" * (len(bands) + 2) + "|",
+             "| truth rms | " + " | ".join(_num(v, "{:.1f}") for v in first["columns"]["rms_truth"])
+             + f" | {_num(first['attrs']['rms_truth_all'], '{:.1f}')} |"]
+    for name in methods:
+        err = errors[name]
+        lines.append(f"| {name} error rms | " + " | ".join(_num(v, "{:.1f}") for v in err["columns"]["rms_error"])
+                     + f" | {_num(err['attrs']['rms_error_all'], '{:.1f}')} |")
+    return lines
+
+
+def _subbox_table(metrics, methods):
+    lines = ["| spectrum | method | " + " | ".join(f"k={k}" for k in TABLE_K) + " |",
+             "|---" * (len(TABLE_K) + 2) + "|"]
+    for q in stats.QUANTITIES:
+        for name in methods:
+            row = metrics["subboxes"][q]["table"][name]
+            cells = []
+            for k in TABLE_K:
+                mean, spread = row["T_mean"][str(k)], row["T_std"][str(k)]
+                cells.append(_num(mean, "{:.3f}") + ("" if not np.isfinite(spread) else f" ± {spread:.3f}"))
+            lines.append(f"| {_TITLES[q]} | {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _phase_sentences(metrics):
+    out = []
+    for q in stats.QUANTITIES:
+        for name, row in metrics["spectra"][q]["table"].items():
+            flag = row["phases_wrong"]
+            if flag:
+                out.append(f"- {name}, {_TITLES[q]}: power right, phases wrong. For {flag['k_min']:.2f} <= k <= "
+                           f"{flag['k_max']:.2f} h/Mpc ({flag['bins']} of {flag['bins_in_range']} bins in "
+                           f"{WORST_RANGE[0]}-{WORST_RANGE[1]}) T(k) is within {T_NEAR:.0%} of 1 but r(k) is only "
+                           f"between {flag['r_min']:.2f} and {flag['r_max']:.2f}: the field has the right amount "
+                           "of structure in the wrong places.")
+    return out or [f"- No method has T(k) within {T_NEAR:.0%} of 1 together with r(k) < {R_LOW} in "
+                   f"{PHASE_FRACTION:.0%} or more of the bins over {WORST_RANGE[0]} < k < {WORST_RANGE[1]} h/Mpc."]
+
+
+def _report(metrics, density, figures):
+    methods = metrics["methods"]
+    cfg = metrics["config"]
+    sub = next(iter(metrics["subboxes"]["abs_v"]["results"].values()))["attrs"]
+    lines = [
+        "# velnet evaluation report", "",
+        f"Box {density.box_size:g} Mpc/h, {density.nmesh}^3 cells of {density.cell_size:g} Mpc/h, "
+        f"z = {density.redshift:g}, cosmology {density.cosmology.to_dict()}.",
+        f"Methods compared with the truth: {', '.join(methods)}.", "",
+        "Definitions (Wu et al. 2021, section 4): |v| the speed; v_residual = v_pred - v_true; theta the angle "
+        "between predicted and true velocity; p = |v| (1 + delta), the magnitude of the momentum field (the "
+        "paper's text writes p = |v| delta; the momentum magnitude is the non-negative version); "
+        "theta_v = div v; curl p = curl of the momentum vector (its spectrum is summed over the three "
+        "components). Power spectra: nbodykit FFTPower on the whole periodic box, bins of width 2 pi / L; "
+        "T(k) = P_pred / P_true, r(k) = P_pred,true / sqrt(P_pred P_true), read at each k by linear "
+        "interpolation between bins.", "",
+        "## Pixel statistics, whole box (mean ± standard deviation over cells)", "",
+        *_pixel_table(metrics["pixel"], methods), "",
+        "The paper quotes the same quantities in three 40x40x2 (Mpc/h)^3 slices (see 'Slices' below).", "",
+        "## T(k) and r(k), whole box (the paper's Tables 1-4)", "",
+    ]
+    for q in stats.QUANTITIES:
+        lines += _spectrum_table(q, metrics["spectra"][q]["table"], methods)
+    lines += ["## Power right, phases wrong?", "", *_phase_sentences(metrics), "",
+              "## Where the error lives: rms of one velocity component per k band (km/s)", "",
+              "Band variances come from FFTPower's band power times its mode count over the volume (Parseval); "
+              "'all k' is the standard deviation over cells (the box mean excluded).", "",
+              *_error_table(metrics["error_spectrum"], methods), "",
+              f"## Sub-boxes: T(k), mean ± spread over {sub['n_sub']} sub-box(es) of {sub['sub_box_size']:g} Mpc/h",
+              "",
+              f"As the paper measured it, in ({cfg['subbox_size']:g} Mpc/h)^3 boxes (here {sub['sub_box_cells']} "
+              "cells per side, the nearest whole number of cells; spread = standard deviation over sub-boxes, "
+              f"shown when there are several). Caveat: {stats.SUBBOX_NOTE}.", ""]
+    lines += _subbox_table(metrics, methods)
+    lines += ["## Slices (an extra view)", "",
+              "Chosen as the paper did, 40x40x2 (Mpc/h)^3 slices centred on the highest-density regions: every "
+              "periodic window of that size (thin along z) is ranked by its mean density; the densest is taken, "
+              "every window whose x-y footprint overlaps it (at any z) is dropped, and so on. Each holds few cells, "
+              "so these numbers are noisy.",
+              ""]
+    for i, entry in enumerate(metrics["slices"], start=1):
+        slab = entry["slab"]
+        lines += [f"**Slice {i}**: cells {slab['start']} + {slab['shape']} (wrapping), mean rho/rho_mean "
+                  f"{slab['mean_density']:.2f}", "", *_pixel_table(entry["pixel"], methods), ""]
+    lines += ["## Figures", "", *[f"- [{f}]({f})" for f in figures], "",
+              f"Evaluated in {metrics['provenance']['seconds']:.1f} s on {metrics['provenance']['created']}.", ""]
+    return "\n".join(lines)
+
+
+def _plane_mean(array, index):
+    """Average a slab cut over its thin (last) axis."""
+    return np.asarray(array[index]).mean(axis=2)
+
+
+def _figures(folder, density, entries, derived, results, slabs):
+    methods = [name for name in entries if name != "truth"]
+    written = []
+
+    def save(fig, name):
+        fig.savefig(folder / name, dpi=110)
+        written.append(name)
+
+    for i, slab in enumerate(slabs, start=1):
+        index = slab.index(density.nmesh)
+        extent = (slab.start[0] * slab.cell_size, (slab.start[0] + slab.shape[0]) * slab.cell_size,
+                  slab.start[1] * slab.cell_size, (slab.start[1] + slab.shape[1]) * slab.cell_size)
+        dens = _plane_mean(density.value, index)
+        stride = max(1, slab.shape[0] // 20)
+        for key, symbol in (("velocity", "v"), ("momentum", "p"))[:2 if i == 1 else 1]:
+            save(plots.slice_figure(dens, _plane_mean(entries["truth"][key].value, index),
+                                    {n: _plane_mean(entries[n][key].value, index) for n in methods},
+                                    extent, symbol=symbol, stride=stride,
+                                    title=f"slice {i}: {key}, mean rho/rho_mean {slab.mean_density:.2f}"),
+                 f"slice{i}_{key}.png")
+    save(plots.spectra_figure({stats.QUANTITIES[q]: c for q, c in results["comparisons"].items()},
+                              title="power spectra, whole box"), "spectra.png")
+    save(plots.error_spectrum_figure(results["errors"], title="velocity error per k band"), "error_spectrum.png")
+
+    v_true = np.linalg.norm(entries["truth"]["velocity"].value, axis=-1).ravel()
+    panels = {"abs(v) (km/s)": {"truth": v_true}, "abs(v_residual) / abs(v_true)": {}, "abs(cos theta)": {}}
+    for name in methods:
+        v = entries[name]["velocity"].value.reshape(-1, 3)
+        t = entries["truth"]["velocity"].value.reshape(-1, 3)
+        v_abs = np.linalg.norm(v, axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            panels["abs(v) (km/s)"][name] = v_abs
+            panels["abs(v_residual) / abs(v_true)"][name] = np.linalg.norm(v - t, axis=-1) / v_true
+            panels["abs(cos theta)"][name] = np.abs(np.sum(v * t, axis=-1)) / (v_abs * v_true)
+    save(plots.histogram_figure(panels, title="whole box, per cell"), "histograms.png")
+    names = ["truth", *methods]
+    save(plots.joint_figure(density.value, {
+        "theta_v (km/s per Mpc/h)": {n: derived[n]["theta_v"].value for n in names},
+        "(curl p)_x (km/s per Mpc/h)": {n: derived[n]["curl_p"].value[..., 0] for n in names}},
+        title="density against velocity divergence and momentum curl, per cell"), "joint_density.png")
+    return written
+
+
+def _provenance(seconds):
+    import matplotlib
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "matplotlib": matplotlib.__version__}
+    try:
+        import nbodykit
+
+        versions["nbodykit"] = nbodykit.__version__
+    except ImportError:
+        pass
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": seconds,
+            "versions": versions}
+
+
+def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, progress=None):
+    """Compare reconstructions with the truth and write a report folder.
+
+    Args:
+        truth_fields: dict with the true "velocity" (km/s) `Field`, optionally "momentum"
+            (default density * velocity) and "density".
+        predictions: dict method name (e.g. "U-net", "linear", "linear (smoothed R=2)") ->
+            {"velocity": Field, "momentum": Field}; momentum may be left out (then
+            density * velocity with the true density).
+        outdir: report folder; written atomically (replaced only when complete).
+        density: the true density `Field` (rho/rho_mean); default truth_fields["density"].
+        subbox_size: side of the sub-boxes for the sub-box spectra, Mpc/h.
+        n_slices: number of densest slices for the slice statistics and figures.
+        progress: optional callable taking a short message, called before each step.
+
+    Returns:
+        the metrics dict written to metrics.json.
+
+    Raises:
+        VelnetInputError: a field is missing, not a vector, not finite, or on another mesh
+            or box than the density.
+    """
+    start = time.time()
+    progress = progress or (lambda message: None)
+    density, entries = _check_inputs(truth_fields, predictions, density)
+    config = {"subbox_size": subbox_size, "n_slices": n_slices, "table_k": list(TABLE_K),
+              "worst_range": list(WORST_RANGE), "t_near": T_NEAR, "r_low": R_LOW,
+              "box_size": density.box_size, "nmesh": density.nmesh, "redshift": density.redshift,
+              "cosmology": density.cosmology.to_dict()}
+    with atomic_dir(outdir) as folder:
+        metrics, results, derived, slabs = _measure(folder, density, entries, subbox_size, n_slices, progress)
+        metrics["config"] = config
+        progress("figures")
+        figures = _figures(folder, density, entries, derived, results, slabs)
+        metrics["figures"] = figures
+        metrics["provenance"] = _provenance(time.time() - start)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (folder / "report.md").write_text(_report(metrics, density, figures))
+    return metrics

@@ -1,0 +1,521 @@
+"""Statistics that compare a reconstructed field with the truth (Wu et al. 2021, section 4).
+
+Power spectra come only from nbodykit's `FFTPower`, run on the Fourier modes of an
+`ArrayMesh` of the field (`fourier` transforms a field once for several spectra). Bins
+default to width k_f = 2 pi / L centred on multiples of k_f, up to the Nyquist k; any
+other edges are served by summing FFTPower's own finer bins with their mode counts, which
+reproduces what FFTPower reports for those edges. The box mean (k = 0) carries no power,
+as FFTPower clears it. A vector field's spectrum is the sum over its components (the
+trace P = sum_i P_ii). Spectra are in (field units)^2 (Mpc/h)^3, k in h/Mpc.
+
+Pixel statistics follow the paper's eq. 2-9: mean and standard deviation over cells of
+|v|, |v_pred - v_true|, |cos theta| between the predicted and true velocity, and
+|p| = |v| (1 + delta), the magnitude of the momentum field.
+
+nbodykit and mpi4py are imported inside the functions that need them; everything runs on
+one MPI rank.
+"""
+import json
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .errors import VelnetInputError
+from .files import atomic_file, require_file
+from .linear import curl, divergence
+
+ERROR_BANDS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+"""Default k bands (h/Mpc) of `error_spectrum`."""
+
+QUANTITIES = {
+    "abs_v": "|v| (km/s)",
+    "theta_v": "theta_v = div v (km/s per Mpc/h)",
+    "p": "p = |v| (1 + delta) (km/s)",
+    "curl_p": "Theta_p = curl p (km/s per Mpc/h)",
+}
+"""The fields of the paper's Tables 1-4, by key, with their units."""
+
+SUBBOX_NOTE = ("each sub-box is Fourier transformed as if it were periodic; it is not, so the "
+               "jumps at its faces add some spurious power, mostly at high k, to truth and "
+               "prediction alike")
+
+
+class Statistic:
+    """A binned measurement: named columns, all with the same first dimension, plus metadata.
+
+    Like nbodykit's results, it carries its `attrs` and saves to, and loads from, JSON.
+
+    Args:
+        columns: dict name -> array (e.g. "k", "power", "modes").
+        attrs: JSON-serialisable metadata (box size, mesh, field names, ...).
+    """
+
+    def __init__(self, columns, attrs=None):
+        self.columns = {name: np.asarray(value) for name, value in columns.items()}
+        lengths = {value.shape[0] for value in self.columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"columns differ in length: { {n: v.shape for n, v in self.columns.items()} }")
+        self.attrs = dict(attrs or {})
+
+    def __getitem__(self, name):
+        return self.columns[name]
+
+    def __repr__(self):
+        return f"Statistic(columns={list(self.columns)}, attrs={self.attrs})"
+
+    def to_dict(self):
+        """Plain lists and dicts (NaN stays NaN, as Python's json writes it)."""
+        return {"columns": {n: v.tolist() for n, v in self.columns.items()}, "attrs": self.attrs}
+
+    def save(self, path):
+        """Write JSON atomically; returns the path."""
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a result written by `save`.
+
+        Raises:
+            VelnetInputError: the file is missing, not JSON, or not a saved Statistic.
+        """
+        path = require_file(path, "statistic JSON")
+        try:
+            state = json.loads(path.read_text())
+            return cls(state["columns"], state["attrs"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise VelnetInputError(path, f"not a saved velnet Statistic ({err})") from None
+
+
+def _check_pair(a, b):
+    if a.nmesh != b.nmesh or a.is_vector != b.is_vector or not np.isclose(a.box_size, b.box_size):
+        raise VelnetInputError(getattr(b, "attrs", {}).get("source"),
+                               f"field {b.name!r} ({b.nmesh}^3, {'vector' if b.is_vector else 'scalar'}, "
+                               f"{b.box_size} Mpc/h box) does not match {a.name!r} ({a.nmesh}^3, "
+                               f"{'vector' if a.is_vector else 'scalar'}, {a.box_size} Mpc/h box)")
+
+
+@dataclass
+class FourierModes:
+    """A field's Fourier modes, one nbodykit `ComplexField` per component.
+
+    Transform a field once with `fourier` when it enters several spectra; every spectrum
+    function takes a `Field` or a `FourierModes`.
+    """
+
+    modes: list
+    name: str
+    box_size: float
+    nmesh: int
+    redshift: float
+    is_vector: bool
+
+
+def fourier(field):
+    """The field's `FourierModes` (ArrayMesh -> complex field, per component); passes them through."""
+    if isinstance(field, FourierModes):
+        return field
+    from nbodykit.source.mesh.array import ArrayMesh
+
+    value = field.value
+    components = [value[..., i] for i in range(3)] if field.is_vector else [value]
+    modes = [ArrayMesh(np.ascontiguousarray(c, dtype="f8"), BoxSize=field.box_size).compute(mode="complex")
+             for c in components]
+    return FourierModes(modes, field.name, float(field.box_size), field.nmesh, float(field.redshift),
+                        field.is_vector)
+
+
+def default_kedges(field):
+    """Bins of width k_f = 2 pi / L centred on multiples of k_f, up to the Nyquist k (h/Mpc)."""
+    kf = 2 * np.pi / field.box_size
+    return kf * np.arange(0.5, field.nmesh // 2 + 1)
+
+
+def _fft_power(a, b, kedges):
+    """Re P_ab (or P_aa) from FFTPower, summed over components, in the bins `kedges`.
+
+    When every bin is a whole number of bins of the narrowest width dk (evenly spaced
+    edges, or bands such as 0, 0.05, 0.1, 0.2, ...), FFTPower runs with that dk and its
+    bins are summed, with their mode counts, into `kedges`. Otherwise FFTPower runs with
+    `dk=0` (one bin per distinct |k|) and those bins are summed instead. Either way the
+    result is what FFTPower reports for the bins `kedges`.
+
+    Returns:
+        k (mode-weighted mean), power and modes per bin (NaN k and power where empty).
+    """
+    from nbodykit.algorithms.fftpower import FFTPower
+
+    width = np.diff(kedges)
+    dk = width.min()
+    steps = (kedges - kedges[0]) / dk
+    # (FFTPower fails on a single bin, so one-bin requests take the dk=0 route)
+    nested = dk > 0 and steps[-1] > 1.5 and np.allclose(steps, np.round(steps), rtol=0, atol=1e-6)
+    options = (dict(dk=dk, kmin=kedges[0], kmax=kedges[-1] + dk / 2) if nested
+               else dict(dk=0, kmin=0.0, kmax=kedges[-1] + 2 * np.pi / a.box_size))
+    total = 0.0
+    for i, modes_a in enumerate(a.modes):
+        modes_b = b.modes[i] if b is not None else None
+        result = FFTPower(modes_a, mode="1d", second=modes_b, **options).power
+        total = total + np.asarray(result["power"].real, dtype=float)
+    k, count = np.asarray(result["k"], dtype=float), np.asarray(result["modes"], dtype=float)
+    fine_edges = np.asarray(result.edges["k"])
+    where = 0.5 * (fine_edges[:-1] + fine_edges[1:]) if nested else k
+    return _rebin(where, k, total, count, kedges)
+
+
+def _rebin(where, k, power_fine, modes, kedges):
+    """Mode-weighted means of FFTPower's bins (placed in `kedges` by `where`) in coarse bins.
+
+    As in FFTPower, a bin starting at k = 0 counts the k = 0 mode, whose power it sets to 0.
+    """
+    index = np.digitize(where, kedges) - 1
+    inside = (index >= 0) & (index < len(kedges) - 1) & (modes > 0)
+    index, k, modes, power_fine = index[inside], k[inside], modes[inside], power_fine[inside]
+    nbin = len(kedges) - 1
+    count = np.bincount(index, weights=modes, minlength=nbin)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_k = np.bincount(index, weights=modes * k, minlength=nbin) / count
+        mean_power = np.bincount(index, weights=modes * power_fine, minlength=nbin) / count
+    return mean_k, mean_power, count
+
+
+def _spectrum_attrs(field, kedges, **extra):
+    return {"box_size": float(field.box_size), "nmesh": int(field.nmesh), "redshift": float(field.redshift),
+            "kedges": [float(e) for e in kedges], "estimator": "nbodykit FFTPower on ArrayMesh", **extra}
+
+
+def _edges(field, kedges):
+    return default_kedges(field) if kedges is None else np.asarray(kedges, dtype=float)
+
+
+def power(field_a, field_b=None, kedges=None):
+    """Auto or cross power spectrum with nbodykit.
+
+    Args:
+        field_a: scalar or vector `Field` (or its `FourierModes`).
+        field_b: optional second field of the same mesh and box: the cross spectrum
+            Re P_ab (for vectors, sum_i Re P_{a_i b_i}).
+        kedges: bin edges in h/Mpc; default `default_kedges(field_a)`.
+
+    Returns:
+        `Statistic` with columns k_lo, k_hi, k (mode-weighted mean), power
+        ((units)^2 (Mpc/h)^3) and modes (0, with NaN k and power, for empty bins).
+
+    Raises:
+        VelnetInputError: the two fields differ in mesh, kind or box size.
+    """
+    if field_b is not None:
+        _check_pair(field_a, field_b)
+    kedges = _edges(field_a, kedges)
+    a, b = fourier(field_a), (fourier(field_b) if field_b is not None else None)
+    k, p, modes = _fft_power(a, b, kedges)
+    names = [a.name] + ([b.name] if b is not None else [])
+    return Statistic({"k_lo": kedges[:-1], "k_hi": kedges[1:], "k": k, "power": p, "modes": modes},
+                     _spectrum_attrs(a, kedges, fields=names, kind="cross" if b is not None else "auto"))
+
+
+def _truth_power(truth, kedges, truth_power):
+    if truth_power is None:
+        return power(truth, kedges=kedges)
+    if not np.allclose(truth_power["k_lo"], kedges[:-1]):
+        raise ValueError("truth_power was measured in other k bins")
+    return truth_power
+
+
+def compare_spectra(pred, truth, kedges=None, truth_power=None):
+    """Prediction, truth and cross spectra, T(k) = P_pred / P_true and r(k) = P_pt / sqrt(P_pp P_tt).
+
+    Args:
+        pred: predicted `Field` (or `FourierModes`).
+        truth: true `Field` (or `FourierModes`) on the same mesh and box.
+        kedges: bin edges in h/Mpc; default `default_kedges(truth)`.
+        truth_power: `power(truth, kedges=kedges)` if already measured.
+
+    Returns:
+        `Statistic` with columns k_lo, k_hi, k, modes, power_pred, power_true, power_cross, T, r.
+    """
+    _check_pair(truth, pred)
+    kedges = _edges(truth, kedges)
+    pred, truth = fourier(pred), fourier(truth)
+    p_tt = _truth_power(truth, kedges, truth_power)
+    p_pp = power(pred, kedges=kedges)
+    p_pt = power(pred, truth, kedges=kedges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = p_pp["power"] / p_tt["power"]
+        r = p_pt["power"] / np.sqrt(p_pp["power"] * p_tt["power"])
+    columns = {name: p_tt[name] for name in ("k_lo", "k_hi", "k", "modes")}
+    columns.update(power_pred=p_pp["power"], power_true=p_tt["power"], power_cross=p_pt["power"], T=t, r=r)
+    return Statistic(columns, _spectrum_attrs(truth, kedges, fields=[pred.name, truth.name], kind="comparison"))
+
+
+def transfer(pred, truth, kedges=None, truth_power=None):
+    """T(k) = P_pred / P_true (paper eq. 12).
+
+    Returns:
+        `Statistic` with columns k_lo, k_hi, k, modes, T, power_pred, power_true.
+    """
+    _check_pair(truth, pred)
+    kedges = _edges(truth, kedges)
+    p_tt = _truth_power(truth, kedges, truth_power)
+    p_pp = power(pred, kedges=kedges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = p_pp["power"] / p_tt["power"]
+    columns = {name: p_tt[name] for name in ("k_lo", "k_hi", "k", "modes")}
+    columns.update(T=t, power_pred=p_pp["power"], power_true=p_tt["power"])
+    return Statistic(columns, dict(p_tt.attrs, fields=[pred.name, truth.name], kind="transfer"))
+
+
+def correlation(pred, truth, kedges=None):
+    """r(k) = P_pt / sqrt(P_pp P_tt): `compare_spectra`'s `Statistic` (columns k, r, T, ...)."""
+    return compare_spectra(pred, truth, kedges)
+
+
+def band_variance(field, edges=ERROR_BANDS):
+    """Variance of one component of a field carried by the modes in each k band.
+
+    From FFTPower's band power and mode count: var = P modes / V (Parseval), divided by
+    the number of components. Bands that cover every k > 0 add up to the field's variance.
+
+    Args:
+        field: `Field` (or `FourierModes`).
+        edges: band edges in h/Mpc.
+
+    Returns:
+        `Statistic` with columns k_lo, k_hi, k, variance ((units)^2) and modes.
+    """
+    p = power(field, kedges=edges)
+    ncomp = 3 if field.is_vector else 1
+    variance = np.nan_to_num(p["power"]) * p["modes"] / field.box_size**3 / ncomp
+    columns = {name: p[name] for name in ("k_lo", "k_hi", "k", "modes")}
+    return Statistic(dict(columns, variance=variance), dict(p.attrs, kind="band variance", components=ncomp))
+
+
+def _rms_all(value, is_vector):
+    """rms of one component about its mean over the box."""
+    flat = np.asarray(value, dtype=np.float64).reshape(-1, 3 if is_vector else 1)
+    return float(np.sqrt(np.mean(np.var(flat, axis=0))))
+
+
+def error_spectrum(pred, truth, edges=ERROR_BANDS, truth_variance=None):
+    """Where in k the error lives: rms of one component of (pred - truth) per k band.
+
+    Args:
+        pred: predicted `Field` (vector or scalar).
+        truth: true `Field`.
+        edges: band edges in h/Mpc.
+        truth_variance: `band_variance(truth, edges)` if already measured.
+
+    Returns:
+        `Statistic` with columns k_lo, k_hi, modes, rms_error and rms_truth (units of the
+        field), and attrs rms_error_all / rms_truth_all over all k > 0 (the rms about the
+        box mean over cells).
+    """
+    _check_pair(truth, pred)
+    edges = np.asarray(edges, dtype=float)
+    diff = truth.with_value(np.asarray(pred.value, dtype=np.float64) - truth.value, f"{pred.name} - truth")
+    err = band_variance(diff, edges)
+    ref = truth_variance if truth_variance is not None else band_variance(truth, edges)
+    if not np.allclose(ref["k_lo"], err["k_lo"]):
+        raise ValueError("truth_variance was measured in other k bands")
+    columns = {"k_lo": err["k_lo"], "k_hi": err["k_hi"], "modes": err["modes"],
+               "rms_error": np.sqrt(err["variance"]), "rms_truth": np.sqrt(ref["variance"])}
+    attrs = dict(err.attrs, kind="error spectrum", fields=[pred.name, truth.name],
+                 rms_error_all=_rms_all(diff.value, truth.is_vector),
+                 rms_truth_all=_rms_all(truth.value, truth.is_vector))
+    return Statistic(columns, attrs)
+
+
+def _magnitude(value):
+    return np.sqrt(np.sum(np.asarray(value, dtype=np.float64) ** 2, axis=-1))
+
+
+def derived_fields(velocity, momentum):
+    """The fields of the paper's Tables 1-4 from a velocity and a momentum field.
+
+    Args:
+        velocity: vector `Field`, km/s.
+        momentum: vector `Field` (rho/rho_mean) v, km/s.
+
+    Returns:
+        dict (keys of `QUANTITIES`) -> `Field`: "abs_v" |v|, "theta_v" div v,
+        "p" |momentum| = |v| (1 + delta), "curl_p" curl of the momentum (vector).
+    """
+    _check_pair(velocity, momentum)
+    return {
+        "abs_v": velocity.with_value(_magnitude(velocity.value).astype(np.float32), "abs_v"),
+        "theta_v": velocity.with_value(divergence(velocity), "theta_v"),
+        "p": momentum.with_value(_magnitude(momentum.value).astype(np.float32), "p"),
+        "curl_p": momentum.with_value(curl(momentum), "curl_p"),
+    }
+
+
+def _mean_std(values):
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return {"mean": float(values.mean()), "std": float(values.std())}
+
+
+def pixel_statistics(velocity, momentum, truth_velocity=None, region=None):
+    """Mean and standard deviation over cells (paper eq. 2-9).
+
+    Args:
+        velocity: vector `Field` (km/s) being described.
+        momentum: its momentum `Field` (km/s); |p| = |v| (1 + delta).
+        truth_velocity: the true velocity `Field`; adds the residual and angle statistics.
+        region: index into the first three axes (e.g. `Slab.index()`); default all cells.
+
+    Returns:
+        dict name -> {"mean", "std"}: "abs_v" |v|, "abs_p" |p|, and with a truth
+        "abs_v_residual" |v - v_true|, "abs_cos_theta" |cos theta| and "cos_theta"
+        (cells where either velocity is zero are left out of the angles).
+    """
+    region = region if region is not None else (slice(None),) * 3
+    v = np.asarray(velocity.value[region], dtype=np.float64)
+    out = {"abs_v": _mean_std(_magnitude(v)), "abs_p": _mean_std(_magnitude(momentum.value[region]))}
+    if truth_velocity is not None:
+        _check_pair(truth_velocity, velocity)
+        t = np.asarray(truth_velocity.value[region], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.sum(v * t, axis=-1) / (_magnitude(v) * _magnitude(t))
+        out.update(abs_v_residual=_mean_std(_magnitude(v - t)), abs_cos_theta=_mean_std(np.abs(cos)),
+                   cos_theta=_mean_std(cos))
+    return out
+
+
+def split_subboxes(field, size=120.0):
+    """Cut a field into cubic sub-boxes of the whole number of cells nearest `size` Mpc/h.
+
+    The box holds n = N // m sub-boxes of m cells per side; cells beyond n m are unused.
+
+    Returns:
+        list of `Field`s with box_size = m cells, attrs["origin"] the first cell (i, j, k).
+    """
+    m = int(min(field.nmesh, max(1, round(size / field.cell_size))))
+    n = field.nmesh // m
+    out = []
+    for i in range(n):
+        for j in range(n):
+            for k in range(n):
+                value = field.value[i * m:(i + 1) * m, j * m:(j + 1) * m, k * m:(k + 1) * m]
+                out.append(replace(field, value=np.ascontiguousarray(value), box_size=m * field.cell_size,
+                                   attrs=dict(field.attrs, origin=[i * m, j * m, k * m])))
+    return out
+
+
+def subbox_transfer(predictions, truth, size=120.0, kedges=None):
+    """T(k) measured in sub-boxes, as the paper did in (120 Mpc/h)^3 boxes.
+
+    Derived fields (divergence, curl) should be computed on the whole periodic box
+    first and split afterwards. Each sub-box is then treated as periodic (see SUBBOX_NOTE).
+
+    Args:
+        predictions: dict method name -> predicted `Field`.
+        truth: the true `Field` of the same box.
+        size: sub-box side in Mpc/h (rounded to whole cells).
+        kedges: bin edges in h/Mpc; default `default_kedges` of a sub-box.
+
+    Returns:
+        dict method name -> `Statistic` with columns k_lo, k_hi, k, modes (per sub-box),
+        T_mean, T_std (the spread: standard deviation over sub-boxes, NaN for a single
+        one) and T_each `(n_k, n_sub)`; attrs n_sub, sub_box_size, sub_box_cells, note.
+    """
+    for pred in predictions.values():
+        _check_pair(truth, pred)
+    truths = split_subboxes(truth, size)
+    kedges = _edges(truths[0], kedges)
+    truth_powers = [power(t, kedges=kedges) for t in truths]
+    out = {}
+    for name, pred in predictions.items():
+        t_each = np.stack([transfer(p, t, kedges, truth_power=tp)["T"]
+                           for p, t, tp in zip(split_subboxes(pred, size), truths, truth_powers)], axis=1)
+        spread = t_each.std(axis=1, ddof=1) if t_each.shape[1] > 1 else np.full(len(t_each), np.nan)
+        columns = {"k_lo": kedges[:-1], "k_hi": kedges[1:], "k": truth_powers[0]["k"],
+                   "modes": truth_powers[0]["modes"], "T_mean": t_each.mean(axis=1), "T_std": spread,
+                   "T_each": t_each}
+        out[name] = Statistic(columns, _spectrum_attrs(truths[0], kedges, kind="sub-box transfer",
+                                                       fields=[pred.name, truth.name], n_sub=len(truths),
+                                                       sub_box_size=float(truths[0].box_size),
+                                                       sub_box_cells=int(truths[0].nmesh), note=SUBBOX_NOTE))
+    return out
+
+
+@dataclass
+class Slab:
+    """A periodic window of the mesh: `shape` cells from cell `start`, wrapping at the faces.
+
+    Attributes:
+        start: first cell (i, j, k).
+        shape: cells along each axis.
+        mean_density: mean rho/rho_mean inside.
+        cell_size: Mpc/h.
+    """
+
+    start: tuple
+    shape: tuple
+    mean_density: float
+    cell_size: float
+
+    def index(self, nmesh):
+        """Open-mesh index selecting the slab's cells from an `(N, N, N, ...)` array."""
+        return np.ix_(*[(s + np.arange(n)) % nmesh for s, n in zip(self.start, self.shape)])
+
+    def to_dict(self):
+        return dict(asdict(self), start=[int(s) for s in self.start], shape=[int(s) for s in self.shape],
+                    size_mpc_h=[n * self.cell_size for n in self.shape])
+
+
+def _window_sums(value, shape):
+    """Sum of `value` over every periodic window of `shape` cells, indexed by its first cell."""
+    out = np.asarray(value, dtype=np.float64)
+    for axis, width in enumerate(shape):
+        padded = np.concatenate([out, np.take(out, np.arange(width - 1), axis=axis)], axis=axis)
+        cums = np.cumsum(padded, axis=axis)
+        zero = np.zeros_like(np.take(cums, [0], axis=axis))
+        cums = np.concatenate([zero, cums], axis=axis)
+        n = out.shape[axis]
+        out = np.take(cums, np.arange(width, width + n), axis=axis) - np.take(cums, np.arange(n), axis=axis)
+    return out
+
+
+def densest_slabs(density, size=40.0, thickness=2.0, count=3, axis=2):
+    """The paper's slices: the `count` densest non-overlapping slabs of size x size x thickness.
+
+    Every periodic window of round(size / cell) x round(size / cell) cells across and
+    round(thickness / cell) (at least 1) cells along `axis` is ranked by its mean density;
+    the densest is taken, every window whose footprint in the plane overlaps it (at any
+    depth) is discarded, and so on, so the slabs show distinct regions.
+
+    Args:
+        density: scalar `Field` rho/rho_mean.
+        size: side of the slab in the plane, Mpc/h.
+        thickness: depth along `axis`, Mpc/h.
+        count: number of slabs.
+        axis: the axis the slab is thin along (its plane holds the other two).
+
+    Returns:
+        list of `Slab`, densest first.
+
+    Raises:
+        VelnetInputError: the box is smaller than a slab or cannot hold `count` of them.
+    """
+    cells = max(1, round(size / density.cell_size))
+    depth = max(1, round(thickness / density.cell_size))
+    shape = [cells] * 3
+    shape[axis] = depth
+    if max(shape) > density.nmesh:
+        raise VelnetInputError(density.attrs.get("source"),
+                               f"a {size} Mpc/h slice does not fit in a {density.box_size} Mpc/h box")
+    volume = float(np.prod(shape))
+    score = _window_sums(density.value, shape) / volume
+    out = []
+    for _ in range(count):
+        start = np.unravel_index(np.argmax(score), score.shape)
+        if not np.isfinite(score[start]):
+            raise VelnetInputError(density.attrs.get("source"),
+                                   f"the box holds fewer than {count} non-overlapping slices")
+        out.append(Slab(tuple(int(s) for s in start), tuple(shape), float(score[start]), density.cell_size))
+        reach = [(s + np.arange(-w + 1, w)) % density.nmesh for s, w in zip(start, shape)]
+        reach[axis] = np.arange(density.nmesh)
+        score[np.ix_(*reach)] = -np.inf
+    return out

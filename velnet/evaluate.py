@@ -181,7 +181,9 @@ def _num(x, fmt="{:.3g}"):
 
 
 def _pm(d):
-    std = 0.0 if abs(d["std"]) < 1e-9 * max(1.0, abs(d["mean"])) else d["std"]
+    std = d["std"]
+    if std is not None and d["mean"] is not None and abs(std) < 1e-9 * max(1.0, abs(d["mean"])):
+        std = 0.0
     return f"{_num(d['mean'])} ± {_num(std)}"
 
 
@@ -231,7 +233,7 @@ def _subbox_table(metrics, methods):
             cells = []
             for k in TABLE_K:
                 mean, spread = row["T_mean"][str(k)], row["T_std"][str(k)]
-                cells.append(_num(mean, "{:.3f}") + ("" if not np.isfinite(spread) else f" ± {spread:.3f}"))
+                cells.append(_num(mean, "{:.3f}") + ("" if spread is None else f" ± {spread:.3f}"))
             lines.append(f"| {_TITLES[q]} | {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -378,7 +380,8 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
         progress: optional callable taking a short message, called before each step.
 
     Returns:
-        the metrics dict written to metrics.json.
+        the metrics dict written to metrics.json (numbers that do not exist, such as T(k)
+        beyond the Nyquist k, are None).
 
     Raises:
         VelnetInputError: a field is missing, not a vector, not finite, or on another mesh
@@ -398,6 +401,7 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
         figures = _figures(folder, density, entries, derived, results, slabs)
         metrics["figures"] = figures
         metrics["provenance"] = _provenance(time.time() - start)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        metrics = stats.to_json(metrics)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
         (folder / "report.md").write_text(_report(metrics, density, figures))
     return metrics

@@ -40,6 +40,21 @@ SUBBOX_NOTE = ("each sub-box is Fourier transformed as if it were periodic; it i
                "prediction alike")
 
 
+def to_json(obj):
+    """`obj` with numpy scalars as Python numbers and NaN or infinities as None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(key): to_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(value) for value in obj]
+    if isinstance(obj, np.ndarray):
+        return to_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 class Statistic:
     """A binned measurement: named columns, all with the same first dimension, plus metadata.
 
@@ -64,13 +79,13 @@ class Statistic:
         return f"Statistic(columns={list(self.columns)}, attrs={self.attrs})"
 
     def to_dict(self):
-        """Plain lists and dicts (NaN stays NaN, as Python's json writes it)."""
-        return {"columns": {n: v.tolist() for n, v in self.columns.items()}, "attrs": self.attrs}
+        """Plain lists and dicts, NaN and infinities as None (strict JSON)."""
+        return to_json({"columns": {n: v.tolist() for n, v in self.columns.items()}, "attrs": self.attrs})
 
     def save(self, path):
-        """Write JSON atomically; returns the path."""
+        """Write strict JSON atomically; returns the path."""
         with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1))
+            tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
         return path
 
     @classmethod
@@ -83,7 +98,7 @@ class Statistic:
         path = require_file(path, "statistic JSON")
         try:
             state = json.loads(path.read_text())
-            return cls(state["columns"], state["attrs"])
+            return cls({n: np.array(v, dtype=float) for n, v in state["columns"].items()}, state["attrs"])
         except (ValueError, KeyError, TypeError) as err:
             raise VelnetInputError(path, f"not a saved velnet Statistic ({err})") from None
 

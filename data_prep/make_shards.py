@@ -68,15 +68,21 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         raise VelnetInputError(None, f"tiles_per_shard must be >= 1. Received: tiles_per_shard={tiles_per_shard}")
     meta = _common_meta(field_files)
     nmesh = meta["nmesh"]
+    box_splits = [split] * len(field_files) if isinstance(split, str) else list(split)
+    if len(box_splits) != len(field_files):
+        raise VelnetInputError(None, f"{len(box_splits)} splits for {len(field_files)} fields files; "
+                                     f"give one split, or one per file. Received: split={split}")
     try:
         check_grid(nmesh, tile)
         origins = tile_origins(nmesh, tile)
-        labels, counts = split_tiles(origins, nmesh, tile, margin, split, fractions)
+        per_box = [split_tiles(origins, nmesh, tile, margin, s, fractions) for s in box_splits]
     except VelnetInputError as err:
         raise VelnetInputError(field_files[0], err.problem) from None
-    totals = {k: v * len(field_files) for k, v in counts.items()}
+    labels = [box_labels for box_labels, _ in per_box]
+    counts = [box_counts for _, box_counts in per_box]
+    totals = {k: sum(c[k] for c in counts) for k in counts[0]}
 
-    config = {"target": target, "tile": tile, "margin": margin, "split": split,
+    config = {"target": target, "tile": tile, "margin": margin, "split": box_splits,
               "fractions": list(fractions), "tiles_per_shard": tiles_per_shard,
               "target_scale": target_scale, "seed": seed}
     sources = [{"file": str(f), "sha256": sha256(f)} for f in field_files]
@@ -91,13 +97,15 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
     with atomic_dir(outdir) as tmp, tqdm(total=sum(totals[s] for s in SPLITS), desc="tiles",
                                           unit="tile") as bar:
         writer = ShardWriter(tmp)
+        first = {s: 0 for s in SPLITS}
         for box, path in enumerate(field_files):
             fields = load_fields(path, ["density", target])
             x = ln_density(fields["density"]).value[..., None]
             y = fields[target].value
             for s in SPLITS:
-                kept = np.flatnonzero(labels == s)
-                pos = positions[s][box * len(kept):(box + 1) * len(kept)]
+                kept = np.flatnonzero(labels[box] == s)
+                pos = positions[s][first[s]:first[s] + len(kept)]
+                first[s] += len(kept)
                 kept, pos = kept[np.argsort(pos)], np.sort(pos)
                 for start in range(0, len(kept), CHUNK):
                     chunk, where = kept[start:start + CHUNK], pos[start:start + CHUNK]
@@ -146,21 +154,19 @@ def _existing(outdir, config, sources, overwrite):
 
 def _rms(field_files, target, origins, labels, tile):
     """Root mean square of the target components over the training tiles of all boxes, km/s."""
-    nmesh = read_meta(field_files[0])["nmesh"]
-    mask = np.zeros((nmesh,) * 3, dtype=bool)
-    for ox, oy, oz in origins[labels == "train"]:
-        mask[ox:ox + tile, oy:oy + tile, oz:oz + tile] = True
-    if not mask.any():
+    total, cells = 0.0, 0
+    for path, box_labels in zip(field_files, labels):
+        train = origins[box_labels == "train"]
+        if len(train):
+            value = extract(load_fields(path, [target])[target].value, train, tile)
+            total += float(np.sum(value.astype(np.float64) ** 2))
+            cells += value.size
+    if not cells:
         raise VelnetInputError(field_files[0], "no training tiles to take the target scale from; "
                                                "pass target_scale (from the training dataset's manifest)")
-    total = 0.0
-    for path in field_files:
-        value = load_fields(path, [target])[target].value[mask]
-        total += float(np.sum(value.astype(np.float64) ** 2))
-    rms = np.sqrt(total / (mask.sum() * 3 * len(field_files)))
-    if rms == 0:
+    if total == 0:
         raise VelnetInputError(field_files[0], f"{target} is zero on every training tile")
-    return float(rms)
+    return float(np.sqrt(total / cells))
 
 
 def _manifest(meta, config, sources, scale, totals, counts, shards, target):
@@ -178,7 +184,7 @@ def _manifest(meta, config, sources, scale, totals, counts, shards, target):
             "input_transform": "ln(1 + rho/rho_mean)", "target_scale": scale, "target_units": "km/s",
             "undo": f"{target} [km/s] = stored target * target_scale"},
         "split": {"mode": config["split"],
-                  "rule": REGION_RULE if config["split"] == "region" else f"whole boxes in {config['split']!r}",
+                  "rule": _split_rule(config["split"]),
                   "fractions": config["fractions"], "seed": config["seed"],
                   "counts": totals, "per_box": counts},
         "shards": shards,
@@ -188,6 +194,16 @@ def _manifest(meta, config, sources, scale, totals, counts, shards, target):
                          "h5py": _version("h5py"), "google-crc32c": _version("google-crc32c")},
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }
+
+
+def _split_rule(box_splits):
+    """How the tiles of each box were split, in words."""
+    rules = [REGION_RULE] if "region" in box_splits else []
+    whole = sorted(set(box_splits) - {"region"})
+    if whole:
+        rules.append("whole boxes: " + ", ".join(f"box {i} in {s!r}" for i, s in enumerate(box_splits)
+                                                 if s != "region"))
+    return "; ".join(rules)
 
 
 def _version(package):

@@ -47,6 +47,20 @@ def test_whole_boxes_read_back_into_the_fields(tmp_path, target):
         np.testing.assert_allclose(untile(y[sel], origins[sel], 40) * scale, values[target], rtol=1e-6)
 
 
+def test_one_split_per_box(tmp_path):
+    boxes = [write_box(tmp_path / f"box{i}.h5", 40, seed=i) for i in range(3)]
+    manifest = make_shards([p for p, _ in boxes], tmp_path / "ds", split=["train", "train", "val"])
+    assert manifest["split"]["counts"] == {"train": 16, "val": 8, "test": 0, "guard": 0}
+    train = np.stack([v["velocity"] for _, v in boxes[:2]]).astype(np.float64)
+    assert manifest["normalisation"]["target_scale"] == pytest.approx(np.sqrt(np.mean(train**2)), rel=1e-12)
+    _, y, origins, box_index = read_split_arrays(tmp_path / "ds", "val")
+    assert set(box_index) == {2}
+    np.testing.assert_allclose(untile(y, origins, 40) * manifest["normalisation"]["target_scale"],
+                               boxes[2][1]["velocity"], rtol=1e-6)
+    with pytest.raises(VelnetInputError, match="one per file"):
+        make_shards([p for p, _ in boxes], tmp_path / "ds2", split=["train", "val"])
+
+
 def test_region_split_tiles_land_in_their_regions(tmp_path):
     path, values = write_box(tmp_path / "box.h5", 24, seed=3)
     manifest = make_shards([path], tmp_path / "ds", tile=4, margin=2, fractions=(0.5, 0.25, 0.25))
@@ -120,4 +134,4 @@ def test_test_boxes_take_the_training_scale(tmp_path):
     assert manifest["normalisation"]["target_scale"] == 250.0
     _, y, origins, _ = read_split_arrays(tmp_path / "ds", "test")
     np.testing.assert_allclose(untile(y, origins, 20) * 250.0, values["velocity"], rtol=1e-6)
-    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["split"]["mode"] == "test"
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["split"]["mode"] == ["test"]

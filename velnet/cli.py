@@ -6,6 +6,7 @@
     velnet train     train a U-net on shards
     velnet predict   reconstruct a whole box with a trained model
     velnet evaluate  truth vs predictions vs linear theory -> a report folder
+    velnet baseline  fit the smoothing radius of the linear-theory baseline on training boxes
     velnet summary   print what a fields file holds
 
 Every command writes a JSON record of its config, versions and timings beside its outputs.
@@ -17,6 +18,8 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from .errors import VelnetInputError
 
@@ -58,7 +61,8 @@ def _prep(args):
                 paint_snapshot(path, args.nmesh, target, **_reader_kwargs(args))
             field_files.append(target)
     make_shards(field_files, out, target=args.target, tile=args.tile, margin=args.margin,
-                split=args.split, tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite)
+                split=args.split[0] if len(args.split) == 1 else args.split,
+                tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite)
     print(out / "manifest.json")
 
 
@@ -84,26 +88,55 @@ def _train(args):
 
 def _predict(args):
     from .predict import predict_file
-    print(predict_file(args.model, args.fields, args.out, batch_size=args.batch_size,
-                       tile=args.tile))
+    print(predict_file(args.models, args.fields, args.out, tile=args.tile,
+                       batch_size=args.batch_size))
 
 
 def _evaluate(args):
-    from .evaluate import evaluate_files
-    metrics = evaluate_files(args.truth, args.predictions, args.out, names=args.names,
-                             smoothing=args.smoothing)
+    from .evaluate import evaluate
+    from .fields import load_fields
+    from .linear import linear_prediction
+    truth = load_fields(args.truth)
+    if "density" not in truth or "velocity" not in truth:
+        raise VelnetInputError(args.truth, "needs 'density' and 'velocity' fields")
+    density = truth["density"]
+    names = args.names or [Path(p).stem for p in args.predictions]
+    if len(names) != len(args.predictions):
+        raise VelnetInputError(None, f"{len(names)} names for {len(args.predictions)} predictions")
+    methods = {name: load_fields(path) for name, path in zip(names, args.predictions)}
+    methods["linear"] = linear_prediction(density)
+    if args.smoothing:
+        methods[f"linear R={args.smoothing:g}"] = linear_prediction(density, args.smoothing)
+    evaluate(truth, methods, args.out, density=density, progress=log.info)
     print(Path(args.out) / "report.md")
-    return metrics
+
+
+def _baseline(args):
+    from .fields import load_fields
+    from .files import atomic_file
+    from .linear import fit_smoothing
+    boxes = [load_fields(p, ["density", "velocity"]) for p in args.fields]
+    radius, errors = fit_smoothing([b["density"] for b in boxes], [b["velocity"] for b in boxes],
+                                   args.radii)
+    result = {"smoothing": float(radius), "units": "Mpc/h",
+              "rule": "Gaussian radius minimising the mean squared linear-theory velocity error "
+                      "over the given (training) boxes",
+              "radii": [float(r) for r in args.radii],
+              "rms_error_km_s": [float(e) ** 0.5 for e in errors],
+              "fields": [str(p) for p in args.fields]}
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"smoothing R = {radius:g} Mpc/h -> {args.out}")
 
 
 def _summary(args):
     from .fields import load_fields
     for name, f in load_fields(args.fields).items():
-        v = f.value
-        comps = v.reshape(-1, 3) if f.is_vector else v.reshape(-1, 1)
-        print(f"{name:12s} {f.units:28s} mesh {f.nmesh}^3, box {f.box_size:g} Mpc/h, z={f.redshift:g}: "
-              f"mean {comps.mean(0).round(3).tolist()}, rms {comps.std(0).round(3).tolist()}, "
-              f"min {float(v.min()):.3g}, max {float(v.max()):.3g}")
+        comps = f.value.reshape(-1, 3 if f.is_vector else 1).astype(np.float64)
+        fmt = lambda a: "[" + ", ".join(f"{x:.4g}" for x in a) + "]"  # noqa: E731
+        print(f"{name:11s} [{f.units}] {f.nmesh}^3 cells, box {f.box_size:g} Mpc/h, z={f.redshift:g}: "
+              f"mean {fmt(comps.mean(0))}, rms {fmt(comps.std(0))}, "
+              f"min {comps.min():.4g}, max {comps.max():.4g}")
 
 
 def build_parser():
@@ -140,8 +173,9 @@ def build_parser():
             s.add_argument("--tile", type=int, default=20, help="target tile side, cells (20)")
             s.add_argument("--margin", type=int, default=6,
                            help="input margin per side, cells (6: 32^3 inputs)")
-            s.add_argument("--split", default="region",
-                           help="region (60/30/10 by spatial region) or train/val/test for whole boxes")
+            s.add_argument("--split", nargs="+", default=["region"],
+                           help="region (60/30/10 by spatial region within each box) or "
+                                "train/val/test for whole boxes; one value, or one per input")
             s.add_argument("--tiles-per-shard", type=int, default=256)
             s.add_argument("--overwrite", action="store_true",
                            help="replace an existing different dataset in --out")
@@ -162,8 +196,9 @@ def build_parser():
     s.set_defaults(func=_train)
 
     s = sub.add_parser("predict", help="reconstruct a whole box")
-    s.add_argument("model", help="trained model (.keras) from `velnet train`")
     s.add_argument("fields", help="fields .h5 with a 'density' field")
+    s.add_argument("models", nargs="+",
+                   help="trained model(s) (.keras) from `velnet train`, e.g. velocity and momentum")
     s.add_argument("--out", required=True, help="output .h5 with the predicted field")
     s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--tile", type=int, help="target tile side for inference (default: the model's)")
@@ -177,6 +212,13 @@ def build_parser():
                    help="Gaussian radius (Mpc/h) of the smoothed linear baseline")
     s.add_argument("--out", required=True, help="report folder")
     s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("baseline", help="fit the smoothing radius of linear theory on training boxes")
+    s.add_argument("fields", nargs="+", help="training fields .h5 files (density, velocity)")
+    s.add_argument("--radii", type=float, nargs="+",
+                   default=[0, 1, 2, 3, 4, 5, 6, 8], help="candidate Gaussian radii, Mpc/h")
+    s.add_argument("--out", required=True, help="output JSON with the fitted radius")
+    s.set_defaults(func=_baseline)
 
     s = sub.add_parser("summary", help="print what a fields file holds")
     s.add_argument("fields")

@@ -1,0 +1,125 @@
+"""Wu et al. 2021 at laptop scale: simulate, prepare, train, predict and evaluate, in velnet commands.
+
+Every stage is a `velnet` command (printed as it runs), so the same steps can be replayed by
+hand or on other machines. Stages whose outputs exist are skipped, so an interrupted run
+resumes (training itself resumes from its last epoch).
+
+    python -m experiments.wu2021 --out runs/wu2021-tiny            # the frozen CONFIG
+    python -m experiments.wu2021 --out runs/wu2021-tiny --ship     # and copy the models into velnet/pretrained
+
+The data: fastpm boxes at the paper's resolution (1 Mpc/h particle spacing, 2 Mpc/h grid, z = 0,
+the paper's cosmology), smaller than the paper's 512 Mpc/h so that they run on 2 cores. Whole
+boxes are the split: `train_seeds` for training, `val_seeds` for validation, `test_seed` never
+seen in training.
+"""
+import argparse
+import json
+import logging
+import shlex
+import shutil
+from pathlib import Path
+
+from velnet.cli import main as velnet
+
+log = logging.getLogger("experiments.wu2021")
+
+CONFIG = {
+    "box_size": 160.0,          # Mpc/h
+    "nmesh": 80,                # 2 Mpc/h cells
+    "train_seeds": [1, 2, 3, 4],
+    "val_seeds": [5],
+    "test_seed": 100,
+    "targets": ["velocity"],
+    "model": "tiny",
+    "epochs": 30,
+    "batch_size": 6,
+    "learning_rate": 3e-4,
+    "smoothing_radii": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0],  # Mpc/h, for the smoothed baseline
+}
+
+PRETRAINED = Path(__file__).resolve().parent.parent / "velnet" / "pretrained"
+
+
+def run_velnet(*argv):
+    """Run one velnet command, logging it as a shell line; raise if it fails."""
+    argv = [str(a) for a in argv]
+    log.info("$ velnet %s", shlex.join(argv))
+    if velnet(argv) != 0:
+        raise SystemExit(f"velnet {argv[0]} failed")
+
+
+def fields_for_seed(out, config, seed):
+    """Simulate and paint one box (skipped where the outputs exist); return its fields file."""
+    sim = out / "sims" / f"seed{seed}"
+    fields = out / "fields" / f"seed{seed}.h5"
+    snapshot = sim / "snapshot_z0.000"
+    if not snapshot.exists():
+        run_velnet("simulate", "--preset", "wu2021", "--box", config["box_size"], "--seed", seed,
+                   "--out", sim)
+    if not fields.exists():
+        run_velnet("paint", snapshot, "--nmesh", config["nmesh"], "--out", fields)
+    return fields
+
+
+def run(out, config=CONFIG, ship=False):
+    """Run the whole experiment into `out`; return the path of the report."""
+    out = Path(out)
+    train = [fields_for_seed(out, config, s) for s in config["train_seeds"]]
+    val = [fields_for_seed(out, config, s) for s in config["val_seeds"]]
+    test = fields_for_seed(out, config, config["test_seed"])
+    baseline = out / "baseline.json"
+    if not baseline.exists():
+        run_velnet("baseline", *train, "--radii", *config["smoothing_radii"], "--out", baseline)
+    radius = json.loads(baseline.read_text())["smoothing"]
+    models = []
+    for target in config["targets"]:
+        data = out / "data" / target
+        run_velnet("prep", *train, *val, "--split", *(["train"] * len(train) + ["val"] * len(val)),
+                   "--target", target, "--out", data)
+        run_dir = out / "models" / target
+        if not (run_dir / "model.keras").exists():
+            run_velnet("train", data, "--out", run_dir, "--preset", config["model"],
+                       "--epochs", config["epochs"], "--batch-size", config["batch_size"],
+                       "--learning-rate", config["learning_rate"])
+        models.append(run_dir / "model.keras")
+    prediction = out / "predictions" / f"seed{config['test_seed']}.h5"
+    run_velnet("predict", test, *models, "--out", prediction)
+    report = out / "report"
+    run_velnet("evaluate", test, prediction, "--names", "U-net", "--smoothing", radius,
+               "--out", report)
+    if ship:
+        ship_models(out, config, models, baseline)
+    return report / "report.md"
+
+
+def ship_models(out, config, models, baseline):
+    """Copy trained models, their logs and the fitted baseline into velnet/pretrained."""
+    PRETRAINED.mkdir(exist_ok=True)
+    for model in models:
+        target = model.parent.name
+        shutil.copy(model, PRETRAINED / f"wu2021-{config['model']}-{target}.keras")
+        for name in ("history.csv", "train_config.json"):
+            shutil.copy(model.parent / name, PRETRAINED / f"wu2021-{config['model']}-{target}.{name}")
+    shutil.copy(baseline, PRETRAINED / "baseline.json")
+    (PRETRAINED / "experiment.json").write_text(json.dumps(config, indent=1) + "\n")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/wu2021-tiny", help="experiment folder")
+    p.add_argument("--ship", action="store_true", help="copy the trained models into velnet/pretrained")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                   help="override CONFIG entries, e.g. --set epochs=2 'train_seeds=[1]'")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = dict(CONFIG)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in CONFIG:
+            p.error(f"unknown CONFIG key {key!r}; known: {sorted(CONFIG)}")
+        config[key] = json.loads(value)
+    print(run(args.out, config, ship=args.ship))
+
+
+if __name__ == "__main__":
+    main()

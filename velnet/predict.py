@@ -1,0 +1,103 @@
+"""Whole-box prediction: tile a density field periodically, run the model, stitch the outputs.
+
+The trained U-net is fully convolutional, so inference may use target tiles larger than the
+training ones (fewer overlapping margins to compute); the input windows wrap around the
+periodic box exactly as in training.
+"""
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .errors import VelnetInputError
+from .fields import Field, ln_density, load_fields, save_fields
+from .provenance import write_record
+from .tiling import tile as tile_box, untile
+
+log = logging.getLogger(__name__)
+
+
+def inference_tile(nmesh, margin, multiple=4, largest=64):
+    """The largest target tile for inference that divides `nmesh`.
+
+    The input window (tile + 2 margin) must be divisible by `multiple` (2**levels of the U-net).
+
+    Raises:
+        VelnetInputError: no such tile exists.
+    """
+    for t in range(min(largest, nmesh), 0, -1):
+        if nmesh % t == 0 and (t + 2 * margin) % multiple == 0:
+            return t
+    raise VelnetInputError(None, f"no target tile divides the {nmesh}^3 mesh with inputs "
+                                 f"divisible by {multiple}. Received: nmesh={nmesh}")
+
+
+def predict_box(model, metadata, density, tile=None, batch_size=4):
+    """Reconstruct the velocity or momentum of a whole periodic box.
+
+    Args:
+        model: km/s-output model from `velnet.train.load_model`.
+        metadata: its metadata (tile sizes, target name, box_size and nmesh of training).
+        density: `Field` of rho/rho_mean on an N^3 mesh with the training cell size.
+        tile: target tile side for inference, cells; default: the largest that fits.
+        batch_size: tiles per model call.
+
+    Returns:
+        `Field` `(N, N, N, 3)` named after the model's target, in km/s.
+
+    Raises:
+        VelnetInputError: the cell size differs from the training data's.
+    """
+    trained_cell = metadata["box_size"] / metadata["nmesh"]
+    if not np.isclose(density.cell_size, trained_cell, rtol=1e-3):
+        raise VelnetInputError(
+            density.attrs.get("path"),
+            f"cell size {density.cell_size:.4g} Mpc/h (box {density.box_size:g} / {density.nmesh}) "
+            f"differs from the model's training cell size {trained_cell:.4g} Mpc/h")
+    margin = metadata["tile"]["margin"]
+    tile = tile or inference_tile(density.nmesh, margin)
+    inputs, origins = tile_box(ln_density(density).value[..., None], tile, margin)
+    outputs = np.empty((len(inputs), tile, tile, tile, 3), np.float32)
+    for start in tqdm(range(0, len(inputs), batch_size), desc=f"predict {metadata['target_name']}",
+                      unit="batch"):
+        batch = inputs[start:start + batch_size]
+        outputs[start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
+    box = untile(outputs, origins, density.nmesh)
+    return density.with_value(box, metadata["target_name"])
+
+
+def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4):
+    """Predict with one or more trained models and write their fields to one HDF5 file.
+
+    Args:
+        model_paths: `model.keras` path(s) from `velnet train` (e.g. a velocity and a momentum
+            model).
+        fields_path: fields file with a "density" field.
+        out_path: output `.h5`; written atomically, with a `.json` run record beside it.
+
+    Returns:
+        `out_path`.
+    """
+    from .train import load_model
+
+    start = time.time()
+    density = load_fields(fields_path, ["density"])["density"]
+    density.attrs["path"] = str(fields_path)
+    predicted, models = {}, []
+    for path in [model_paths] if isinstance(model_paths, (str, Path)) else model_paths:
+        model, metadata = load_model(path)
+        field = predict_box(model, metadata, density, tile, batch_size)
+        if field.name in predicted:
+            raise VelnetInputError(path, f"a second model for {field.name!r}")
+        field.attrs = {"model": str(path)}
+        predicted[field.name] = field
+        models.append(str(path))
+    save_fields(out_path, list(predicted.values()),
+                attrs={"source": str(fields_path), "models": models})
+    write_record(Path(out_path).with_suffix(".json"), "predict",
+                 {"models": models, "fields": str(fields_path), "tile": tile,
+                  "batch_size": batch_size}, {"wall": round(time.time() - start, 3)})
+    log.info("wrote %s (%s)", out_path, ", ".join(predicted))
+    return out_path

@@ -149,3 +149,20 @@ def test_bad_input_is_refused():
         linear_velocity(density, smoothing=-1)
     with pytest.raises(VelnetInputError, match="equally many"):
         fit_smoothing([density], [], [1.0])
+
+
+def test_linear_velocity_matches_a_fastpm_simulation_on_large_scales(tmp_path):
+    """Sign, units and f a H against real dynamics: on the largest scales of a FastPM box the
+    linear velocity of the painted density is the painted velocity."""
+    pytest.importorskip("fastpm")
+    from data_prep.paint import paint_fields
+    from data_prep.readers import read_particles
+    from data_prep.simulate import SimulationConfig, simulate
+    from velnet.stats import compare_spectra
+
+    config = SimulationConfig.from_preset("wu2021", box_size=256.0, nparticles=64, steps=10, redshifts=(1.0,),
+                                          seed=3)
+    fields = paint_fields(read_particles(simulate(config, tmp_path)[0]), 32)
+    res = compare_spectra(linear_velocity(fields["density"]), fields["velocity"], kedges=[0.02, 0.05, 0.1])
+    assert res["T"][0] == pytest.approx(1.0, abs=0.05)  # measured 0.996 at k = 0.037 h/Mpc (r = 0.9998)
+    assert res["r"][0] > 0.99

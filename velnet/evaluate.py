@@ -41,6 +41,8 @@ def _check_inputs(truth_fields, predictions, density):
     density = density if density is not None else truth_fields.get("density")
     if density is None:
         raise VelnetInputError(None, "evaluate needs the true density: pass density= or truth_fields['density']")
+    if density.is_vector or not np.all(np.isfinite(density.value)):
+        raise VelnetInputError(density.attrs.get("source"), "the density must be a finite scalar field")
     if not predictions:
         raise VelnetInputError(None, "evaluate needs at least one prediction")
     if "truth" in predictions:
@@ -384,14 +386,15 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
         beyond the Nyquist k, are None).
 
     Raises:
-        VelnetInputError: a field is missing, not a vector, not finite, or on another mesh
-            or box than the density.
+        VelnetInputError: a field is missing, of the wrong kind, not finite, or on another
+            mesh or box than the density; or the box cannot hold `n_slices` slices (found
+            once the spectra are measured; nothing is left behind).
     """
     start = time.time()
     progress = progress or (lambda message: None)
     density, entries = _check_inputs(truth_fields, predictions, density)
     config = {"subbox_size": subbox_size, "n_slices": n_slices, "table_k": list(TABLE_K),
-              "worst_range": list(WORST_RANGE), "t_near": T_NEAR, "r_low": R_LOW,
+              "worst_range": list(WORST_RANGE), "t_near": T_NEAR, "r_low": R_LOW, "phase_fraction": PHASE_FRACTION,
               "box_size": density.box_size, "nmesh": density.nmesh, "redshift": density.redshift,
               "cosmology": density.cosmology.to_dict()}
     with atomic_dir(outdir) as folder:

@@ -1,0 +1,219 @@
+"""Train a U-net on a shard dataset, resumably, and load what training saved.
+
+A run folder holds:
+    model.keras         the km/s-output model (weights of the best val_loss epoch), any tile size
+    best.keras          the normalised-output training model at its best val_loss (checkpoint)
+    history.csv         loss and val_loss per epoch (normalised units, MSE)
+    logs/               TensorBoard logs (when tensorflow and tensorboard are installed)
+    backup/             BackupAndRestore state while a run is unfinished
+    train_config.json   config, versions, seed, wall time and final losses
+"""
+import csv
+import importlib.util
+import json
+import logging
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import keras
+
+from .errors import VelnetInputError
+from .files import atomic_file, require_file
+from .models import OUTPUT_LAYER, physical_model, unet_config, unet_from_config
+from .provenance import write_record
+from .shards import MANIFEST, load_split, read_manifest
+
+log = logging.getLogger(__name__)
+
+TRAIN_SPLIT, VAL_SPLIT = "train", "val"
+MODEL_FILE, BEST_FILE, HISTORY_FILE, RECORD_FILE = (
+    "model.keras", "best.keras", "history.csv", "train_config.json")
+BACKUP_DIR, LOG_DIR = "backup", "logs"
+METADATA_KEYS = (
+    "input_name", "target_name", "input_shape", "target_shape", "input_vector_slices",
+    "target_vector_slices", "tile", "normalisation", "cosmology", "box_size", "nmesh", "redshift")
+"""Manifest entries stored with the trained model (see `load_model`)."""
+
+
+def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate=1e-4, seed=0,
+          augment=True, steps_per_epoch=None, validation_steps=None, callbacks=()):
+    """Train the U-net on the "train" split, monitoring "val"; resume an interrupted run.
+
+    Adam on the mean squared error of the normalised targets; the training tiles are
+    reshuffled (and, with `augment`, transformed by a random element of Oh) every epoch.
+    If `outdir` holds the backup of an unfinished run, training continues from its last
+    completed epoch up to `epochs`.
+
+    Args:
+        dataset_dir: shard folder with `manifest.json` (from `data_prep.make_shards`).
+        outdir: run folder (created; see the module docstring for its contents).
+        model_config: a preset name of `velnet.models.PRESETS`, or a dict of `unet3d`
+            arguments, optionally with a "preset" key (default "wu2021-text") that the
+            other keys override. `input_shape` and `out_channels` come from the dataset.
+        epochs: total number of epochs.
+        batch_size: tiles per batch (the paper: 6).
+        learning_rate: Adam learning rate.
+        seed: seed of weights, shuffling and augmentation (`keras.utils.set_random_seed`).
+        augment: augment the training tiles with the cube's 48 symmetries.
+        steps_per_epoch: batches per epoch (default: the whole training split).
+        validation_steps: validation batches per epoch (default: the whole "val" split).
+        callbacks: extra `keras.callbacks.Callback`s.
+
+    Returns:
+        Path of `model.keras`: km/s outputs, weights of the epoch with the best val_loss.
+
+    Raises:
+        VelnetInputError: bad dataset, or a model config that does not fit its tiles.
+        RuntimeError: no epoch ended with a finite val_loss (nothing to save).
+    """
+    start = time.time()
+    dataset_dir, outdir = Path(dataset_dir), Path(outdir)
+    manifest = read_manifest(dataset_dir)
+    keras.utils.set_random_seed(seed)
+    log.info("random seed %d (keras.utils.set_random_seed)", seed)
+    config, network = _build(model_config, manifest, dataset_dir / MANIFEST)
+    log.info("U-net with %d parameters, %s -> %s", network.count_params(),
+             network.input_shape[1:], network.output_shape[1:])
+    jit_compile = _jit_compile()
+    network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", jit_compile=jit_compile)
+
+    train_data = load_split(dataset_dir, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed, augment=augment)
+    val_data = load_split(dataset_dir, VAL_SPLIT, batch_size, shuffle=False)
+    outdir.mkdir(parents=True, exist_ok=True)
+    history = network.fit(
+        train_data, validation_data=val_data, epochs=epochs, shuffle=False,  # the shards shuffle
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=validation_steps, callbacks=[*_callbacks(outdir), *callbacks])
+
+    if not (outdir / BEST_FILE).exists():
+        raise RuntimeError(f"no epoch ended with a finite val_loss; see {outdir / HISTORY_FILE}")
+    network.load_weights(outdir / BEST_FILE)
+    scale = manifest["normalisation"]["target_scale"]
+    metadata = {**{k: manifest[k] for k in METADATA_KEYS}, "model_config": config}
+    model_path = outdir / MODEL_FILE
+    _save_keras(physical_model(config, network.get_weights(), scale, metadata), model_path)
+
+    rows = _history(outdir / HISTORY_FILE)
+    best = min(rows, key=lambda r: r["val_loss"])
+    write_record(
+        outdir / RECORD_FILE, "train",
+        config={"dataset": str(dataset_dir.resolve()), "model": config, "epochs": epochs,
+                "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                "augment": augment, "steps_per_epoch": steps_per_epoch,
+                "validation_steps": validation_steps, "optimizer": "Adam",
+                "loss": "mean squared error of targets / target_scale", "jit_compile": jit_compile},
+        timings={"wall": round(time.time() - start, 3)},
+        seed=seed, backend=keras.backend.backend(), parameters=network.count_params(),
+        target_scale=scale,
+        epochs_this_run=[history.epoch[0], history.epoch[-1]] if history.epoch else [],
+        final={"epoch": rows[-1]["epoch"], "loss": rows[-1]["loss"], "val_loss": rows[-1]["val_loss"]},
+        best={"epoch": best["epoch"], "val_loss": best["val_loss"]},
+        outputs={"model": MODEL_FILE, "checkpoint": BEST_FILE, "history": HISTORY_FILE})
+    log.info("saved %s (best val_loss %.4g at epoch %d)", model_path, best["val_loss"], best["epoch"])
+    return model_path
+
+
+def load_model(path):
+    """Load a model saved by `train`.
+
+    Args:
+        path: a `model.keras` written by `train`.
+
+    Returns:
+        `(model, metadata)`: the model maps `(B, nx, ny, nz, C)` inputs (ln(1 + rho/rho_mean))
+        to `(B, nx - 2 margin, ..., 3)` outputs in km/s, for any sizes divisible by
+        2**(len(widths) - 1) (4 for the presets) and larger than 2 margin; `metadata`
+        holds the dataset's `METADATA_KEYS` (target_name "velocity" or "momentum",
+        input_shape, target_shape, tile {input, target, margin}, normalisation with
+        target_scale in km/s, cosmology, box_size in Mpc/h, nmesh, redshift) and
+        "model_config" (the `unet3d` arguments).
+
+    Raises:
+        VelnetInputError: a missing or unreadable file, or a Keras model not saved by `train`.
+    """
+    path = require_file(path, "trained model")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as err:
+        raise VelnetInputError(path, f"cannot be loaded as a Keras model ({err})") from None
+    try:
+        layer = model.get_layer(OUTPUT_LAYER)
+    except ValueError:
+        raise VelnetInputError(
+            path, f"is not a model saved by `velnet train` (no {OUTPUT_LAYER!r} layer)") from None
+    return model, layer.metadata
+
+
+def _build(model_config, manifest, manifest_path):
+    """The `unet3d` config and network for a model config and a dataset's tile shapes."""
+    requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config)
+    preset = requested.pop("preset", "wu2021-text")
+    shapes = {"input_shape": manifest["input_shape"], "out_channels": manifest["target_shape"][-1]}
+    for key, value in shapes.items():
+        if key in requested and json.loads(json.dumps(requested[key])) != value:
+            raise VelnetInputError(
+                manifest_path, f"model {key}={requested[key]} differs from the dataset's {value}")
+    try:
+        config = unet_config(preset, **{**requested, **shapes})
+        network = unet_from_config(config)
+    except ValueError as err:
+        raise VelnetInputError(manifest_path, f"the U-net cannot take these tiles: {err}") from None
+    if list(network.output_shape[1:]) != manifest["target_shape"]:
+        raise VelnetInputError(
+            manifest_path,
+            f"the U-net maps {manifest['input_shape']} inputs to {list(network.output_shape[1:])} "
+            f"outputs but the targets are {manifest['target_shape']}: n_valid must equal the "
+            f"tile margin {manifest['tile']['margin']}. Received: n_valid={config['n_valid']}")
+    return config, network
+
+
+def _jit_compile():
+    """Keras's "auto" (XLA where it can), except on TensorFlow without a GPU or TPU.
+
+    There XLA makes the 3D convolutions train about 6 times slower (tiny U-net, 2-core CPU).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return "auto"
+    on_cpu = all(d.lower().startswith("cpu") for d in keras.distribution.list_devices())
+    return False if on_cpu else "auto"
+
+
+def _callbacks(outdir):
+    """NaN stop, checkpoint, CSV log, TensorBoard (if installed) and backup callbacks."""
+    resuming = (outdir / BACKUP_DIR).exists()
+    previous = _history(outdir / HISTORY_FILE) if resuming and (outdir / HISTORY_FILE).exists() else []
+    if resuming:
+        log.info("resuming the unfinished run in %s", outdir)
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(
+            outdir / BEST_FILE, monitor="val_loss", save_best_only=True,
+            initial_value_threshold=min((r["val_loss"] for r in previous), default=None)),
+        keras.callbacks.CSVLogger(outdir / HISTORY_FILE, append=resuming),
+    ]
+    if all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=outdir / LOG_DIR))
+    else:
+        log.info("TensorBoard logging skipped: it needs tensorflow and tensorboard installed")
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=outdir / BACKUP_DIR))
+    return callbacks
+
+
+def _history(path):
+    """Rows of a CSVLogger file as dicts with int epoch and float losses."""
+    with open(path, newline="") as f:
+        return [{"epoch": int(r["epoch"]), "loss": float(r["loss"]), "val_loss": float(r["val_loss"])}
+                for r in csv.DictReader(f)]
+
+
+def _save_keras(model, path):
+    """Save `model` as a `.keras` file atomically (Keras insists on the extension)."""
+    with atomic_file(path) as tmp:
+        staged = tmp.with_name(tmp.name + ".keras")
+        try:
+            model.save(staged)
+            os.replace(staged, tmp)
+        finally:
+            staged.unlink(missing_ok=True)

@@ -31,7 +31,7 @@ CONFIG = {
     "test_seed": 100,
     "targets": ["velocity"],
     "model": "tiny",
-    "epochs": 30,
+    "epochs": 25,
     "batch_size": 6,
     "learning_rate": 3e-4,
     "smoothing_radii": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0],  # Mpc/h, for the smoothed baseline

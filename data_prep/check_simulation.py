@@ -281,7 +281,7 @@ def main(argv=None):
         record = _read_record(snapshot.parent / "config.json")
         config = SimulationConfig.from_dict(record["config"]) if record else None
     else:
-        overrides = {"box_size": args.box, "redshifts": (0.0,), "steps": args.steps,
+        overrides = {"box_size": args.box, "output_redshifts": (0.0,), "steps": args.steps,
                      "force_mesh": args.force_mesh, "z_start": args.z_start, "seed": args.seed}
         if args.nparticles:
             overrides["nparticles"] = args.nparticles

@@ -27,9 +27,9 @@ from .readers import wrap_positions
 log = logging.getLogger(__name__)
 
 PRESETS = {
-    "wu2021": {"cosmology": WU2021, "box_size": 512.0, "spacing": 1.0, "redshifts": (0.0,)},
+    "wu2021": {"cosmology": WU2021, "box_size": 512.0, "spacing": 1.0, "output_redshifts": (0.0,)},
     "halo2024": {"cosmology": HALO2024, "box_size": 1200.0, "spacing": 1200.0 / 2048,
-                 "redshifts": (0.59,)},
+                 "output_redshifts": (0.59,)},
 }
 """Wu et al. 2021: 512 Mpc/h COLA boxes, 1 Mpc/h particle spacing, z = 0. The 2024 halo
 paper: CosmicGrowth, 1200 Mpc/h with 2048^3 particles, z = 0.59."""
@@ -46,7 +46,7 @@ class SimulationConfig:
         box_size: side of the periodic box, Mpc/h.
         nparticles: particles per side (N^3 in all).
         cosmology: a velnet `Cosmology`.
-        redshifts: output redshifts; stored sorted from high to low.
+        output_redshifts: output redshifts; stored sorted from high to low.
         seed: seed of the Gaussian initial field.
         force_mesh: force mesh per side, in units of nparticles (B).
         steps: leapfrog steps from z_start to the lowest output redshift.
@@ -58,7 +58,7 @@ class SimulationConfig:
     box_size: float
     nparticles: int
     cosmology: Cosmology
-    redshifts: tuple = (0.0,)
+    output_redshifts: tuple = (0.0,)
     seed: int = 1
     force_mesh: int = 2
     steps: int = 10
@@ -66,18 +66,18 @@ class SimulationConfig:
     transfer: str = "EisensteinHu"
 
     def __post_init__(self):
-        self.redshifts = tuple(sorted((float(z) for z in self.redshifts), reverse=True))
+        self.output_redshifts = tuple(sorted((float(z) for z in self.output_redshifts), reverse=True))
         checks = [
             (self.box_size > 0, "box_size must be positive"),
             (int(self.nparticles) == self.nparticles and self.nparticles >= 2,
              "nparticles must be an integer >= 2"),
             (int(self.force_mesh) == self.force_mesh and self.force_mesh >= 1,
              "force_mesh must be an integer >= 1"),
-            (len(self.redshifts) >= 1 and min(self.redshifts) >= 0, "redshifts must be >= 0"),
-            (len({snapshot_name(z) for z in self.redshifts}) == len(self.redshifts),
+            (len(self.output_redshifts) >= 1 and min(self.output_redshifts) >= 0, "redshifts must be >= 0"),
+            (len({snapshot_name(z) for z in self.output_redshifts}) == len(self.output_redshifts),
              "redshifts must differ in their first 3 decimals"),
-            (self.z_start > max(self.redshifts, default=0), "z_start must exceed the redshifts"),
-            (int(self.steps) == self.steps and self.steps >= len(self.redshifts),
+            (self.z_start > max(self.output_redshifts, default=0), "z_start must exceed the redshifts"),
+            (int(self.steps) == self.steps and self.steps >= len(self.output_redshifts),
              "steps must be an integer, at least one per output redshift"),
             (self.transfer in TRANSFERS, f"transfer must be one of {TRANSFERS}"),
         ]
@@ -113,7 +113,7 @@ class SimulationConfig:
 
     def to_dict(self):
         return {**asdict(self), "cosmology": self.cosmology.to_dict(),
-                "redshifts": list(self.redshifts)}
+                "output_redshifts": list(self.output_redshifts)}
 
     @classmethod
     def from_dict(cls, d):
@@ -181,7 +181,7 @@ def simulate(config, outdir):
     solver = Solver(pm, cosmo, B=config.force_mesh)
     grid, ids = pm.generate_uniform_particle_grid(shift=0.0, return_id=True)
     linear = solver.linear(solver.whitenoise(config.seed), power)
-    outputs = {1.0 / (1.0 + z): z for z in config.redshifts}
+    outputs = {1.0 / (1.0 + z): z for z in config.output_redshifts}
     stages = autostages(sorted(outputs), N=config.steps + 1, astart=1.0 / (1.0 + config.z_start))
     _info(comm, "fastpm: %d^3 particles, %g Mpc/h box, force mesh %d^3, %d ranks, "
           "%d steps from z=%g", config.nparticles, config.box_size,

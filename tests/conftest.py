@@ -13,5 +13,5 @@ def tiny_simulation(tmp_path_factory):
     from data_prep.simulate import SimulationConfig, simulate
 
     config = SimulationConfig.from_preset("wu2021", box_size=64.0, nparticles=32, steps=3,
-                                          redshifts=(1.0, 0.0), seed=7)
+                                          output_redshifts=(1.0, 0.0), seed=7)
     return config, simulate(config, tmp_path_factory.mktemp("tiny_simulation"))

@@ -18,19 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_presets():
     wu = SimulationConfig.from_preset("wu2021", box_size=128.0)
-    assert (wu.nparticles, wu.spacing, wu.redshifts, wu.cosmology) == (128, 1.0, (0.0,), WU2021)
+    assert (wu.nparticles, wu.spacing, wu.output_redshifts, wu.cosmology) == (128, 1.0, (0.0,), WU2021)
     assert SimulationConfig.from_preset("wu2021").nparticles == 512
     halo = SimulationConfig.from_preset("halo2024", box_size=300.0)
-    assert halo.cosmology == HALO2024 and halo.redshifts == (0.59,) and halo.nparticles == 512
+    assert halo.cosmology == HALO2024 and halo.output_redshifts == (0.59,) and halo.nparticles == 512
     assert SimulationConfig.from_preset("wu2021", box_size=64.0, spacing=2.0).nparticles == 32
 
 
 def test_config_round_trip_and_checks():
-    config = SimulationConfig.from_preset("wu2021", box_size=64.0, redshifts=[0.0, 1.0], seed=3)
-    assert config.redshifts == (1.0, 0.0)
+    config = SimulationConfig.from_preset("wu2021", box_size=64.0, output_redshifts=[0.0, 1.0], seed=3)
+    assert config.output_redshifts == (1.0, 0.0)
     assert SimulationConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    bad = [{"z_start": 0.5, "redshifts": (1.0,)}, {"nparticles": 1}, {"steps": 0},
-           {"transfer": "BBKS"}, {"redshifts": (-0.5,)}, {"box_size": -1.0}]
+    bad = [{"z_start": 0.5, "output_redshifts": (1.0,)}, {"nparticles": 1}, {"steps": 0},
+           {"transfer": "BBKS"}, {"output_redshifts": (-0.5,)}, {"box_size": -1.0}]
     for override in bad:
         with pytest.raises(VelnetInputError, match="Received"):
             SimulationConfig.from_preset("wu2021", **override)

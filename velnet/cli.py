@@ -62,7 +62,8 @@ def _prep(args):
             field_files.append(target)
     make_shards(field_files, out, target=args.target, tile=args.tile, margin=args.margin,
                 split=args.split[0] if len(args.split) == 1 else args.split,
-                tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite)
+                tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite,
+                linear_input=args.linear_input, smoothing=args.smoothing)
     print(out / "manifest.json")
 
 
@@ -107,7 +108,10 @@ def _evaluate(args):
     methods["linear"] = linear_prediction(density)
     if args.smoothing:
         methods[f"linear R={args.smoothing:g}"] = linear_prediction(density, args.smoothing)
-    evaluate(truth, methods, args.out, density=density, progress=log.info)
+    # The paper's three 40x40 (Mpc/h)^2 slices; a small box holds fewer distinct ones.
+    across = round(40.0 / density.cell_size)
+    slices = max(1, min(3, (density.nmesh // (2 * across - 1)) ** 2))
+    evaluate(truth, methods, args.out, density=density, n_slices=slices, progress=log.info)
     print(Path(args.out) / "report.md")
 
 
@@ -177,6 +181,12 @@ def build_parser():
                            help="region (60/30/10 by spatial region within each box) or "
                                 "train/val/test for whole boxes; one value, or one per input")
             s.add_argument("--tiles-per-shard", type=int, default=256)
+            s.add_argument("--linear-input", action="store_true",
+                           help="add the linear-theory target of the whole box as input channels "
+                                "1-3 (for the *-residual presets)")
+            s.add_argument("--smoothing", type=float, default=0.0,
+                           help="Gaussian radius of that linear theory, Mpc/h (default 0: none; "
+                                "`velnet baseline` fits one)")
             s.add_argument("--overwrite", action="store_true",
                            help="replace an existing different dataset in --out")
         s.set_defaults(func=func)
@@ -184,7 +194,9 @@ def build_parser():
     s = sub.add_parser("train", help="train a U-net on shards")
     s.add_argument("data", help="shard folder (with manifest.json)")
     s.add_argument("--out", required=True, help="run folder: checkpoints, logs, model.keras")
-    s.add_argument("--preset", default="tiny", help="model preset (tiny, wu2021-text, ...)")
+    s.add_argument("--preset", default="tiny",
+                   help="model preset: tiny, wu2021-text, or tiny-residual, wu2021-text-residual "
+                        "(these need shards from prep --linear-input)")
     s.add_argument("--config", help="JSON file: {'model': {...}, 'epochs': ..., ...}")
     s.add_argument("--epochs", type=int, default=10)
     s.add_argument("--batch-size", type=int, default=6)

@@ -1,0 +1,84 @@
+"""The command line as a user meets it: a whole small run, and bad input."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from velnet.cli import main as velnet
+
+
+def run(*argv):
+    return velnet([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def boxes(tmp_path_factory):
+    """Three small fastpm boxes (train, val, test) painted on 2 Mpc/h cells."""
+    pytest.importorskip("fastpm")
+    root = tmp_path_factory.mktemp("cli")
+    fields = []
+    for seed in (1, 2, 3):
+        assert run("simulate", "--box", 64, "--particles", 32, "--steps", 4, "--seed", seed,
+                   "--out", root / f"sim{seed}") == 0
+        assert run("paint", root / f"sim{seed}" / "snapshot_z0.000", "--nmesh", 32,
+                   "--out", root / f"box{seed}.h5") == 0
+        fields.append(root / f"box{seed}.h5")
+    return root, fields
+
+
+@pytest.mark.slow
+def test_simulate_prep_train_predict_evaluate(boxes, capsys):
+    root, (train, val, test) = boxes
+    assert run("prep", train, val, "--split", "train", "val", "--tile", 16,
+               "--out", root / "data") == 0
+    manifest = json.loads((root / "data" / "manifest.json").read_text())
+    assert manifest["split"]["counts"]["train"] == 8 and manifest["input_shape"] == [28, 28, 28, 1]
+
+    assert run("train", root / "data", "--out", root / "run", "--preset", "tiny", "--epochs", 2,
+               "--steps-per-epoch", 2) == 0
+    assert (root / "run" / "model.keras").exists() and (root / "run" / "history.csv").exists()
+
+    assert run("baseline", train, "--radii", 0, 2, 4, "--out", root / "baseline.json") == 0
+    radius = json.loads((root / "baseline.json").read_text())["smoothing"]
+    assert radius in (0, 2, 4)
+
+    assert run("predict", test, root / "run" / "model.keras", "--out", root / "pred.h5") == 0
+    with h5py.File(root / "pred.h5") as h5:
+        assert h5["velocity"].shape == (32, 32, 32, 3) and np.all(np.isfinite(h5["velocity"][...]))
+    assert (root / "pred.json").exists()
+
+    assert run("evaluate", test, root / "pred.h5", "--names", "U-net", "--smoothing", 2,
+               "--out", root / "report") == 0
+    report = (root / "report" / "report.md").read_text()
+    metrics = json.loads((root / "report" / "metrics.json").read_text())
+    for method in ("U-net", "linear", "linear R=2"):
+        assert method in report
+    assert "T(k)" in report and metrics
+    assert str(root / "report" / "report.md") in capsys.readouterr().out
+
+
+def test_missing_snapshot_is_named(tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "snapshot_z0.000"
+    assert run("paint", missing, "--nmesh", 16, "--out", tmp_path / "f.h5") == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "error" in err
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_a_different_dataset_is_not_overwritten(boxes, tmp_path, capsys):
+    _, (train, val, _) = boxes
+    out = tmp_path / "data"
+    assert run("prep", train, "--split", "train", "--tile", 16, "--out", out) == 0
+    before = (out / "manifest.json").read_text()
+    assert run("prep", train, val, "--split", "train", "--tile", 16, "--out", out) == 2
+    assert "different dataset" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == before
+
+
+def test_a_grid_the_tile_cannot_use(boxes, tmp_path, capsys):
+    _, (train, _, _) = boxes
+    assert run("prep", train, "--split", "train", "--tile", 20, "--out", tmp_path / "d") == 2
+    err = capsys.readouterr().err
+    assert str(train) in err and "tile sizes that would" in err
+    assert not (tmp_path / "d").exists()

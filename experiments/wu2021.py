@@ -24,6 +24,7 @@ from velnet.cli import main as velnet
 log = logging.getLogger("experiments.wu2021")
 
 CONFIG = {
+    "name": "wu2021-tiny",      # folder name under velnet/pretrained when shipped
     "box_size": 160.0,          # Mpc/h
     "nmesh": 80,                # 2 Mpc/h cells
     "train_seeds": [1, 2, 3, 4],
@@ -93,15 +94,16 @@ def run(out, config=CONFIG, ship=False):
 
 
 def ship_models(out, config, models, baseline):
-    """Copy trained models, their logs and the fitted baseline into velnet/pretrained."""
-    PRETRAINED.mkdir(exist_ok=True)
+    """Copy trained models, their logs and the fitted baseline into velnet/pretrained/<name>/."""
+    folder = PRETRAINED / config["name"]
+    folder.mkdir(parents=True, exist_ok=True)
     for model in models:
         target = model.parent.name
-        shutil.copy(model, PRETRAINED / f"wu2021-{config['model']}-{target}.keras")
-        for name in ("history.csv", "train_config.json"):
-            shutil.copy(model.parent / name, PRETRAINED / f"wu2021-{config['model']}-{target}.{name}")
-    shutil.copy(baseline, PRETRAINED / "baseline.json")
-    (PRETRAINED / "experiment.json").write_text(json.dumps(config, indent=1) + "\n")
+        shutil.copy(model, folder / f"{target}.keras")
+        for log_file in ("history.csv", "train_config.json"):
+            shutil.copy(model.parent / log_file, folder / f"{target}-{log_file}")
+    shutil.copy(baseline, folder / "baseline.json")
+    (folder / "experiment.json").write_text(json.dumps(config, indent=1) + "\n")
 
 
 def main(argv=None):

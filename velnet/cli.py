@@ -150,7 +150,7 @@ def build_parser():
 
     s = sub.add_parser("simulate", help="run fastpm from a preset")
     s.add_argument("--preset", default="wu2021", help="wu2021 (default) or halo2024")
-    s.add_argument("--box", type=float, help="box size, Mpc/h (preset: 256)")
+    s.add_argument("--box", type=float, help="box size, Mpc/h (preset: 512, as the paper)")
     s.add_argument("--particles", type=int, help="particles per side (preset: box / 1 Mpc/h)")
     s.add_argument("--steps", type=int, help="kick-drift steps (preset: 10)")
     s.add_argument("--force-mesh", type=int, help="force mesh per particle per side (preset: 2)")

@@ -82,3 +82,18 @@ def test_a_grid_the_tile_cannot_use(boxes, tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(train) in err and "tile sizes that would" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_paint_a_gadget_snapshot_with_the_cosmology_it_lacks(tmp_path, capsys):
+    from test_readers import MISSING, write_gadget
+    rng = np.random.default_rng(1)
+    pos = rng.uniform(0, 50.0, (4000, 3)).astype(np.float32)
+    vel = np.full((4000, 3), 100.0, np.float32)
+    write_gadget(tmp_path / "snap_000", pos, vel / np.sqrt(0.5), np.arange(4000, dtype=np.uint32))
+    assert run("paint", tmp_path / "snap_000", "--nmesh", 10, "--out", tmp_path / "f.h5") == 2
+    assert "sigma8" in capsys.readouterr().err
+    assert run("paint", tmp_path / "snap_000", "--nmesh", 10, "--cosmology", json.dumps(MISSING),
+               "--out", tmp_path / "f.h5") == 0
+    with h5py.File(tmp_path / "f.h5") as h5:
+        np.testing.assert_allclose(h5["velocity"][...], 100.0, rtol=1e-5)
+        assert json.loads(h5.attrs["cosmology"])["sigma8"] == MISSING["sigma8"]

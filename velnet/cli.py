@@ -43,8 +43,12 @@ def _paint(args):
 
 
 def _reader_kwargs(args):
-    return {k: v for k, v in {"format": args.format, "box_size": args.box_size}.items()
-            if v is not None}
+    cosmology = args.cosmology
+    if cosmology is not None:
+        from .cosmology import PRESETS
+        cosmology = PRESETS[cosmology] if cosmology in PRESETS else json.loads(cosmology)
+    return {k: v for k, v in {"format": args.format, "box_size": args.box_size,
+                              "cosmology": cosmology}.items() if v is not None}
 
 
 def _prep(args):
@@ -170,6 +174,10 @@ def build_parser():
         s.add_argument("--nmesh", type=int, default=128, help="CIC mesh per side (default 128)")
         s.add_argument("--format", choices=["bigfile", "gadget", "hdf5"], help="default: detect")
         s.add_argument("--box-size", type=float, help="expected box size, Mpc/h (checked)")
+        s.add_argument("--cosmology",
+                       help="what the snapshot header lacks (Gadget has no sigma8, n_s, Omega_b): "
+                            "a preset (wu2021, halo2024) or JSON, e.g. "
+                            "'{\"sigma8\": 0.83, \"n_s\": 0.96, \"Omega_b\": 0.05}'")
         s.add_argument("--out", required=True,
                        help="fields .h5 (paint) or shard folder (prep)")
         if name == "prep":

@@ -2,7 +2,9 @@
 
 Input is ln(1 + rho/rho_mean) in `target + 2 * margin` cubes (32^3 by default), target the
 velocity or momentum in `target^3` cubes (20^3) centred in them. Targets are stored divided
-by their rms over the training tiles (km/s), recorded in the manifest.
+by their rms over the training tiles (km/s), recorded in the manifest. With `linear_input`
+the inputs carry three more channels, the linear-theory target computed from the whole box
+(see `velnet.inputs`), in the same normalised units as the targets.
 """
 import datetime
 import json
@@ -14,8 +16,9 @@ import numpy as np
 from tqdm import tqdm
 
 from velnet.errors import VelnetInputError
-from velnet.fields import ln_density, load_fields, read_meta
+from velnet.fields import load_fields, read_meta
 from velnet.files import atomic_dir
+from velnet.inputs import SPEC_KEY, box_inputs, input_layout, input_spec
 from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, encode_record,
                            read_manifest, sha256, shard_name)
 from velnet.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
@@ -30,7 +33,7 @@ CHUNK = 64
 
 def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split="region",
                 fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
-                target_scale=None, seed=0):
+                target_scale=None, seed=0, linear_input=False, smoothing=0.0):
     """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
 
     Args:
@@ -49,6 +52,9 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         target_scale: km/s to divide targets by; default the rms of the training targets
             (needed when there are no training tiles: pass the training set's scale).
         seed: seed of the order of tiles across shards.
+        linear_input: add the linear-theory target, computed from each whole box and
+            divided by the target scale, as input channels 1-3 (`velnet.inputs`).
+        smoothing: Gaussian radius of that linear theory, Mpc/h (0: none).
 
     Returns:
         The manifest dict (also written to `outdir/manifest.json`). If `outdir` already
@@ -66,6 +72,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         raise VelnetInputError(None, f"target must be one of {TARGETS}. Received: target={target!r}")
     if tiles_per_shard < 1:
         raise VelnetInputError(None, f"tiles_per_shard must be >= 1. Received: tiles_per_shard={tiles_per_shard}")
+    spec = input_spec(linear_input, smoothing)
     meta = _common_meta(field_files)
     nmesh = meta["nmesh"]
     box_splits = [split] * len(field_files) if isinstance(split, str) else list(split)
@@ -85,6 +92,8 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
     config = {"target": target, "tile": tile, "margin": margin, "split": box_splits,
               "fractions": list(fractions), "tiles_per_shard": tiles_per_shard,
               "target_scale": target_scale, "seed": seed}
+    if spec["linear"]:  # only then, so datasets made before the option still match their config
+        config[SPEC_KEY] = spec
     sources = [{"file": str(f), "sha256": sha256(f)} for f in field_files]
     existing = _existing(outdir, config, sources, overwrite)
     if existing is not None:
@@ -100,7 +109,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         first = {s: 0 for s in SPLITS}
         for box, path in enumerate(field_files):
             fields = load_fields(path, ["density", target])
-            x = ln_density(fields["density"]).value[..., None]
+            x = box_inputs(fields["density"], spec, target, scale)
             y = fields[target].value
             for s in SPLITS:
                 kept = np.flatnonzero(labels[box] == s)
@@ -117,7 +126,8 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
                                       [encode_record(xs[j], ys[j], origins[chunk[j]], box)
                                        for j in np.flatnonzero(shard == i)])
                     bar.update(len(chunk))
-        manifest = _manifest(meta, config, sources, scale, totals, counts, writer.entries(), target)
+        manifest = _manifest(meta, config, spec, sources, scale, totals, counts, writer.entries(),
+                             target)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         read_manifest(tmp)
     return manifest
@@ -169,19 +179,25 @@ def _rms(field_files, target, origins, labels, tile):
     return float(np.sqrt(total / cells))
 
 
-def _manifest(meta, config, sources, scale, totals, counts, shards, target):
+def _manifest(meta, config, spec, sources, scale, totals, counts, shards, target):
     tile, margin = config["tile"], config["margin"]
     size = tile + 2 * margin
+    channels, vector_slices = input_layout(spec)
+    transform = "ln(1 + rho/rho_mean)"
+    if spec["linear"]:
+        transform = (f"channel 0: {transform}; channels 1-3: linear-theory {target} of the whole box "
+                     f"(Gaussian R = {spec['smoothing']:g} Mpc/h) / target_scale")
     return {
         "format": FORMAT, "version": FORMAT_VERSION,
         "cosmology": meta["cosmology"], "box_size": meta["box_size"], "nmesh": meta["nmesh"],
         "redshift": meta["redshift"],
         "input_name": "ln_density", "target_name": target,
-        "input_shape": [size, size, size, 1], "target_shape": [tile, tile, tile, 3],
-        "input_vector_slices": [], "target_vector_slices": [[0, 3]],
+        "input_shape": [size, size, size, channels], "target_shape": [tile, tile, tile, 3],
+        "input_vector_slices": vector_slices, "target_vector_slices": [[0, 3]],
+        SPEC_KEY: spec,
         "tile": {"input": size, "target": tile, "margin": margin},
         "normalisation": {
-            "input_transform": "ln(1 + rho/rho_mean)", "target_scale": scale, "target_units": "km/s",
+            "input_transform": transform, "target_scale": scale, "target_units": "km/s",
             "undo": f"{target} [km/s] = stored target * target_scale"},
         "split": {"mode": config["split"],
                   "rule": _split_rule(config["split"]),

@@ -113,7 +113,8 @@ def test_unknown_preset_and_config_keys_are_refused():
 
 def test_config_round_trips():
     config = unet_config("tiny", n_valid=4, input_shape=(24, 24, 24, 1))
-    assert set(config) == {"input_shape", "out_channels", "widths", "width_multiplier", "n_valid", "name"}
+    assert set(config) == {"input_shape", "out_channels", "widths", "width_multiplier", "n_valid",
+                           "residual_channels", "name"}
     model = unet_from_config(json.loads(json.dumps(config)))
     assert model.output_shape == (None, 16, 16, 16, 3)
     assert model.get_config() == unet_from_config(config).get_config()

@@ -18,6 +18,10 @@ divisible by 2**(len(widths) - 1) the decoder and skip shapes always agree and n
 layer is needed. The network is fully convolutional: any spatial size n with
 n % 2**(len(widths) - 1) == 0 and n > 2 * n_valid gives an output of n - 2 * n_valid.
 
+Residual variant (`residual_channels`): with the linear-theory target in input channels
+1-3 (see `velnet.inputs`), the output is the network's output plus those channels cropped
+to the output region, so the network learns only the correction to linear theory.
+
 Parameter count: the text layout ("wu2021-text") has 27,016,195 parameters in Keras
 (including the BatchNormalization moving statistics), not the 48,690,307 the paper states.
 No layout consistent with the text reproduces 48,690,307: with every width the text states
@@ -37,6 +41,12 @@ PRESETS = {
     "wu2021-text": dict(widths=(128, 256, 512), width_multiplier=1.0, n_valid=6),
     # The same layout at 1/8 of the widths (16, 32, 64): about 0.43 M parameters, trains on a laptop.
     "tiny": dict(widths=(128, 256, 512), width_multiplier=1 / 8, n_valid=6),
+    # The same two, adding the linear-theory input channels 1-3 to the output (needs a dataset
+    # made with linear_input=True).
+    "wu2021-text-residual": dict(widths=(128, 256, 512), width_multiplier=1.0, n_valid=6,
+                                 residual_channels=(1, 4)),
+    "tiny-residual": dict(widths=(128, 256, 512), width_multiplier=1 / 8, n_valid=6,
+                          residual_channels=(1, 4)),
 }
 OUTPUT_LAYER = "to_physical"
 
@@ -66,7 +76,7 @@ def scaled_widths(widths, width_multiplier):
     return tuple(max(1, round(w * width_multiplier)) for w in widths)
 
 
-def _validate(input_shape, out_channels, widths, width_multiplier, n_valid):
+def _validate(input_shape, out_channels, widths, width_multiplier, n_valid, residual_channels):
     """Raise ValueError ending in "Received: ..." for arguments the U-net cannot take."""
     if not (isinstance(n_valid, int) and n_valid >= 0):
         raise ValueError(f"`n_valid` must be an integer >= 0. Received: n_valid={n_valid}")
@@ -88,6 +98,15 @@ def _validate(input_shape, out_channels, widths, width_multiplier, n_valid):
             "`input_shape` must be (nx, ny, nz, channels) with a positive channel count. "
             f"Received: input_shape={input_shape}"
         )
+    if residual_channels is not None:
+        span = list(residual_channels) if isinstance(residual_channels, (list, tuple)) else []
+        if not (len(span) == 2 and all(isinstance(c, int) for c in span)
+                and 0 <= span[0] and span[1] - span[0] == out_channels and span[1] <= input_shape[-1]):
+            raise ValueError(
+                f"`residual_channels` must be [start, stop) of {out_channels} input channels (the "
+                f"linear-theory target) within the {input_shape[-1]} input channel(s). "
+                f"Received: residual_channels={residual_channels}, input_shape={input_shape}"
+            )
     factor = 2 ** (len(widths) - 1)
     for n in input_shape[:3]:
         if n is not None and (n % factor or n <= 2 * n_valid):
@@ -103,6 +122,7 @@ def unet3d(
     widths=(128, 256, 512),
     width_multiplier=1.0,
     n_valid=6,
+    residual_channels=None,
     name="velnet_unet",
 ):
     """Build the Wu et al. 2021 U-net: ln(1 + rho/rho_mean) tiles to velocity or momentum tiles.
@@ -116,6 +136,9 @@ def unet3d(
         width_multiplier: factor applied to every width (1/8 for a laptop-sized model).
         n_valid: number of unpadded convolutions at full resolution; each trims one voxel
             from every face, so the output is n - 2 * n_valid voxels wide.
+        residual_channels: None, or `(start, stop)`: input channels (the linear-theory
+            target, in normalised units) added to the output after cropping n_valid cells
+            from every face; `stop - start` must equal `out_channels`.
         name: model name.
 
     Returns:
@@ -132,7 +155,7 @@ def unet3d(
     """
     input_shape = tuple(input_shape)
     widths = tuple(widths)
-    _validate(input_shape, out_channels, widths, width_multiplier, n_valid)
+    _validate(input_shape, out_channels, widths, width_multiplier, n_valid, residual_channels)
     *levels, bottom = scaled_widths(widths, width_multiplier)
 
     inputs = keras.Input(shape=input_shape, name="ln_density")
@@ -156,6 +179,10 @@ def unet3d(
     outputs = layers.Conv3DTranspose(
         out_channels, 3, strides=1, padding="same", dtype="float32", name="output"
     )(x)
+    if residual_channels is not None:
+        base = layers.Cropping3D(n_valid, dtype="float32", name="residual_crop")(inputs)
+        base = ChannelSlice(*residual_channels, dtype="float32", name="residual_channels")(base)
+        outputs = layers.Add(dtype="float32", name="residual_add")([outputs, base])
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -196,6 +223,30 @@ def unet_from_config(config):
         ValueError: for unknown keys or arguments the architecture cannot take.
     """
     return unet3d(**_checked_config(config))
+
+
+@keras.saving.register_keras_serializable("velnet")
+class ChannelSlice(layers.Layer):
+    """Keep channels `start` to `stop - 1` of a channels-last tensor.
+
+    Args:
+        start: first channel kept.
+        stop: one past the last channel kept.
+        **kwargs: `keras.layers.Layer` arguments (name, dtype).
+    """
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, inputs):
+        return inputs[..., self.start:self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.stop - self.start)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
 
 
 @keras.saving.register_keras_serializable("velnet")

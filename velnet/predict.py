@@ -12,9 +12,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import VelnetInputError
-from .fields import Field, ln_density, load_fields, save_fields
+from .fields import load_fields, save_fields
+from .inputs import box_inputs, read_spec
 from .provenance import write_record
-from .tiling import tile as tile_box, untile
+from .tiling import extract, tile_origins, untile
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
 
     Args:
         model: km/s-output model from `velnet.train.load_model`.
-        metadata: its metadata (tile sizes, target name, box_size and nmesh of training).
-        density: `Field` of rho/rho_mean on an N^3 mesh with the training cell size.
+        metadata: its metadata (tile sizes, target name, box_size and nmesh of training,
+            input spec and target scale for the input channels, see `velnet.inputs`).
+        density: `Field` of rho/rho_mean on an N^3 mesh with the training cell size; the
+            whole box (linear-theory input channels are computed from all of it).
         tile: target tile side for inference, cells; default: the largest that fits.
         batch_size: tiles per model call.
 
@@ -48,7 +51,8 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
         `Field` `(N, N, N, 3)` named after the model's target, in km/s.
 
     Raises:
-        VelnetInputError: the cell size differs from the training data's.
+        VelnetInputError: the cell size differs from the training data's, or the input
+            channels from the model's.
     """
     trained_cell = metadata["box_size"] / metadata["nmesh"]
     if not np.isclose(density.cell_size, trained_cell, rtol=1e-3):
@@ -56,13 +60,19 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
             density.attrs.get("path"),
             f"cell size {density.cell_size:.4g} Mpc/h (box {density.box_size:g} / {density.nmesh}) "
             f"differs from the model's training cell size {trained_cell:.4g} Mpc/h")
+    spec = read_spec(metadata, density.attrs.get("path"))
+    inputs = box_inputs(density, spec, metadata["target_name"], metadata["normalisation"]["target_scale"])
+    if inputs.shape[-1] != model.input_shape[-1]:
+        raise VelnetInputError(
+            density.attrs.get("path"), f"input spec {spec} gives {inputs.shape[-1]} input channel(s), "
+                                       f"the model takes {model.input_shape[-1]}")
     margin = metadata["tile"]["margin"]
     tile = tile or inference_tile(density.nmesh, margin)
-    inputs, origins = tile_box(ln_density(density).value[..., None], tile, margin)
-    outputs = np.empty((len(inputs), tile, tile, tile, 3), np.float32)
-    for start in tqdm(range(0, len(inputs), batch_size), desc=f"predict {metadata['target_name']}",
+    origins = tile_origins(density.nmesh, tile)
+    outputs = np.empty((len(origins), tile, tile, tile, 3), np.float32)
+    for start in tqdm(range(0, len(origins), batch_size), desc=f"predict {metadata['target_name']}",
                       unit="batch"):
-        batch = inputs[start:start + batch_size]
+        batch = extract(inputs, origins[start:start + batch_size], tile + 2 * margin, -margin)
         outputs[start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
     box = untile(outputs, origins, density.nmesh)
     return density.with_value(box, metadata["target_name"])

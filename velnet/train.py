@@ -21,6 +21,7 @@ import keras
 
 from .errors import VelnetInputError
 from .files import atomic_file, require_file
+from .inputs import LINEAR_CHANNELS, SPEC_KEY, read_spec
 from .models import OUTPUT_LAYER, physical_model, unet_config, unet_from_config
 from .provenance import write_record
 from .shards import MANIFEST, load_split, read_manifest
@@ -34,7 +35,7 @@ BACKUP_DIR, LOG_DIR = "backup", "logs"
 METADATA_KEYS = (
     "input_name", "target_name", "input_shape", "target_shape", "input_vector_slices",
     "target_vector_slices", "tile", "normalisation", "cosmology", "box_size", "nmesh", "redshift")
-"""Manifest entries stored with the trained model (see `load_model`)."""
+"""Manifest entries stored with the trained model (see `load_model`), besides the input spec."""
 
 
 def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate=1e-4, seed=0,
@@ -91,7 +92,8 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         raise RuntimeError(f"no epoch ended with a finite val_loss; see {outdir / HISTORY_FILE}")
     network.load_weights(outdir / BEST_FILE)
     scale = manifest["normalisation"]["target_scale"]
-    metadata = {**{k: manifest[k] for k in METADATA_KEYS}, "model_config": config}
+    metadata = {**{k: manifest[k] for k in METADATA_KEYS},
+                SPEC_KEY: read_spec(manifest, dataset_dir / MANIFEST), "model_config": config}
     model_path = outdir / MODEL_FILE
     _save_keras(physical_model(config, network.get_weights(), scale, metadata), model_path)
 
@@ -127,8 +129,9 @@ def load_model(path):
         2**(len(widths) - 1) (4 for the presets) and larger than 2 margin; `metadata`
         holds the dataset's `METADATA_KEYS` (target_name "velocity" or "momentum",
         input_shape, target_shape, tile {input, target, margin}, normalisation with
-        target_scale in km/s, cosmology, box_size in Mpc/h, nmesh, redshift) and
-        "model_config" (the `unet3d` arguments).
+        target_scale in km/s, cosmology, box_size in Mpc/h, nmesh, redshift),
+        "input_spec" (the input channels, see `velnet.inputs`) and "model_config" (the
+        `unet3d` arguments).
 
     Raises:
         VelnetInputError: a missing or unreadable file, or a Keras model not saved by `train`.
@@ -157,7 +160,10 @@ def _build(model_config, manifest, manifest_path):
                 manifest_path, f"model {key}={requested[key]} differs from the dataset's {value}")
     try:
         config = unet_config(preset, **{**requested, **shapes})
+        _check_residual(config, manifest, manifest_path)
         network = unet_from_config(config)
+    except VelnetInputError:
+        raise
     except ValueError as err:
         raise VelnetInputError(manifest_path, f"the U-net cannot take these tiles: {err}") from None
     if list(network.output_shape[1:]) != manifest["target_shape"]:
@@ -167,6 +173,19 @@ def _build(model_config, manifest, manifest_path):
             f"outputs but the targets are {manifest['target_shape']}: n_valid must equal the "
             f"tile margin {manifest['tile']['margin']}. Received: n_valid={config['n_valid']}")
     return config, network
+
+
+def _check_residual(config, manifest, manifest_path):
+    """Refuse a residual model unless its residual channels are the dataset's linear-theory input."""
+    residual = config["residual_channels"]
+    linear = read_spec(manifest, manifest_path)["linear"]
+    if residual is not None and not (linear and residual == LINEAR_CHANNELS):
+        held = f"channels {LINEAR_CHANNELS}" if linear else "no such channels"
+        raise VelnetInputError(
+            manifest_path, f"the residual model adds input channels {residual} (the linear-theory "
+                           f"target) to its output, but the dataset's inputs hold {held}: make the "
+                           "dataset with linear_input=True (velnet prep --linear-input), or use a "
+                           "model without residual_channels")
 
 
 def _jit_compile():

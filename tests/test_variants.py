@@ -1,0 +1,216 @@
+"""Linear-theory input channels from the whole box, and the residual U-net built on them."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from data_prep.make_shards import make_shards
+from velnet.cosmology import WU2021
+from velnet.errors import VelnetInputError
+from velnet.fields import Field, save_fields
+from velnet.inputs import box_inputs, input_spec, read_spec
+from velnet.linear import linear_momentum, linear_velocity
+from velnet.models import ChannelSlice, physical_model, unet3d, unet_config, unet_from_config
+from velnet.predict import predict_box
+from velnet.shards import ShardDataset, load_split, read_split_arrays
+from velnet.tiling import OH_ELEMENTS, extract, oh_transform
+from velnet.train import load_model, train
+
+NMESH, BOX, R = 24, 48.0, 2.0
+"""Test boxes: 24^3 cells of 2 Mpc/h, linear theory smoothed with a 2 Mpc/h Gaussian."""
+TILES = dict(tile=4, margin=2)
+"""8^3 input windows around 4^3 targets, for the tiny U-net trimmed to n_valid = 2."""
+
+
+def density_field(seed):
+    """A log-normal rho/rho_mean at z = 0 in the Wu et al. 2021 cosmology."""
+    rng = np.random.default_rng(seed)
+    value = np.exp(0.5 * rng.standard_normal((NMESH,) * 3)).astype(np.float32)
+    return Field(value, "density", BOX, 0.0, WU2021)
+
+
+def write_box(path, seed, local=150.0):
+    """A fields file whose velocity is linear theory (R) plus `local` km/s x grad ln(1 + density).
+
+    The extra term is what a network seeing 8^3 windows can learn; with `local=0` the
+    velocity is exactly the linear-theory input.
+    """
+    density = density_field(seed)
+    ln = np.log1p(density.value)
+    grad = np.stack([np.roll(ln, -1, a) - np.roll(ln, 1, a) for a in range(3)], -1)
+    velocity = density.with_value((linear_velocity(density, R).value + local * grad).astype(np.float32),
+                                  "velocity")
+    save_fields(path, [density, velocity, linear_momentum(density, velocity)])
+    return path, density
+
+
+@pytest.mark.parametrize("target", ["velocity", "momentum"])
+def test_linear_channels_come_from_the_whole_box(tmp_path, target):
+    path, density = write_box(tmp_path / "box.h5", seed=0)
+    manifest = make_shards([path], tmp_path / "ds", target=target, split="train",
+                           linear_input=True, smoothing=R, **TILES)
+    assert manifest["input_shape"] == [8, 8, 8, 4] and manifest["input_vector_slices"] == [[1, 4]]
+    assert manifest["input_spec"] == {"linear": True, "smoothing": R} == read_spec(manifest)
+    assert manifest["provenance"]["config"]["input_spec"] == manifest["input_spec"]
+    scale = manifest["normalisation"]["target_scale"]
+
+    x, _, origins, _ = read_split_arrays(tmp_path / "ds", "train")
+    linear = linear_velocity(density, R)
+    if target == "momentum":
+        linear = linear_momentum(density, linear)
+    whole = linear.value / scale
+    np.testing.assert_array_equal(x[..., 0], extract(np.log1p(density.value), origins, 8, -2))
+    np.testing.assert_allclose(x[..., 1:], extract(whole, origins, 8, -2), rtol=1e-6, atol=1e-6 * np.abs(whole).max())
+
+    # linear theory of each 8^3 window alone (as if periodic) is a different field
+    windows = extract(density.value, origins, 8, -2)
+    alone = np.stack([linear_velocity(Field(w, "density", 16.0, 0.0, WU2021), R).value for w in windows])
+    if target == "momentum":
+        alone = alone * windows[..., None]
+    diff = np.sqrt(np.mean((alone / scale - x[..., 1:]) ** 2))
+    assert diff > 0.3 * np.sqrt(np.mean(x[..., 1:] ** 2))
+
+
+def test_default_inputs_are_unchanged(tmp_path):
+    path, _ = write_box(tmp_path / "box.h5", seed=0)
+    manifest = make_shards([path], tmp_path / "ds", split="train", **TILES)
+    assert manifest["input_shape"] == [8, 8, 8, 1] and manifest["input_vector_slices"] == []
+    assert manifest["input_spec"] == {"linear": False}
+    assert "input_spec" not in manifest["provenance"]["config"]  # old datasets still match
+    assert read_spec({}) == {"linear": False}
+    with pytest.raises(VelnetInputError, match="linear_input=True"):
+        make_shards([path], tmp_path / "ds2", smoothing=2.0, **TILES)
+    with pytest.raises(VelnetInputError, match="smoothing=-1"):
+        input_spec(True, -1.0)
+    with pytest.raises(VelnetInputError, match="model.keras.*input_spec"):
+        read_spec({"input_spec": {"linear": True, "R": 2}}, "model.keras")
+
+
+def test_linear_theory_is_equivariant_under_oh():
+    """Rotating (ln rho, v_L) as scalar + vector gives the inputs of the rotated box."""
+    density = density_field(1)
+    spec = input_spec(True, R)
+    inputs = box_inputs(density, spec, "velocity", 300.0)
+    for element in range(0, 48, 5):
+        rotated = density.with_value(oh_transform(density.value[..., None], element)[..., 0])
+        np.testing.assert_allclose(box_inputs(rotated, spec, "velocity", 300.0),
+                                   oh_transform(inputs, element, [[1, 4]]), rtol=0, atol=1e-5,
+                                   err_msg=f"element {OH_ELEMENTS[element]}")
+
+
+def test_oh_augmentation_keeps_density_linear_theory_and_target_consistent(tmp_path):
+    pytest.importorskip("tensorflow")
+    path, _ = write_box(tmp_path / "box.h5", seed=2, local=0.0)  # velocity = v_L exactly
+    make_shards([path], tmp_path / "ds", split="train", linear_input=True, smoothing=R, **TILES)
+    xs, ys, _, _ = read_split_arrays(tmp_path / "ds", "train")
+    np.testing.assert_array_equal(xs[:, 2:6, 2:6, 2:6, 1:], ys)
+    lookup = {oh_transform(a[..., :1], k).tobytes(): (i, k) for i, a in enumerate(xs) for k in range(48)}
+    py = ShardDataset(tmp_path / "ds", "train", batch_size=64, augment=True)
+    tf_data = load_split(tmp_path / "ds", "train", batch_size=64, augment=True)
+    for batches in ([tuple(map(np.asarray, b)) for b in tf_data], [py[i] for i in range(len(py))]):
+        elements = set()
+        for a, b in ((a, b) for x, y in batches for a, b in zip(x, y)):
+            i, k = lookup[a[..., :1].tobytes()]
+            np.testing.assert_array_equal(a, oh_transform(xs[i], k, [[1, 4]]))
+            np.testing.assert_array_equal(b, oh_transform(ys[i], k, [[0, 3]]))
+            np.testing.assert_array_equal(a[2:6, 2:6, 2:6, 1:], b)  # still v_L of the same tile
+            elements.add(k)
+        assert len(elements) > 40  # of 48, over 216 tiles
+
+
+def tiny_residual(channels=4, **overrides):
+    return unet_config("tiny-residual", input_shape=[8, 8, 8, channels], n_valid=2, **overrides)
+
+
+def test_residual_model_config_round_trips_and_reloads(tmp_path):
+    config = tiny_residual()
+    assert config["residual_channels"] == [1, 4]
+    model = unet_from_config(json.loads(json.dumps(config)))
+    assert model.layers[-1].name == "residual_add"
+    assert {"residual_crop", "residual_channels"} <= {layer.name for layer in model.layers}
+    clone = keras.Model.from_config(model.get_config())
+    assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(model.get_config(), sort_keys=True)
+    clone.set_weights(model.get_weights())
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 8, 4)).astype("float32")
+    np.testing.assert_array_equal(clone.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert keras.saving.serialize_keras_object(ChannelSlice(1, 4))["registered_name"] == "velnet>ChannelSlice"
+
+    km_s = physical_model(config, model.get_weights(), 250.0, {"target_name": "velocity"})
+    km_s.save(tmp_path / "model.keras")
+    reloaded, _ = load_model(tmp_path / "model.keras")
+    big = np.random.default_rng(1).standard_normal((1, 16, 12, 20, 4)).astype("float32")
+    assert reloaded.predict(big, verbose=0).shape == (1, 12, 8, 16, 3)
+    np.testing.assert_array_equal(reloaded.predict(big, verbose=0), km_s.predict(big, verbose=0))
+    np.testing.assert_allclose(km_s.predict(x, verbose=0), 250.0 * model.predict(x, verbose=0), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(input_shape=(32, 32, 32, 1), residual_channels=(1, 4)),   # no such input channels
+    dict(input_shape=(32, 32, 32, 4), residual_channels=(1, 3)),   # not out_channels wide
+    dict(input_shape=(32, 32, 32, 4), residual_channels=4),
+])
+def test_bad_residual_channels_are_refused(kwargs):
+    with pytest.raises(ValueError, match="Received: residual_channels="):
+        unet3d(**kwargs)
+
+
+@pytest.mark.parametrize("target", ["velocity", "momentum"])
+def test_residual_model_with_zero_network_gives_linear_theory(tmp_path, target):
+    density = density_field(3)
+    scale = 321.0
+    config = tiny_residual()
+    network = unet_from_config(config)
+    layer = network.get_layer("output")
+    layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    metadata = {"input_spec": input_spec(True, R), "target_name": target,
+                "normalisation": {"target_scale": scale}, "tile": {"input": 8, "target": 4, "margin": 2},
+                "box_size": BOX, "nmesh": NMESH}
+    physical_model(config, network.get_weights(), scale, metadata).save(tmp_path / "model.keras")
+    model, metadata = load_model(tmp_path / "model.keras")
+    linear = linear_velocity(density, R)
+    if target == "momentum":
+        linear = linear_momentum(density, linear)
+    for tile in (None, 4):  # the largest tile that fits (24), and the training tile
+        predicted = predict_box(model, metadata, density, tile=tile)
+        assert predicted.name == target
+        np.testing.assert_allclose(predicted.value, linear.value, rtol=1e-5, atol=1e-4)
+
+    plain = {**metadata, "input_spec": {"linear": False}}
+    with pytest.raises(VelnetInputError, match="1 input channel.*takes 4"):
+        predict_box(model, plain, density)
+
+
+def test_residual_model_on_a_one_channel_dataset_is_refused(tmp_path):
+    path, _ = write_box(tmp_path / "box.h5", seed=0)
+    make_shards([path], tmp_path / "ds", fractions=(0.5, 0.25, 0.25), **TILES)
+    with pytest.raises(VelnetInputError, match=r"manifest.json.*linear_input=True \(velnet prep --linear-input\)"):
+        train(tmp_path / "ds", tmp_path / "run", {"preset": "tiny-residual", "n_valid": 2}, epochs=1)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("linear_input, preset", [
+    (False, "tiny"),             # Wu et al. 2021: ln(1 + delta) alone
+    (True, "tiny"),              # ln(1 + delta) and v_L in, v out
+    (True, "tiny-residual"),     # ln(1 + delta) and v_L in, v - v_L learnt
+])
+def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, preset):
+    files = [write_box(tmp_path / f"box{i}.h5", seed=10 + i)[0] for i in range(2)]
+    smoothing = R if linear_input else 0.0
+    manifest = make_shards(files, tmp_path / "ds", fractions=(0.5, 0.25, 0.25), tiles_per_shard=64,
+                           linear_input=linear_input, smoothing=smoothing, **TILES)
+    path = train(tmp_path / "ds", tmp_path / "run", {"preset": preset, "n_valid": 2}, epochs=2,
+                 batch_size=16, learning_rate=1e-3, steps_per_epoch=4, validation_steps=2)
+    model, metadata = load_model(path)
+    assert metadata["input_spec"] == manifest["input_spec"]
+    assert model.input_shape[-1] == (4 if linear_input else 1)
+
+    density = density_field(10)
+    whole = predict_box(model, metadata, density)
+    assert whole.value.shape == (NMESH, NMESH, NMESH, 3) and np.all(np.isfinite(whole.value))
+    # whole-box prediction at the training tile builds the inputs exactly as the shards hold them
+    at_tiles = predict_box(model, metadata, density, tile=4)
+    x, _, origins, boxes = read_split_arrays(tmp_path / "ds", "val")
+    x, origins = x[boxes == 0], origins[boxes == 0]
+    np.testing.assert_allclose(extract(at_tiles.value, origins, 4), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-3)

@@ -24,14 +24,20 @@ from velnet.cli import main as velnet
 log = logging.getLogger("experiments.wu2021")
 
 CONFIG = {
-    "name": "wu2021-tiny",      # folder name under velnet/pretrained when shipped
+    "name": "wu2021-tiny",      # prefix of the folders under velnet/pretrained when shipped
     "box_size": 160.0,          # Mpc/h
     "nmesh": 80,                # 2 Mpc/h cells
     "train_seeds": [1, 2, 3, 4],
     "val_seeds": [5],
     "test_seed": 100,
     "targets": ["velocity"],
-    "model": "tiny",
+    "variants": {
+        # The paper's design: ln(1 + delta) in a 32^3 window -> v on the central 20^3.
+        "paper": {"preset": "tiny", "linear_input": False},
+        # velnet's: also v_L (linear theory smoothed at the fitted R, from the whole box) as
+        # input, and the network adds its correction to v_L (issue 8, variant 1).
+        "residual": {"preset": "tiny-residual", "linear_input": True},
+    },
     "epochs": 25,
     "batch_size": 6,
     "learning_rate": 3e-4,
@@ -72,38 +78,44 @@ def run(out, config=CONFIG, ship=False):
     if not baseline.exists():
         run_velnet("baseline", *train, "--radii", *config["smoothing_radii"], "--out", baseline)
     radius = json.loads(baseline.read_text())["smoothing"]
-    models = []
-    for target in config["targets"]:
-        data = out / "data" / target
-        run_velnet("prep", *train, *val, "--split", *(["train"] * len(train) + ["val"] * len(val)),
-                   "--target", target, "--out", data)
-        run_dir = out / "models" / target
-        if not (run_dir / "model.keras").exists():
-            run_velnet("train", data, "--out", run_dir, "--preset", config["model"],
-                       "--epochs", config["epochs"], "--batch-size", config["batch_size"],
-                       "--learning-rate", config["learning_rate"])
-        models.append(run_dir / "model.keras")
-    prediction = out / "predictions" / f"seed{config['test_seed']}.h5"
-    run_velnet("predict", test, *models, "--out", prediction)
+    splits = ["train"] * len(train) + ["val"] * len(val)
+    predictions = {}
+    for variant, settings in config["variants"].items():
+        models = []
+        for target in config["targets"]:
+            data = out / "data" / f"{variant}-{target}"
+            linear = ["--linear-input", "--smoothing", radius] if settings["linear_input"] else []
+            run_velnet("prep", *train, *val, "--split", *splits, "--target", target, *linear,
+                       "--out", data)
+            run_dir = out / "models" / f"{variant}-{target}"
+            if not (run_dir / "model.keras").exists():
+                run_velnet("train", data, "--out", run_dir, "--preset", settings["preset"],
+                           "--epochs", config["epochs"], "--batch-size", config["batch_size"],
+                           "--learning-rate", config["learning_rate"])
+            models.append(run_dir / "model.keras")
+        predictions[variant] = out / "predictions" / f"{variant}-seed{config['test_seed']}.h5"
+        run_velnet("predict", test, *models, "--out", predictions[variant])
+        if ship:
+            ship_models(config, variant, models, baseline)
     report = out / "report"
-    run_velnet("evaluate", test, prediction, "--names", "U-net", "--smoothing", radius,
+    run_velnet("evaluate", test, *predictions.values(),
+               "--names", *(f"U-net {v}" for v in predictions), "--smoothing", radius,
                "--out", report)
-    if ship:
-        ship_models(out, config, models, baseline)
     return report / "report.md"
 
 
-def ship_models(out, config, models, baseline):
-    """Copy trained models, their logs and the fitted baseline into velnet/pretrained/<name>/."""
-    folder = PRETRAINED / config["name"]
+def ship_models(config, variant, models, baseline):
+    """Copy trained models, their logs and the fitted baseline into velnet/pretrained/<name>-<variant>/."""
+    folder = PRETRAINED / f"{config['name']}-{variant}"
     folder.mkdir(parents=True, exist_ok=True)
     for model in models:
-        target = model.parent.name
+        target = model.parent.name.split("-")[-1]
         shutil.copy(model, folder / f"{target}.keras")
         for log_file in ("history.csv", "train_config.json"):
             shutil.copy(model.parent / log_file, folder / f"{target}-{log_file}")
     shutil.copy(baseline, folder / "baseline.json")
-    (folder / "experiment.json").write_text(json.dumps(config, indent=1) + "\n")
+    (folder / "experiment.json").write_text(
+        json.dumps({**config, "variants": {variant: config["variants"][variant]}}, indent=1) + "\n")
 
 
 def main(argv=None):

@@ -160,7 +160,7 @@ def test_linear_velocity_matches_a_fastpm_simulation_on_large_scales(tmp_path):
     from data_prep.simulate import SimulationConfig, simulate
     from velnet.stats import compare_spectra
 
-    config = SimulationConfig.from_preset("wu2021", box_size=256.0, nparticles=64, steps=10, redshifts=(1.0,),
+    config = SimulationConfig.from_preset("wu2021", box_size=256.0, nparticles=64, steps=10, output_redshifts=(1.0,),
                                           seed=3)
     fields = paint_fields(read_particles(simulate(config, tmp_path)[0]), 32)
     res = compare_spectra(linear_velocity(fields["density"]), fields["velocity"], kedges=[0.02, 0.05, 0.1])

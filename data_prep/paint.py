@@ -7,9 +7,12 @@ momentum over the mean density (their footnote 5). Painting is nbodykit's
 `CatalogSource.to_mesh(resampler="cic")`, which divides by the mean number of particles per
 cell, so the density has mean 1 and the momentum is (rho / rho_mean) v.
 """
+import datetime
+
 import numpy as np
 
 from velnet.fields import Field, save_fields
+from velnet.provenance import versions
 
 from .readers import read_particles
 
@@ -66,7 +69,9 @@ def paint_snapshot(snapshot_path, nmesh, out_h5, **reader_kwargs):
     particles = read_particles(snapshot_path, comm=comm, **reader_kwargs)
     fields = paint_fields(particles, nmesh)
     attrs = {"source": str(particles.path), "source_format": particles.format,
-             "nparticles": int(particles.total)}  # collective: outside the rank-0 branch
+             "nparticles": int(particles.total),  # collective: outside the rank-0 branch
+             "painter": "nbodykit CIC, uncompensated", "versions": versions(),
+             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if comm.rank == 0:
         save_fields(out_h5, [fields[name] for name in FIELD_NAMES], attrs=attrs)
     comm.barrier()

@@ -24,7 +24,8 @@ def central_copy_model():
 
 def metadata(nmesh, box_size):
     return {"box_size": box_size, "nmesh": nmesh, "target_name": "velocity",
-            "tile": {"input": 32, "target": 20, "margin": MARGIN}}
+            "tile": {"input": 32, "target": 20, "margin": MARGIN},
+            "normalisation": {"target_scale": 300.0}}
 
 
 @pytest.mark.parametrize("nmesh,tile", [(40, 20), (40, 8), (36, None)])

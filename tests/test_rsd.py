@@ -1,0 +1,146 @@
+"""velnet.rsd: redshift-space positions (eq. 1), the bias of eq. 4, the linear inputs of eq. 2-3."""
+import math
+
+import numpy as np
+import pytest
+
+from velnet.cosmology import HALO2024
+from velnet.errors import VelnetInputError
+from velnet.fields import Field
+from velnet.rsd import bias_kedges, linear_bias, linear_inputs, los_axis, redshift_space_positions
+
+BOX = 100.0
+Z = 0.59
+
+
+def a_hubble(z, omega_m):
+    """a H(a) in km/s per Mpc/h, written out independently of Cosmology."""
+    a = 1.0 / (1.0 + z)
+    return a * 100.0 * math.sqrt(omega_m / a**3 + 1.0 - omega_m)
+
+
+@pytest.mark.parametrize("los, axis", [(0, 0), (1, 1), (2, 2), ("x", 0), ("y", 1), ("z", 2), ("Z", 2)])
+def test_los_axis(los, axis):
+    assert los_axis(los) == axis
+
+
+@pytest.mark.parametrize("los", [3, -1, "w", True, 1.0, None, [0, 0, 1]])
+def test_los_axis_rejects(los):
+    with pytest.raises(VelnetInputError, match="line of sight"):
+        los_axis(los)
+
+
+@pytest.mark.parametrize("los", [0, "y", 2])
+def test_halo_moves_along_the_line_of_sight_only(los):
+    axis = los_axis(los)
+    r = np.array([[10.0, 20.0, 30.0]])
+    v = np.array([[150.0, -220.0, 310.0]])
+    s = redshift_space_positions(r, v, los, BOX, Z, HALO2024)
+    expected = r.copy()
+    expected[0, axis] += v[0, axis] / a_hubble(Z, HALO2024.Omega_m)
+    np.testing.assert_allclose(s, expected, rtol=0, atol=1e-12)
+    assert s.dtype == np.float64
+
+
+def test_halo_crosses_the_box_edge():
+    ah = a_hubble(Z, HALO2024.Omega_m)
+    r = np.array([[5.0, 6.0, 99.5], [5.0, 6.0, 0.25], [1.0, 2.0, 50.0]])
+    v = np.zeros((3, 3))
+    v[:, 2] = [1.0 * ah, -1.0 * ah, 0.0]  # +1 Mpc/h, -1 Mpc/h, none
+    v[:, 0] = 1e4  # across the line of sight: ignored
+    s = redshift_space_positions(r, v, "z", BOX, Z, HALO2024)
+    np.testing.assert_allclose(s[:, 2], [0.5, 99.25, 50.0], rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(s[:, :2], r[:, :2])
+    assert np.all((s >= 0) & (s < BOX))
+
+
+def test_tiny_negative_position_wraps_inside_the_box():
+    s = redshift_space_positions([[1.0, 1.0, 0.0]], [[0.0, 0.0, -1e-14]], 2, BOX, 0.0, HALO2024)
+    assert 0.0 <= s[0, 2] < BOX
+
+
+def test_redshift_space_rejects_bad_shapes():
+    with pytest.raises(VelnetInputError, match=r"\(N, 3\)"):
+        redshift_space_positions(np.zeros((4, 3)), np.zeros((3, 3)), 0, BOX, Z, HALO2024)
+
+
+def gaussian_delta(nmesh, seed):
+    return np.random.default_rng(seed).normal(size=(nmesh,) * 3)
+
+
+def field(value, name="density", box=200.0):
+    return Field(np.asarray(value, dtype=np.float32), name, box, Z, HALO2024)
+
+
+def scale_by_kbin(delta, box, factors_in_bin, beyond):
+    """delta with the modes of bias_kedges bin i scaled by factors_in_bin[i], the rest by `beyond`."""
+    n = delta.shape[0]
+    kf = 2 * np.pi / box
+    kx = np.fft.fftfreq(n, 1.0 / n)
+    kz = np.fft.rfftfreq(n, 1.0 / n)
+    k = kf * np.sqrt(kx[:, None, None] ** 2 + kx[None, :, None] ** 2 + kz[None, None, :] ** 2)
+    edges = bias_kedges(box)
+    scale = np.full(k.shape, beyond)
+    for i, factor in enumerate(factors_in_bin):
+        scale[(k >= edges[i]) & (k < edges[i + 1])] = factor
+    return np.fft.irfftn(np.fft.rfftn(delta) * scale, s=delta.shape, axes=(0, 1, 2))
+
+
+def test_bias_of_a_scaled_field_is_the_scale():
+    delta = gaussian_delta(32, 1)
+    for b in (1.0, 1.85, 2.57):
+        beta = linear_bias(field(1 + b * delta, "halos_s"), field(1 + delta))
+        assert beta == pytest.approx(b, rel=1e-5)
+
+
+def test_bias_uses_only_k_below_kmax():
+    delta = gaussian_delta(32, 2)
+    nbins = len(bias_kedges(200.0)) - 1
+    halo = scale_by_kbin(delta, 200.0, [2.0] * nbins, beyond=7.0)
+    assert linear_bias(field(1 + halo), field(1 + delta)) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_bias_averages_the_ratio_in_dk_not_over_modes():
+    # eq. 4: every bin of equal width counts once, however many modes it has
+    delta = gaussian_delta(32, 3)
+    nbins = len(bias_kedges(200.0)) - 1
+    factors = np.linspace(1.0, 3.0, nbins)
+    halo = scale_by_kbin(delta, 200.0, factors, beyond=1.0)
+    expected = math.sqrt(np.mean(factors**2))
+    assert linear_bias(field(1 + halo), field(1 + delta)) == pytest.approx(expected, rel=1e-5)
+    n = 32
+    kx = np.fft.fftfreq(n, 1.0 / n) * 2 * np.pi / 200.0
+    k = np.sqrt(kx[:, None, None] ** 2 + kx[None, :, None] ** 2 + kx[None, None, :] ** 2)
+    modes, _ = np.histogram(k, bins=bias_kedges(200.0))
+    mode_weighted = math.sqrt(np.sum(modes * factors**2) / np.sum(modes))
+    assert mode_weighted - expected > 0.1  # the test tells the two averages apart
+
+
+def test_bias_kedges():
+    edges = bias_kedges(200.0)
+    kf = 2 * np.pi / 200.0
+    np.testing.assert_allclose(np.diff(edges), kf)
+    assert edges[0] == pytest.approx(kf / 2) and edges[-1] <= 0.3 < edges[-1] + kf
+    with pytest.raises(VelnetInputError, match="no k bin"):
+        bias_kedges(20.0)
+
+
+def test_bias_needs_matter_power():
+    with pytest.raises(VelnetInputError, match="no power"):
+        linear_bias(field(1 + gaussian_delta(16, 4)), field(np.ones((16,) * 3)))
+
+
+def test_linear_inputs_equal_linear_theory_of_the_matter():
+    from velnet.linear import linear_prediction
+
+    delta = gaussian_delta(16, 5) * 0.2
+    b = 2.57
+    out = linear_inputs(field(1 + b * delta, "halos_s"), b)
+    truth = linear_prediction(field(1 + delta))
+    assert set(out) == {"linear_velocity_s", "linear_momentum_s"}
+    np.testing.assert_allclose(out["linear_velocity_s"].value, truth["velocity"].value, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(out["linear_momentum_s"].value, truth["momentum"].value, rtol=1e-4, atol=1e-3)
+    assert out["linear_velocity_s"].name == "linear_velocity_s" and out["linear_velocity_s"].attrs["beta"] == b
+    assert np.abs(truth["velocity"].value).max() > 10.0  # a real velocity field, not zeros
+    with pytest.raises(VelnetInputError, match="beta"):
+        linear_inputs(field(1 + delta), 0.0)

@@ -135,7 +135,7 @@ def load_fields(path, names=None):
             value = h5[name][...]
             if not np.all(np.isfinite(value)):
                 raise VelnetInputError(path, f"field {name!r} holds NaN or infinite values")
-            attrs = {k: v for k, v in _decode_attrs(h5[name].attrs).items() if k != "units"}
+            attrs = _decode_attrs(h5[name].attrs)
             out[name] = Field(value, name, meta["box_size"], meta["redshift"],
                               Cosmology.from_dict(meta["cosmology"]), attrs)
     return out

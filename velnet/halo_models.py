@@ -1,0 +1,293 @@
+"""The U-nets of the 2024 halo paper (section 2.3, Fig. 2, Table 1) and their vector head.
+
+Stage one maps the redshift-space halo number density (4 mass-bin channels) to the
+real-space dark-matter density (1 channel): `halo_unet(4, 1, ...)`. Stage two maps 8
+channels (the 4 halo channels, the stage-one density and the 3 components of the linear
+velocity) to the velocity or momentum as a magnitude and a direction: `halo_velocity_unet`.
+
+Layout of `halo_unet` (n^3 input; every convolution is followed by BatchNormalization and
+ReLU, except the output; N1, N2, N3 and the dropout rate are arguments, tuned by Optuna in
+the paper):
+
+    init:     conv N1, init_kernel^3                                  n^3
+    down 1:   conv N1 3^3 (skip 1), conv N2 3^3 stride 2              (n/2)^3
+    down 2:   conv N2 3^3 (skip 2), conv N3 3^3 stride 2              (n/4)^3
+    bottom:   conv N3 3^3
+    up 2:     trans N2 2^3 stride 2, concat skip 2, conv N2 3^3       (n/2)^3
+    up 1:     trans N1 2^3 stride 2, concat skip 1                    n^3
+    final:    conv N1 3^3, Dropout, BatchNormalization, ReLU          (the paper's order)
+    output:   conv n_out 1^3, linear                                  n^3 x n_out
+
+What Fig. 2 leaves unstated (the figure is not in the text we have) and what we chose:
+the init kernel (default 7^3: "a sufficiently large receptive field"), the number of
+convolutions per block (one plain and one stride-2 per down block, one after each
+concatenation), the transposed-convolution kernel (2^3 with stride 2: each coarse cell
+feeds exactly 2^3 fine cells, so no padding is needed and edges are exact), the output
+kernel (1^3), the default widths, and the padding. The paper's sub-box edges are "less
+accurate"; here every convolution pads its input periodically (`PeriodicPad3D`) and
+convolves 'valid', so a periodic box is treated the same everywhere: the network commutes
+with periodic shifts by multiples of the total stride 4. The network is fully
+convolutional: any spatial size divisible by 4 (and at least init_kernel // 2) works, so
+it trains on 128^3 sub-boxes and predicts 256^3 boxes in one pass.
+
+Stage two (section 2.3: "two structurally similar neural networks ... conclude with an
+output layer comprising 1+3 channels"; Table 1: magnitude 8 -> 1, direction 8 -> 3):
+`halo_velocity_unet` holds two `halo_unet` layouts on the same input, one for the magnitude
+(softplus of its output, so |v| >= 0) and one for the direction (normalised to a unit
+vector), and concatenates them into 4 channels in the paper's order: channels 0-2 the
+direction, channel 3 the magnitude (`DIRECTION`, `MAGNITUDE`). Trained together on the
+eq. 6 loss (`velnet.losses.MagnitudeDirectionLoss`), each sub-network gets the gradient
+of its own term only, so (with Adam) this is the same as training them separately.
+"""
+import keras
+from keras import layers, ops
+
+DIRECTION = slice(0, 3)
+"""Channels of the unit direction in a stage-two output."""
+MAGNITUDE = 3
+"""Channel of the magnitude in a stage-two output."""
+TOTAL_STRIDE = 4
+"""Spatial sizes must be divisible by this (two stride-2 levels)."""
+EPSILON = 1e-7
+"""Vector norms below this count as zero in `unit_vector`."""
+
+
+@keras.saving.register_keras_serializable("velnet")
+class PeriodicPad3D(layers.Layer):
+    """Pad the three spatial axes of a channels-last 5D tensor periodically (wrap around).
+
+    Cell i of the output along an axis padded by p is cell (i - p) mod n of the input.
+    Each padding must not exceed the size of its axis.
+
+    Args:
+        padding: int, or 3 ints: cells added on both sides of axes 1, 2, 3.
+        **kwargs: `keras.layers.Layer` arguments (name, dtype).
+    """
+
+    def __init__(self, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        padding = (padding,) * 3 if isinstance(padding, int) else tuple(padding)
+        if len(padding) != 3 or not all(isinstance(p, int) and p >= 0 for p in padding):
+            raise ValueError(
+                f"`padding` must be an int >= 0 or three of them. Received: padding={padding}")
+        self.padding = padding
+
+    def call(self, inputs):
+        x = inputs
+        for axis, p in enumerate(self.padding, start=1):
+            if p:
+                head = (slice(None),) * axis
+                x = ops.concatenate([x[head + (slice(-p, None),)], x, x[head + (slice(None, p),)]],
+                                    axis=axis)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        spatial = [None if n is None else n + 2 * p for n, p in zip(input_shape[1:4], self.padding)]
+        return (input_shape[0], *spatial, input_shape[4])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": list(self.padding)}
+
+
+@keras.saving.register_keras_serializable("velnet")
+class UnitVector(layers.Layer):
+    """Normalise the channels to a unit vector; zero vectors stay zero (see `unit_vector`)."""
+
+    def call(self, inputs):
+        return unit_vector(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable("velnet")
+class Recombine(layers.Layer):
+    """Turn a stage-two output (direction in channels 0-2, magnitude in 3) into the 3-vector."""
+
+    def call(self, inputs):
+        return recombine(inputs[..., MAGNITUDE:MAGNITUDE + 1], inputs[..., DIRECTION])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+
+def unit_vector(vector, epsilon=EPSILON):
+    """Divide vectors (last axis) by their norm; vectors shorter than `epsilon` become zero.
+
+    Finite with a finite gradient everywhere, zero included.
+
+    Args:
+        vector: `(..., 3)` array or tensor.
+        epsilon: norm below which a vector counts as zero.
+
+    Returns:
+        Tensor of the same shape: unit vectors, or (near) zero where the norm is below
+        `epsilon` (there `vector / epsilon`).
+    """
+    vector = ops.convert_to_tensor(vector)
+    square = ops.sum(ops.square(vector), axis=-1, keepdims=True)
+    return vector * ops.rsqrt(ops.maximum(square, epsilon ** 2))
+
+
+def decompose(vector):
+    """Split a vector field into magnitude and unit direction (zero direction where it is zero).
+
+    Args:
+        vector: `(..., 3)` array or tensor (km/s, or normalised units).
+
+    Returns:
+        `(magnitude (..., 1), direction (..., 3))` tensors, same units for the magnitude.
+    """
+    vector = ops.convert_to_tensor(vector)
+    return ops.sqrt(ops.sum(ops.square(vector), axis=-1, keepdims=True)), unit_vector(vector)
+
+
+def recombine(magnitude, direction):
+    """The vector of a magnitude and a direction: `magnitude * direction`.
+
+    Args:
+        magnitude: `(..., 1)` array or tensor.
+        direction: `(..., 3)` unit vectors (or zero).
+
+    Returns:
+        `(..., 3)` tensor, in the units of `magnitude`; `keras.ops.convert_to_numpy` turns
+        it into a numpy array.
+    """
+    return ops.convert_to_tensor(magnitude) * ops.convert_to_tensor(direction)
+
+
+def conv_bn_relu(x, filters, kernel_size, name, strides=1):
+    """Periodic padding, 'valid' convolution, BatchNormalization, ReLU.
+
+    For stride 1 and an odd kernel the output has the input's size; for stride 2 and a
+    3^3 kernel, half of it (even sizes).
+
+    Args:
+        x: channels-last 5D tensor.
+        filters: output channels.
+        kernel_size: odd kernel size.
+        name: prefix of the layer names (`{name}_pad`, `_conv`, `_bn`, `_relu`).
+        strides: 1 or 2.
+
+    Returns:
+        The activated tensor.
+    """
+    x = _periodic_conv(x, filters, kernel_size, name, strides)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _periodic_conv(x, filters, kernel_size, name, strides=1):
+    """`PeriodicPad3D(kernel_size // 2)` then a 'valid' Conv3D named `{name}_conv`."""
+    if kernel_size > 1:
+        x = PeriodicPad3D(kernel_size // 2, name=f"{name}_pad")(x)
+    return layers.Conv3D(filters, kernel_size, strides=strides, padding="valid",
+                         name=f"{name}_conv")(x)
+
+
+def _up(x, filters, name):
+    """Transposed convolution 2^3, stride 2 (doubles each size exactly), BN, ReLU."""
+    x = layers.Conv3DTranspose(filters, 2, strides=2, padding="valid", name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _validate(input_channels, output_channels, n1, n2, n3, dropout, init_kernel):
+    """Raise ValueError ending in "Received: ..." for arguments `halo_unet` cannot take."""
+    for key, value in dict(input_channels=input_channels, output_channels=output_channels,
+                           n1=n1, n2=n2, n3=n3).items():
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"`{key}` must be a positive integer. Received: {key}={value!r}")
+    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise ValueError(f"`dropout` must be a rate in [0, 1). Received: dropout={dropout!r}")
+    if not (isinstance(init_kernel, int) and init_kernel > 0 and init_kernel % 2):
+        raise ValueError(
+            f"`init_kernel` must be an odd positive integer. Received: init_kernel={init_kernel!r}")
+
+
+def _trunk(inputs, output_channels, n1, n2, n3, dropout, init_kernel, prefix=""):
+    """The Fig. 2 layers from `inputs` to the linear output, layer names starting with `prefix`."""
+    x = conv_bn_relu(inputs, n1, init_kernel, f"{prefix}init")
+    skip1 = conv_bn_relu(x, n1, 3, f"{prefix}down1")
+    x = conv_bn_relu(skip1, n2, 3, f"{prefix}down1_stride", strides=2)
+    skip2 = conv_bn_relu(x, n2, 3, f"{prefix}down2")
+    x = conv_bn_relu(skip2, n3, 3, f"{prefix}down2_stride", strides=2)
+    x = conv_bn_relu(x, n3, 3, f"{prefix}bottom")
+    x = _up(x, n2, f"{prefix}up2_trans")
+    x = layers.Concatenate(name=f"{prefix}up2_concat")([skip2, x])
+    x = conv_bn_relu(x, n2, 3, f"{prefix}up2")
+    x = _up(x, n1, f"{prefix}up1_trans")
+    x = layers.Concatenate(name=f"{prefix}up1_concat")([skip1, x])
+    x = _periodic_conv(x, n1, 3, f"{prefix}final")
+    x = layers.Dropout(dropout, name=f"{prefix}final_dropout")(x)
+    x = layers.BatchNormalization(name=f"{prefix}final_bn")(x)
+    x = layers.ReLU(name=f"{prefix}final_relu")(x)
+    return layers.Conv3D(output_channels, 1, dtype="float32", name=f"{prefix}output")(x)
+
+
+def halo_unet(input_channels=4, output_channels=1, n1=32, n2=64, n3=128, dropout=0.1,
+              init_kernel=7, name="halo_unet"):
+    """Build the U-net of Fig. 2 of the 2024 halo paper, with periodic padding.
+
+    Args:
+        input_channels: channels of the input (Table 1: 4 halo mass bins for stage one, 8
+            for stage two).
+        output_channels: channels of the linear output (1 for the density).
+        n1: channels at full resolution (N1 in Fig. 2).
+        n2: channels at half resolution (N2).
+        n3: channels at quarter resolution (N3).
+        dropout: dropout rate of the final block, between its convolution and its
+            BatchNormalization.
+        init_kernel: odd kernel size of the "init" convolution (large receptive field).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping `(B, n, n, n, input_channels)` to
+        `(B, n, n, n, output_channels)` for any n divisible by 4 (and >= init_kernel // 2;
+        spatial axes may differ), in the units the targets were normalised to.
+
+    Raises:
+        ValueError: for arguments the architecture cannot take.
+
+    Example:
+        >>> model = halo_unet(4, 1, n1=4, n2=8, n3=16)
+        >>> model.output_shape
+        (None, None, None, None, 1)
+    """
+    _validate(input_channels, output_channels, n1, n2, n3, dropout, init_kernel)
+    inputs = keras.Input(shape=(None, None, None, input_channels), name="inputs")
+    outputs = _trunk(inputs, output_channels, n1, n2, n3, dropout, init_kernel)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def halo_velocity_unet(input_channels=8, n1=32, n2=64, n3=128, dropout=0.1, init_kernel=7,
+                       name="halo_velocity_unet"):
+    """Build the stage-two network: a magnitude U-net (8 -> 1) and a direction U-net (8 -> 3).
+
+    Both are `halo_unet` layouts with the same widths on the same input (Table 1); the
+    magnitude is the softplus of its U-net's output (>= 0), the direction its U-net's
+    output divided by its norm (`unit_vector`).
+
+    Args:
+        input_channels: channels of the input (Table 1: 8).
+        n1, n2, n3, dropout, init_kernel: as for `halo_unet`, for both U-nets.
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping `(B, n, n, n, input_channels)` to
+        `(B, n, n, n, 4)`: unit direction in channels 0-2, magnitude in channel 3 (in the
+        normalised units of the targets); `Recombine` turns it into the vector.
+
+    Raises:
+        ValueError: for arguments the architecture cannot take.
+    """
+    _validate(input_channels, 1, n1, n2, n3, dropout, init_kernel)
+    inputs = keras.Input(shape=(None, None, None, input_channels), name="inputs")
+    widths = dict(n1=n1, n2=n2, n3=n3, dropout=dropout, init_kernel=init_kernel)
+    magnitude = _trunk(inputs, 1, prefix="magnitude_", **widths)
+    magnitude = layers.Activation("softplus", dtype="float32", name="magnitude")(magnitude)
+    direction = _trunk(inputs, 3, prefix="direction_", **widths)
+    direction = UnitVector(dtype="float32", name="direction")(direction)
+    outputs = layers.Concatenate(dtype="float32", name="direction_magnitude")(
+        [direction, magnitude])
+    return keras.Model(inputs, outputs, name=name)

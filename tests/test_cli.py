@@ -97,3 +97,12 @@ def test_paint_a_gadget_snapshot_with_the_cosmology_it_lacks(tmp_path, capsys):
     with h5py.File(tmp_path / "f.h5") as h5:
         np.testing.assert_allclose(h5["velocity"][...], 100.0, rtol=1e-5)
         assert json.loads(h5.attrs["cosmology"])["sigma8"] == MISSING["sigma8"]
+
+
+def test_halos_then_halo_fields(tiny_simulation, tmp_path):
+    _, snapshots = tiny_simulation
+    assert run("halos", snapshots[-1], "--nmin", 10, "--out", tmp_path / "halos.h5") == 0
+    assert run("halo-fields", snapshots[-1], "--catalog", tmp_path / "halos.h5", "--nmesh", 16,
+               "--los", "x", "--weighting", "mass", "--nmin", 10, "--out", tmp_path / "f.h5") == 0
+    with h5py.File(tmp_path / "f.h5") as h5:
+        assert {f"halos_s_{i}" for i in range(4)} <= set(h5) and h5["linear_velocity_s"].shape == (16,) * 3 + (3,)

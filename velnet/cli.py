@@ -3,6 +3,8 @@
     velnet simulate  run fastpm from a preset (works under mpirun)
     velnet prep      snapshots (or fields files) -> CIC fields -> tiles -> TFRecord shards
     velnet paint     one snapshot -> one fields file (density, velocity, momentum)
+    velnet halos     FOF halos of a snapshot (the 2024 halo paper)
+    velnet halo-fields  redshift-space halo channels + real-space targets of one snapshot
     velnet train     train a U-net on shards
     velnet predict   reconstruct a whole box with a trained model
     velnet evaluate  truth vs predictions vs linear theory -> a report folder
@@ -49,6 +51,26 @@ def _reader_kwargs(args):
         cosmology = PRESETS[cosmology] if cosmology in PRESETS else json.loads(cosmology)
     return {k: v for k, v in {"format": args.format, "box_size": args.box_size,
                               "cosmology": cosmology}.items() if v is not None}
+
+
+def _halos(args):
+    from data_prep.halos import write_halos
+    write_halos(args.snapshot, args.out, linking_length=args.linking_length, nmin=args.nmin,
+                **_reader_kwargs(args))
+    print(args.out)
+
+
+def _halo_fields(args):
+    from data_prep.halos import combine_catalogs, load_halos, read_catalog, write_halo_fields
+    catalog = None
+    if args.catalog:
+        config = json.loads(Path(args.catalog_config).read_text()) if args.catalog_config else None
+        catalogs = [read_catalog(p, config) if config else load_halos(p) for p in args.catalog]
+        catalog = catalogs[0] if len(catalogs) == 1 else combine_catalogs(catalogs)
+    write_halo_fields(args.snapshot, args.out, args.nmesh, catalog=catalog, los=args.los,
+                      weighting=args.weighting, linking_length=args.linking_length,
+                      nmin=args.nmin, **_reader_kwargs(args))
+    print(args.out)
 
 
 def _prep(args):
@@ -197,6 +219,33 @@ def build_parser():
                                 "`velnet baseline` fits one)")
             s.add_argument("--overwrite", action="store_true",
                            help="replace an existing different dataset in --out")
+        s.set_defaults(func=func)
+
+    for name, helptext, func in (
+            ("halos", "FOF halos of a snapshot -> halo catalogue .h5", _halos),
+            ("halo-fields", "snapshot (+ halo catalogue) -> redshift-space halo channels and "
+                            "real-space targets (the 2024 paper's inputs)", _halo_fields)):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("snapshot", help="snapshot path (FastPM BigFile, Gadget-1 or HDF5)")
+        s.add_argument("--format", choices=["bigfile", "gadget", "hdf5"], help="default: detect")
+        s.add_argument("--box-size", type=float, help="expected box size, Mpc/h (checked)")
+        s.add_argument("--cosmology", help="a preset (wu2021, halo2024) or JSON for what the "
+                                           "header lacks")
+        s.add_argument("--linking-length", type=float, default=0.2,
+                       help="FOF linking length, in mean particle separations (0.2)")
+        s.add_argument("--nmin", type=int, default=20, help="fewest particles of a halo (20)")
+        s.add_argument("--out", required=True, help="output .h5")
+        if name == "halo-fields":
+            s.add_argument("--nmesh", type=int, default=128, help="CIC mesh per side (128)")
+            s.add_argument("--los", default="z", help="line of sight: x, y or z (z)")
+            s.add_argument("--weighting", choices=["number", "mass"], default="number",
+                           help="halo channels without (number) or with (mass) mass weighting")
+            s.add_argument("--catalog", nargs="+",
+                           help="halo catalogue(s) instead of FOF: velnet .h5 from `velnet halos`, "
+                                "or other codes' files with --catalog-config")
+            s.add_argument("--catalog-config",
+                           help="JSON mapping another code's columns and units "
+                                "(see data_prep.halos.read_catalog)")
         s.set_defaults(func=func)
 
     s = sub.add_parser("train", help="train a U-net on shards")

@@ -9,6 +9,7 @@ and where the report is. About 6 minutes on 2 cores.
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from experiments.wu2021 import PRETRAINED, run_velnet
 
 log = logging.getLogger("experiments.demo")
 BOX, SEED, NMESH = 160.0, 2026, 80
+TABLE_K = ("0.2", "0.6", "1.0")
 
 
 def simulate(out):
@@ -30,7 +32,7 @@ def simulate(out):
     mpirun = shutil.which("mpirun")
     if mpirun:
         command = [mpirun, "-n", "2", sys.executable, "-m", "velnet.cli", *map(str, argv)]
-        log.info("$ %s", " ".join(command[:3] + ["velnet"] + command[5:]))
+        log.info("$ %s", " ".join(command[:3] + ["velnet"] + command[6:]))
         env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
         subprocess.run(command, check=True, env=env)
     else:
@@ -56,19 +58,45 @@ def headline(metrics, methods):
     errors = metrics["error_spectrum"]
     first = errors[methods[0]]["columns"]
     bands = [f"{lo:g}-{hi:g}" for lo, hi in zip(first["k_lo"], first["k_hi"])]
+    width = max(len(m) for m in methods + ["truth (rms of the field)"]) + 2
     lines = ["rms error of one velocity component (km/s) per k band (h/Mpc):",
-             f"  {'method':24s}" + "".join(f"{b:>10s}" for b in bands) + f"{'all k':>10s}",
-             f"  {'truth (rms of the field)':24s}" + "".join(f"{x:10.1f}" for x in first["rms_truth"])
+             "  " + "method".ljust(width) + "".join(f"{b:>10s}" for b in bands) + f"{'all k':>10s}",
+             "  " + "truth (rms of the field)".ljust(width)
+             + "".join(f"{x:10.1f}" for x in first["rms_truth"])
              + f"{errors[methods[0]]['attrs']['rms_truth_all']:10.1f}"]
     for m in methods:
-        lines.append(f"  {m:24s}" + "".join(f"{x:10.1f}" for x in errors[m]["columns"]["rms_error"])
+        lines.append("  " + m.ljust(width) + "".join(f"{x:10.1f}" for x in errors[m]["columns"]["rms_error"])
                      + f"{errors[m]['attrs']['rms_error_all']:10.1f}")
     for q in ("abs_v", "theta_v"):
         lines.append(f"T(k) of P_{q} at k = 0.2 / 0.6 / 1.0 h/Mpc:")
         for m in methods:
             t = metrics["spectra"][q]["table"][m]["T"]
-            lines.append(f"  {m:24s}" + " / ".join(f"{t[k]:.3f}" for k in ("0.2", "0.6", "1.0")))
+            lines.append("  " + m.ljust(width) + " / ".join(f"{t[k]:.3f}" for k in TABLE_K))
     return lines
+
+
+def criteria(metrics, method, linear="linear", smoothed=None):
+    """The checks of the Wu et al. 2021 issue, as measured: list of (check, passed).
+
+    T(k) "nearer 1" compares |ln T|; bands are the error-spectrum bands.
+    """
+    out = []
+    for q in ("abs_v", "theta_v"):
+        table = metrics["spectra"][q]["table"]
+        for k in TABLE_K:
+            ours, theirs = (abs(math.log(table[m]["T"][k])) for m in (method, linear))
+            out.append((f"T of P_{q} at k={k} nearer 1 than raw linear", ours < theirs))
+    bands = metrics["error_spectrum"]
+    columns = bands[method]["columns"]
+    for i, (lo, hi) in enumerate(zip(columns["k_lo"], columns["k_hi"])):
+        if lo >= 0.2:
+            ours = columns["rms_error"][i]
+            out.append((f"error in {lo:g}-{hi:g} below raw linear",
+                        ours < bands[linear]["columns"]["rms_error"][i]))
+            if smoothed and hi <= 0.8:
+                out.append((f"error in {lo:g}-{hi:g} below {smoothed}",
+                            ours < bands[smoothed]["columns"]["rms_error"][i]))
+    return out
 
 
 def main(argv=None):
@@ -93,6 +121,11 @@ def main(argv=None):
                "--out", report)
     metrics = json.loads((report / "metrics.json").read_text())
     print("\n".join(headline(metrics, metrics["methods"])))
+    for name in names:
+        checks = criteria(metrics, name, smoothed=f"linear R={radius:g}")
+        failed = [check for check, passed in checks if not passed]
+        print(f"{name}: {len(checks) - len(failed)} of {len(checks)} checks pass"
+              + (f"; not: {', '.join(failed)}" if failed else ""))
     print(f"\nreport: {report / 'report.md'}")
 
 

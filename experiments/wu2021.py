@@ -30,13 +30,14 @@ CONFIG = {
     "train_seeds": [1, 2, 3, 4],
     "val_seeds": [5],
     "test_seed": 100,
-    "targets": ["velocity"],
     "variants": {
         # The paper's design: ln(1 + delta) in a 32^3 window -> v on the central 20^3.
-        "paper": {"preset": "tiny", "linear_input": False},
-        # velnet's: also v_L (linear theory smoothed at the fitted R, from the whole box) as
-        # input, and the network adds its correction to v_L (issue 8, variant 1).
-        "residual": {"preset": "tiny-residual", "linear_input": True},
+        "paper": {"preset": "tiny", "linear_input": False, "targets": ["velocity"]},
+        # velnet's: also v_L (linear theory smoothed at the fitted R, from the whole box; for
+        # momentum (1 + delta) v_L) as input, and the network adds its correction to it
+        # (issue 8, variant 1).
+        "residual": {"preset": "tiny-residual", "linear_input": True,
+                     "targets": ["velocity", "momentum"]},
     },
     "epochs": 25,
     "batch_size": 6,
@@ -82,7 +83,7 @@ def run(out, config=CONFIG, ship=False):
     predictions = {}
     for variant, settings in config["variants"].items():
         models = []
-        for target in config["targets"]:
+        for target in settings["targets"]:
             data = out / "data" / f"{variant}-{target}"
             linear = ["--linear-input", "--smoothing", radius] if settings["linear_input"] else []
             run_velnet("prep", *train, *val, "--split", *splits, "--target", target, *linear,

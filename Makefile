@@ -24,5 +24,13 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m experiments.demo
 
+# Everything an air-gapped node lacks, as wheels and sdists in one folder (dist/wheelhouse-*):
+# `make wheelhouse` for the GPU node (Python 3.12, JAX), WHEELHOUSE_PROFILE=prep to add the
+# nbodykit / fastpm stack. PyPI must be reachable.
+WHEELHOUSE_PROFILE ?= gpu-node
+WHEELHOUSE_PYTHON ?= 3.12
+wheelhouse: $(STAMP)
+	PYTHON=$(PY) bash scripts/wheelhouse.sh --profile $(WHEELHOUSE_PROFILE) --python-version $(WHEELHOUSE_PYTHON)
+
 clean:
 	rm -rf runs .pytest_cache

@@ -8,6 +8,7 @@ A run folder holds:
     backup/             BackupAndRestore state while a run is unfinished
     train_config.json   config, versions, seed, wall time and final losses
 """
+import contextlib
 import csv
 import importlib.util
 import json
@@ -39,7 +40,7 @@ METADATA_KEYS = (
 
 
 def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate=1e-4, seed=0,
-          augment=True, steps_per_epoch=None, validation_steps=None, callbacks=()):
+          augment=True, steps_per_epoch=None, validation_steps=None, callbacks=(), devices=None):
     """Train the U-net on the "train" split, monitoring "val"; resume an interrupted run.
 
     Adam on the mean squared error of the normalised targets; the training tiles are
@@ -61,6 +62,8 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         steps_per_epoch: batches per epoch (default: the whole training split).
         validation_steps: validation batches per epoch (default: the whole "val" split).
         callbacks: extra `keras.callbacks.Callback`s.
+        devices: None (one device), "auto" (every GPU) or a number of devices to train
+            on data-parallel; `batch_size` is then split across them (see `data_parallel`).
 
     Returns:
         Path of `model.keras`: km/s outputs, weights of the epoch with the best val_loss.
@@ -68,25 +71,28 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
     Raises:
         VelnetInputError: bad dataset, or a model config that does not fit its tiles.
         RuntimeError: no epoch ended with a finite val_loss (nothing to save).
+        ValueError: a `devices` value this machine or backend cannot take.
     """
     start = time.time()
     dataset_dir, outdir = Path(dataset_dir), Path(outdir)
     manifest = read_manifest(dataset_dir)
     keras.utils.set_random_seed(seed)
     log.info("random seed %d (keras.utils.set_random_seed)", seed)
-    config, network = _build(model_config, manifest, dataset_dir / MANIFEST)
-    log.info("U-net with %d parameters, %s -> %s", network.count_params(),
-             network.input_shape[1:], network.output_shape[1:])
-    jit_compile = _jit_compile()
-    network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", jit_compile=jit_compile)
+    scope, device_names = data_parallel(devices)
+    with scope:
+        config, network = _build(model_config, manifest, dataset_dir / MANIFEST)
+        log.info("U-net with %d parameters, %s -> %s", network.count_params(),
+                 network.input_shape[1:], network.output_shape[1:])
+        jit_compile = _jit_compile()
+        network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", jit_compile=jit_compile)
 
-    train_data = load_split(dataset_dir, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed, augment=augment)
-    val_data = load_split(dataset_dir, VAL_SPLIT, batch_size, shuffle=False)
-    outdir.mkdir(parents=True, exist_ok=True)
-    history = network.fit(
-        train_data, validation_data=val_data, epochs=epochs, shuffle=False,  # the shards shuffle
-        steps_per_epoch=steps_per_epoch,
-        validation_steps=validation_steps, callbacks=[*_callbacks(outdir), *callbacks])
+        train_data = load_split(dataset_dir, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed, augment=augment)
+        val_data = load_split(dataset_dir, VAL_SPLIT, batch_size, shuffle=False)
+        outdir.mkdir(parents=True, exist_ok=True)
+        history = network.fit(
+            train_data, validation_data=val_data, epochs=epochs, shuffle=False,  # the shards shuffle
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps, callbacks=[*_callbacks(outdir), *callbacks])
 
     if not (outdir / BEST_FILE).exists():
         raise RuntimeError(f"no epoch ended with a finite val_loss; see {outdir / HISTORY_FILE}")
@@ -105,7 +111,8 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
                 "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                 "augment": augment, "steps_per_epoch": steps_per_epoch,
                 "validation_steps": validation_steps, "optimizer": "Adam",
-                "loss": "mean squared error of targets / target_scale", "jit_compile": jit_compile},
+                "loss": "mean squared error of targets / target_scale", "jit_compile": jit_compile,
+                "devices": device_names or 1},
         timings={"wall": round(time.time() - start, 3)},
         seed=seed, backend=keras.backend.backend(), parameters=network.count_params(),
         target_scale=scale,
@@ -186,6 +193,52 @@ def _check_residual(config, manifest, manifest_path):
                            f"target) to its output, but the dataset's inputs hold {held}: make the "
                            "dataset with linear_input=True (velnet prep --linear-input), or use a "
                            "model without residual_channels")
+
+
+def data_parallel(devices=None):
+    """A scope in which to build, compile and fit a model data-parallel on several devices.
+
+    TensorFlow: a `tf.distribute.MirroredStrategy` scope; JAX: a
+    `keras.distribution.DataParallel` scope. Each batch is split across the devices (the
+    batch size is the global one; on JAX every batch, the last one of a split included,
+    must divide evenly among them) and the gradients are averaged. BatchNormalization
+    statistics are per device on TensorFlow, over the whole batch on JAX.
+
+    Args:
+        devices: None or 1: one device (Keras's default placement); "auto": every GPU or
+            TPU (one device when there is none; CPUs are not split); an int n: the first
+            n devices of the preferred kind (accelerators, else CPUs, e.g. logical CPUs
+            made with `tf.config.set_logical_device_configuration`).
+
+    Returns:
+        `(scope, names)`: a context manager and the names of the devices used (empty
+        for one device).
+
+    Raises:
+        ValueError: a bad `devices`, more devices than there are, or several devices on a
+            backend other than TensorFlow and JAX.
+    """
+    if devices is None or devices == 1:
+        return contextlib.nullcontext(), []
+    found = keras.distribution.list_devices()
+    if devices == "auto":
+        names = [d for d in found if not d.lower().startswith("cpu")]
+    elif isinstance(devices, int) and not isinstance(devices, bool) and 1 < devices <= len(found):
+        names = found[:devices]
+    else:
+        raise ValueError(f'`devices` must be None, "auto" or an integer from 1 to {len(found)} '
+                         f"(devices found: {found}). Received: devices={devices!r}")
+    if len(names) < 2:
+        return contextlib.nullcontext(), []
+    backend = keras.backend.backend()
+    log.info("data-parallel training on %s (%s backend)", names, backend)
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.distribute.MirroredStrategy([f"/{name}" for name in names]).scope(), names
+    if backend == "jax":
+        return keras.distribution.DataParallel(devices=names).scope(), names
+    raise ValueError(f"Training on several devices needs the TensorFlow or JAX backend. "
+                     f"Received: backend={backend!r}, devices={devices!r}")
 
 
 def _jit_compile():

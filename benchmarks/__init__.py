@@ -1,0 +1,1 @@
+"""Timings of velnet's network (not tests): run as `python -m benchmarks.<name> --help`."""

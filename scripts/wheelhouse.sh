@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Gather into one folder everything velnet needs that a target node lacks, for a named
+# CPython version and platform, so the node installs with no network (see INSTALL.txt,
+# written into the folder). Run on a machine that reaches PyPI.
+#
+# Profiles (the air-gapped GPU node velnet plans for: Python 3.12, JAX, PyTorch, no TensorFlow):
+#   gpu-node  a node with numpy, h5py, matplotlib, scipy, JAX and PyTorch: keras and
+#             keras-tuner with the small dependencies that stack lacks, google-crc32c,
+#             tqdm and velnet's own wheel (about 13 MB, most of it grpcio).
+#   prep      gpu-node plus the nbodykit / fastpm stack to build on the node: the mpich
+#             and mpi4py wheels, nbodykit and its pure dependencies, the sdists of pmesh,
+#             mpsort, kdcount, bigfile, fastpm and mcfit, and the pfft-python and classylss
+#             sources repacked with the C sources they would fetch from GitHub (made by
+#             scripts/install.sh's own functions).
+#
+# Usage: scripts/wheelhouse.sh [--profile gpu-node|prep] [--python-version 3.12]
+#            [--platform "manylinux2014_x86_64 manylinux_2_28_x86_64"] [--out DIR] [--max-mb 64]
+# Environment: PYTHON (default .venv/bin/python, else python3; the prep profile needs
+# numpy, cython<3 and mpi4py in it to read the sdists' metadata).
+set -euo pipefail
+shopt -s nullglob
+
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+PROFILE=gpu-node
+PYVER=3.12
+# pip does not widen a manylinux tag to older ones, so name both: most wheels are
+# manylinux2014, a few (mpich, numexpr) manylinux_2_28 only. The node needs glibc >= 2.28.
+PLATFORMS="manylinux2014_x86_64 manylinux_2_28_x86_64"
+OUT=""
+MAX_MB=64
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --profile) PROFILE=$2; shift 2 ;;
+    --python-version) PYVER=$2; shift 2 ;;
+    --platform) PLATFORMS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --max-mb) MAX_MB=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "wheelhouse: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+case $PROFILE in
+  gpu-node | prep) ;;
+  *) echo "wheelhouse: --profile must be gpu-node or prep. Received: $PROFILE" >&2; exit 2 ;;
+esac
+OUT=$(realpath -m "${OUT:-$HERE/dist/wheelhouse-$PROFILE-py$PYVER}")
+PYTHON=${PYTHON:-$HERE/.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3
+PIP=("$PYTHON" -m pip --disable-pip-version-check)
+PINS="$HERE/scripts/requirements.txt"
+TARGET=(--only-binary :all: --python-version "$PYVER" --implementation cp)
+for p in $PLATFORMS; do TARGET+=(--platform "$p"); done
+
+log() { printf '[wheelhouse] %s\n' "$*"; }
+
+# What each profile's node lacks. keras: absl-py, rich (markdown-it-py, mdurl, pygments),
+# namex, optree; keras-tuner: kt-legacy, protobuf, grpcio, requests (and its four), six
+# (imported though not declared); velnet: google-crc32c, tqdm.
+GPU_NODE_WHEELS=(keras namex optree absl-py rich markdown-it-py mdurl pygments
+                 keras-tuner kt-legacy six protobuf grpcio requests charset-normalizer idna
+                 urllib3 certifi google-crc32c tqdm)
+PREP_WHEELS=(mpich mpi4py nbodykit numexpr astropy pyerfa astropy-iers-data dask partd locket
+             cachey HeapDict)
+PREP_SDISTS=(pmesh mpsort kdcount bigfile fastpm mcfit)
+
+mkdir -p "$(dirname "$OUT")"
+tmp=$(mktemp -d "$(dirname "$OUT")/.wheelhouse.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+log "$PROFILE wheels for CPython $PYVER on $PLATFORMS"
+"${PIP[@]}" download -q --no-deps "${TARGET[@]}" -c "$PINS" -d "$tmp" "${GPU_NODE_WHEELS[@]}"
+
+log "velnet's own wheel"
+src="$tmp/.velnet-src"  # a clean copy: an in-tree build/ could carry stale modules
+mkdir "$src"
+(cd "$HERE" && tar cf - --exclude=__pycache__ setup.cfg pyproject.toml README.md \
+  velnet data_prep experiments) | tar xf - -C "$src"
+"${PIP[@]}" wheel -q --no-deps --no-build-isolation -w "$tmp" "$src"
+rm -rf "$src"
+
+repack() {  # $1 project name, $2 scripts/install.sh function leaving the source tree in ./src
+  local work version
+  work=$(mktemp -d "$tmp/.repack.XXXXXX")
+  (cd "$work" && "$2")
+  version=$(sed -n 's/^Version: //p' "$work/src/PKG-INFO" | head -1)
+  mv "$work/src" "$work/$1-$version"
+  tar czf "$tmp/$1-$version.tar.gz" -C "$work" "$1-$version"
+  rm -rf "$work"
+}
+
+if [ "$PROFILE" = prep ]; then
+  log "nbodykit / fastpm stack: wheels, sdists, repacked pfft-python and classylss (minutes)"
+  "${PIP[@]}" download -q --no-deps "${TARGET[@]}" -c "$PINS" -d "$tmp" "${PREP_WHEELS[@]}"
+  "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation -c "$PINS" -d "$tmp" \
+    "${PREP_SDISTS[@]}"
+  # The install script's own repacking functions, without running the install.
+  eval "$(sed -n '/^fetch_sdist()/p; /^prepare_pfft()/,/^}/p; /^prepare_classylss()/,/^}/p' \
+    "$HERE/scripts/install.sh")"
+  for f in fetch_sdist prepare_pfft prepare_classylss; do
+    declare -F "$f" >/dev/null || { echo "wheelhouse: scripts/install.sh lacks $f()" >&2; exit 1; }
+  done
+  repack pfft-python prepare_pfft
+  repack classylss prepare_classylss
+fi
+
+own=("$tmp"/velnet-*.whl)
+VERSION=$(basename "${own[0]}" | cut -d- -f2)
+{
+  echo "velnet $VERSION wheelhouse, profile $PROFILE, for CPython $PYVER on $PLATFORMS"
+  echo "(glibc >= 2.28), made $(date -u +%Y-%m-%dT%H:%M:%SZ) by scripts/wheelhouse.sh."
+  echo
+  echo "On the node, with no network, in its Python $PYVER environment (venv \$VENV):"
+  if [ "$PROFILE" = prep ]; then
+    echo "  pip install --no-index --find-links . mpich mpi4py   # into \$VENV itself, not --target"
+    echo "  export PATH=\$VENV/bin:\$PATH MPICC=\$VENV/bin/mpicc LDFLAGS=-L\$VENV/lib \\"
+    echo "         LD_LIBRARY_PATH=\$VENV/lib:\${LD_LIBRARY_PATH:-}"
+    echo "  MAKEFLAGS=-j\$(nproc) pip install --no-index --find-links . --no-build-isolation \\"
+    echo "      'velnet[tune,prep]' six   # keras-tuner imports six without declaring it"
+  else
+    echo "  pip install --no-index --find-links . 'velnet[tune]' six   # keras-tuner imports six"
+    echo "                                                            # without declaring it"
+  fi
+  echo "  export KERAS_BACKEND=jax   # no TensorFlow on the node; shards are read without it"
+  echo "  python -c 'import keras, keras_tuner, velnet.train'"
+  echo
+  echo "Files (sha256 in SHA256SUMS):"
+  (cd "$tmp" && printf '  %s\n' *.whl *.tar.gz)
+} > "$tmp/INSTALL.txt"
+(cd "$tmp" && sha256sum -- *.whl *.tar.gz > SHA256SUMS)
+
+size_kb=$(du -sk "$tmp" | cut -f1)
+if [ "$size_kb" -gt $((MAX_MB * 1024)) ]; then
+  echo "wheelhouse: $((size_kb / 1024)) MB exceeds --max-mb $MAX_MB" >&2
+  exit 1
+fi
+rm -rf "$OUT"
+mv "$tmp" "$OUT"
+trap - EXIT
+chmod 755 "$OUT"
+files=("$OUT"/*.whl "$OUT"/*.tar.gz)
+log "${#files[@]} files, $(du -sh "$OUT" | cut -f1) in $OUT"

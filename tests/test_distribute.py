@@ -1,0 +1,107 @@
+"""Data-parallel training on two virtual CPU devices (MirroredStrategy on TensorFlow,
+keras.distribution.DataParallel on JAX), each in a subprocess that makes the devices."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep.make_shards import make_shards
+from velnet.cosmology import WU2021
+from velnet.fields import Field, save_fields
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = {"preset": "tiny", "n_valid": 2, "widths": [16, 32, 64]}
+
+SETUP = {
+    "tensorflow": """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+
+def replicas(model):
+    return model.distribute_strategy.num_replicas_in_sync
+""",
+    "jax": """
+import keras
+
+def replicas(model):
+    return len(model.trainable_variables[0].value.sharding.device_set)
+""",
+}
+RUN = """
+import json
+from velnet.train import load_model, train
+
+class Replicas(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.count = replicas(self.model)
+
+seen = Replicas()
+path = train({dataset!r}, {out!r}, {model!r}, epochs=1, batch_size=8, steps_per_epoch=3,
+             validation_steps=2, devices=2, callbacks=[seen])
+model, _ = load_model(path)
+print(json.dumps({{"replicas": seen.count, "devices": json.load(open({record!r}))["config"]["devices"],
+                   "loss": json.load(open({record!r}))["final"]["loss"],
+                   "device_count": len(keras.distribution.list_devices())}}))
+"""
+ENV = {
+    "tensorflow": {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    "jax": {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            "JAX_PLATFORMS": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two 24^3 boxes with velocity = 150 km/s x central difference of ln(1 + density)."""
+    root = tmp_path_factory.mktemp("distribute")
+    files = []
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        density = np.exp(0.5 * rng.standard_normal((24,) * 3)).astype(np.float32)
+        d = np.log1p(density)
+        velocity = 150 * np.stack([np.roll(d, -1, a) - np.roll(d, 1, a) for a in range(3)], -1)
+        files.append(save_fields(root / f"box{seed}.h5", [
+            Field(density, "density", 48.0, 0.0, WU2021),
+            Field(velocity.astype(np.float32), "velocity", 48.0, 0.0, WU2021)]))
+    make_shards(files, root / "ds", tile=4, margin=2, fractions=(0.5, 0.25, 0.25))
+    return root / "ds"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_training_runs_data_parallel_on_two_virtual_cpus(dataset, tmp_path, backend):
+    if not importlib.util.find_spec(backend):
+        pytest.skip(f"{backend} is not installed (the {backend} backend case needs it)")
+    out = tmp_path / "run"
+    script = SETUP[backend] + RUN.format(dataset=str(dataset), out=str(out), model=MODEL,
+                                         record=str(out / "train_config.json"))
+    env = {**os.environ, **ENV[backend], "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["device_count"] == 2
+    assert result["replicas"] == 2
+    assert result["devices"] == ["cpu:0", "cpu:1"]
+    assert np.isfinite(result["loss"])
+
+
+def test_one_device_unless_asked_and_bad_counts_refused():
+    import keras
+
+    from velnet.train import data_parallel
+
+    found = keras.distribution.list_devices()
+    assert data_parallel(None)[1] == [] and data_parallel(1)[1] == []
+    if sum(not d.startswith("cpu") for d in found) < 2:  # CPUs are never split by "auto"
+        assert data_parallel("auto")[1] == []
+    for devices in (0, len(found) + 1, "all", 2.0):
+        with pytest.raises(ValueError, match="`devices` must be"):
+            data_parallel(devices)

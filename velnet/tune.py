@@ -1,0 +1,357 @@
+"""Hyperparameter search for the Wu et al. 2021 U-net with keras-tuner.
+
+`VelnetHyperModel` holds the fixed arguments (the dataset, the base model config) and
+declares the search space with its defaults in one place, `declare_hyperparameters`:
+
+    learning_rate      Adam learning rate, 1e-5 to 1e-2, log sampling      (default 1e-4)
+    width_multiplier   factor on every U-net width, 1/8, 1/4, 1/2, 1       (the preset's)
+    batch_size         tiles per batch, 2 to 32                            (6, the paper's)
+    residual           add the linear-theory input channels to the output  (the preset's;
+                       only for datasets made with linear_input=True)
+    train_boxes        train on the tiles of the first n training boxes    (all; only with
+                       `tune_boxes` and several training boxes: a learning curve)
+
+`tune` runs a search and writes, in its output folder:
+
+    trials.csv, trials.md   one row per trial (status, val_loss, loss, best epoch, values),
+                            best first
+    best_config.json        {"model": {...}, "learning_rate": ..., "batch_size": ...}: what
+                            `velnet train --config` (and `velnet.train.train`) takes
+    best_hyperparameters.json   every value of the best trial
+    tune_config.json        config, versions, timings
+    tuner/<project>/        keras-tuner's state and checkpoints
+    logs/                   TensorBoard logs per trial (when tensorflow and tensorboard are installed)
+
+keras-tuner reloads an existing project of the same name and silently ignores a changed
+search space (keras-tuner issues #149, #234), so the project name is a hash of the whole
+config, search space included, and `overwrite` must be asked for. keras-tuner also turns
+an exception in a trial into a failed trial and carries on; `tune` raises after writing
+the table if any trial failed.
+
+Distributed search (keras-tuner's chief and workers over gRPC): run the same `tune` call
+in several processes, each with `KERASTUNER_TUNER_ID` ("chief" for one, "tuner0",
+"tuner1", ... for the workers), `KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT`
+set, and the same `outdir` (on a shared file system across machines). The chief serves
+the oracle and writes the results; workers run trials and return None.
+"""
+import csv
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import keras_tuner
+
+from .files import atomic_file
+from .inputs import LINEAR_CHANNELS, read_spec
+from .models import unet_config
+from .provenance import write_record
+from .shards import MANIFEST, ShardDataset, decode_tile, load_split, read_manifest, read_record
+from .train import TRAIN_SPLIT, VAL_SPLIT, _build, _jit_compile
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("bayesian", "random", "hyperband")
+OBJECTIVE = "val_loss"
+WIDTH_MULTIPLIERS = (1 / 8, 1 / 4, 1 / 2, 1.0)
+BATCH_SIZES = (2, 4, 6, 8, 16, 32)
+TUNED_TRAIN_KWARGS = ("learning_rate", "batch_size")
+"""Hyperparameters that are `velnet.train.train` keyword arguments of the same name."""
+TRIALS_CSV, TRIALS_MD, BEST_CONFIG, BEST_HP, RECORD_FILE = (
+    "trials.csv", "trials.md", "best_config.json", "best_hyperparameters.json", "tune_config.json")
+TUNER_DIR, LOG_DIR = "tuner", "logs"
+
+
+class VelnetHyperModel(keras_tuner.HyperModel):
+    """The Wu et al. 2021 U-net on a shard dataset, with its training loop, as a search space.
+
+    Args:
+        dataset_dir: shard folder with `manifest.json` (from `data_prep.make_shards`);
+            tile shapes, input channels and training boxes come from its manifest.
+        model_config: a preset name of `velnet.models.PRESETS`, or a dict of `unet3d`
+            arguments with an optional "preset" key (default "wu2021-text"), as in
+            `velnet.train.train`; the defaults of `width_multiplier` and `residual` come
+            from it.
+        seed: seed set before each trial builds its network (equal initial weights for
+            equal hyperparameters) and of the data shuffling and augmentation.
+        augment: augment the training tiles with the cube's 48 symmetries.
+        steps_per_epoch: training batches per epoch (default: the whole training tiles).
+        validation_steps: validation batches per epoch (default: the whole "val" split).
+        tune_boxes: also search the number of training boxes (`train_boxes`), when the
+            dataset has several: how the loss falls with more simulations. Off by default,
+            as fewer boxes rarely win and `velnet train` always uses all.
+
+    Raises:
+        VelnetInputError: a bad dataset, or a residual model on a dataset without the
+            linear-theory input channels.
+        ValueError: an unknown preset or model argument.
+    """
+
+    def __init__(self, dataset_dir, model_config="wu2021-text", seed=0, augment=True,
+                 steps_per_epoch=None, validation_steps=None, tune_boxes=False):
+        super().__init__(name="velnet_unet")
+        self.dataset_dir = Path(dataset_dir)
+        self.manifest = read_manifest(self.dataset_dir)
+        requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config)
+        self.preset = requested.pop("preset", "wu2021-text")
+        self.overrides = requested
+        base = unet_config(self.preset, **self.overrides)
+        self.linear = read_spec(self.manifest, self.dataset_dir / MANIFEST)["linear"]
+        self.default_width = float(base["width_multiplier"])
+        self.default_residual = base["residual_channels"] is not None
+        per_box = self.manifest["split"].get("per_box", [])
+        self.train_box_ids = [i for i, counts in enumerate(per_box) if counts.get(TRAIN_SPLIT)]
+        self.seed, self.augment, self.tune_boxes = seed, augment, tune_boxes
+        self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
+        self._record_boxes = None
+
+    def declare_hyperparameters(self, hp):
+        """Declare the search space in `hp` (values already there win) and return the values.
+
+        Returns:
+            dict name -> value of every hyperparameter of this dataset's space.
+        """
+        values = {
+            "learning_rate": hp.Float("learning_rate", 1e-5, 1e-2, sampling="log", default=1e-4),
+            "width_multiplier": hp.Choice(
+                "width_multiplier", sorted({*WIDTH_MULTIPLIERS, self.default_width}),
+                default=self.default_width),
+            "batch_size": hp.Choice("batch_size", list(BATCH_SIZES), default=6),
+        }
+        if self.linear:
+            values["residual"] = hp.Boolean("residual", default=self.default_residual)
+        if self.tune_boxes and len(self.train_box_ids) > 1:
+            n = len(self.train_box_ids)
+            values["train_boxes"] = hp.Int("train_boxes", 1, n, default=n)
+        return values
+
+    def model_config(self, hp):
+        """The `velnet.train.train` model config of the values in `hp` (preset plus overrides)."""
+        values = self.declare_hyperparameters(hp)
+        config = {"preset": self.preset, **self.overrides,
+                  "width_multiplier": values["width_multiplier"]}
+        if "residual" in values:
+            config["residual_channels"] = LINEAR_CHANNELS if values["residual"] else None
+        return config
+
+    def build(self, hp):
+        """Build and compile the U-net of `hp` (Adam, mean squared error of normalised targets).
+
+        Raises:
+            VelnetInputError: a model config that does not fit the dataset's tiles.
+        """
+        keras.utils.set_random_seed(self.seed)
+        _, network = _build(self.model_config(hp), self.manifest, self.dataset_dir / MANIFEST)
+        lr = self.declare_hyperparameters(hp)["learning_rate"]
+        network.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=_jit_compile())
+        return network
+
+    def fit(self, hp, model, **kwargs):
+        """Train `model` on the dataset with the batch size (and boxes) of `hp`.
+
+        Args:
+            hp: the trial's `HyperParameters`.
+            model: the network from `build`.
+            **kwargs: `keras.Model.fit` arguments from the tuner (epochs, callbacks, ...).
+
+        Returns:
+            The `History`; the tuner scores the epoch with the lowest val_loss.
+        """
+        values = self.declare_hyperparameters(hp)
+        batch_size = values["batch_size"]
+        val_data = load_split(self.dataset_dir, VAL_SPLIT, batch_size, shuffle=False)
+        return model.fit(self._train_data(values), validation_data=val_data, shuffle=False,
+                         steps_per_epoch=self.steps_per_epoch,
+                         validation_steps=self.validation_steps, **kwargs)
+
+    def _train_data(self, values):
+        """The training batches: every training tile, or those of the first n training boxes."""
+        kwargs = dict(shuffle=True, seed=self.seed, augment=self.augment)
+        n = values.get("train_boxes", len(self.train_box_ids))
+        if n == len(self.train_box_ids):
+            return load_split(self.dataset_dir, TRAIN_SPLIT, values["batch_size"], **kwargs)
+        data = ShardDataset(self.dataset_dir, TRAIN_SPLIT, values["batch_size"], **kwargs)
+        keep = set(self.train_box_ids[:n])
+        data.records = [r for r, box in zip(data.records, self._boxes_of(data.records)) if box in keep]
+        data._set_order()
+        return data
+
+    def _boxes_of(self, records):
+        """Source box index of each training record (read once, then cached)."""
+        if self._record_boxes is None:
+            self._record_boxes = []
+            for path, offset, length in records:
+                with open(path, "rb") as f:
+                    data = read_record(f, path, offset, length)
+                self._record_boxes.append(decode_tile(data, self.manifest, path)[3])
+        return self._record_boxes
+
+
+def tune(dataset_dir, outdir, model_config="wu2021-text", algorithm="bayesian", max_trials=10,
+         epochs=10, overwrite=False, seed=0, fixed=None, augment=True, steps_per_epoch=None,
+         validation_steps=None, tune_boxes=False, verbose=1):
+    """Search the U-net's hyperparameters on a shard dataset, minimising val_loss.
+
+    Args:
+        dataset_dir: shard folder with `manifest.json`.
+        outdir: output folder (see the module docstring for its contents).
+        model_config: base model, as `VelnetHyperModel`'s `model_config`.
+        algorithm: "bayesian" (Gaussian-process Bayesian optimisation), "random", or
+            "hyperband" (successive halving; its number of trials follows from `epochs`).
+        max_trials: number of trials (bayesian and random).
+        epochs: epochs per trial (hyperband: the most any trial gets).
+        overwrite: delete the keras-tuner project of this exact config and start again;
+            otherwise an interrupted search of the same config resumes (a finished one
+            only rewrites the tables).
+        seed: seed of the search and of each trial's weights, shuffling and augmentation.
+        fixed: dict name -> value of hyperparameters held fixed (`hp.Fixed`), e.g.
+            `{"batch_size": 6}`.
+        augment: augment the training tiles with the cube's 48 symmetries.
+        steps_per_epoch: training batches per epoch (default: all training tiles).
+        validation_steps: validation batches per epoch (default: the whole "val" split).
+        tune_boxes: also search the number of training boxes (see `VelnetHyperModel`).
+        verbose: Keras fit verbosity (0, 1 or 2).
+
+    Returns:
+        Path of `best_config.json`, or None in a distributed worker process.
+
+    Raises:
+        ValueError: an unknown algorithm or hyperparameter name in `fixed`.
+        VelnetInputError: a bad dataset or a model that does not fit its tiles.
+        RuntimeError: a trial failed (the tables are written first, with the errors).
+    """
+    start = time.time()
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}. Received: algorithm={algorithm!r}")
+    outdir = Path(outdir)
+    hypermodel = VelnetHyperModel(dataset_dir, model_config, seed=seed, augment=augment,
+                                  steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                                  tune_boxes=tune_boxes)
+    space = _space(hypermodel, fixed or {})
+    config = {"dataset": str(Path(dataset_dir).resolve()), "model": model_config,
+              "algorithm": algorithm, "max_trials": max_trials, "epochs": epochs, "seed": seed,
+              "fixed": fixed or {}, "augment": augment, "steps_per_epoch": steps_per_epoch,
+              "validation_steps": validation_steps, "tune_boxes": tune_boxes}
+    digest = hashlib.sha256(json.dumps(
+        {**config, "manifest": _file_sha256(hypermodel.dataset_dir / MANIFEST),
+         "space": space.get_config()}, sort_keys=True, default=str).encode()).hexdigest()
+    project = f"{algorithm}-{digest[:12]}"
+    role = _role()
+    tuner = _tuner(algorithm, hypermodel, space, outdir, project, max_trials, epochs, seed,
+                   overwrite=overwrite and role != "worker")
+    log.info("keras-tuner project %s (%s)", tuner.project_dir, role)
+    tuner.search(epochs=epochs, callbacks=_callbacks(outdir), verbose=verbose)
+    if role == "worker":
+        return None
+
+    trials = sorted(tuner.oracle.trials.values(), key=_rank)
+    rows = [_row(t) for t in trials]
+    _write_tables(outdir, rows)
+    failed = [t for t in trials if t.status != keras_tuner.engine.trial.TrialStatus.COMPLETED]
+    if failed or not trials:
+        detail = (failed[0].message or "no message").strip() if failed else "no trial ran"
+        raise RuntimeError(f"{len(failed)} of {len(trials)} trials failed (see {outdir / TRIALS_CSV}); "
+                           f"first error:\n{detail}")
+    best = trials[0].hyperparameters
+    best_config = {"model": hypermodel.model_config(best.copy()),
+                   **{k: best.get(k) for k in TUNED_TRAIN_KWARGS}}
+    if best.values.get("train_boxes", len(hypermodel.train_box_ids)) < len(hypermodel.train_box_ids):
+        log.warning("the best trial trained on %d of %d training boxes; velnet train uses all",
+                    best.get("train_boxes"), len(hypermodel.train_box_ids))
+    for name, content in ((BEST_CONFIG, best_config), (BEST_HP, best.values)):
+        with atomic_file(outdir / name) as tmp:
+            tmp.write_text(json.dumps(content, indent=1) + "\n")
+    write_record(outdir / RECORD_FILE, "tune", config=config,
+                 timings={"wall": round(time.time() - start, 3)}, project=project,
+                 backend=keras.backend.backend(), trials=len(trials),
+                 best={"trial": trials[0].trial_id, OBJECTIVE: trials[0].score, **best.values},
+                 outputs={"table": [TRIALS_CSV, TRIALS_MD], "best_config": BEST_CONFIG,
+                          "best_hyperparameters": BEST_HP, "tuner": f"{TUNER_DIR}/{project}"})
+    log.info("best %s %.4g (trial %s) -> %s", OBJECTIVE, trials[0].score, trials[0].trial_id,
+             outdir / BEST_CONFIG)
+    return outdir / BEST_CONFIG
+
+
+def _space(hypermodel, fixed):
+    """The search space: `fixed` values as `hp.Fixed`, then the hypermodel's declarations."""
+    names = sorted(hypermodel.declare_hyperparameters(keras_tuner.HyperParameters()))
+    unknown = sorted(set(fixed) - set(names))
+    if unknown:
+        raise ValueError(f"Unknown hyperparameters in `fixed`; this dataset's space has {names}. "
+                         f"Received: {unknown}")
+    space = keras_tuner.HyperParameters()
+    for name, value in fixed.items():
+        space.Fixed(name, value)
+    hypermodel.declare_hyperparameters(space)
+    return space
+
+
+def _role():
+    """"chief", "worker" or "alone", from keras-tuner's KERASTUNER_* environment variables."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "alone"
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def _tuner(algorithm, hypermodel, space, outdir, project, max_trials, epochs, seed, overwrite):
+    """The keras-tuner tuner of `algorithm`; keras-tuner takes seed 0 for "no seed", so seed + 1."""
+    common = dict(objective=keras_tuner.Objective(OBJECTIVE, "min"), seed=seed + 1,
+                  hyperparameters=space, directory=str(outdir / TUNER_DIR), project_name=project,
+                  overwrite=overwrite)
+    if algorithm == "bayesian":
+        return keras_tuner.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
+    if algorithm == "random":
+        return keras_tuner.RandomSearch(hypermodel, max_trials=max_trials, **common)
+    return keras_tuner.Hyperband(hypermodel, max_epochs=epochs, factor=3, hyperband_iterations=1,
+                                 **common)
+
+
+def _callbacks(outdir):
+    """NaN stop, and TensorBoard (per-trial folders, hyperparameters) when it is installed."""
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(outdir / LOG_DIR)))
+    return callbacks
+
+
+def _file_sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _rank(trial):
+    """Sort key: completed trials by score, best first, then the others by id."""
+    done = trial.status == keras_tuner.engine.trial.TrialStatus.COMPLETED and trial.score is not None
+    return (0, trial.score, trial.trial_id) if done else (1, math.inf, trial.trial_id)
+
+
+def _row(trial):
+    """A table row of a trial: id, status, metrics at its best epoch, values, error."""
+    metrics = {name: trial.metrics.get_last_value(name)
+               for name in (OBJECTIVE, "loss") if trial.metrics.exists(name)}
+    error = (trial.message or "").strip().splitlines()
+    return {"trial": trial.trial_id, "status": trial.status, **metrics,
+            "best_epoch": trial.best_step if metrics else None, **trial.hyperparameters.values,
+            "error": error[-1] if error else ""}
+
+
+def _write_tables(outdir, rows):
+    """Write the trial rows as CSV and as a markdown table."""
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "error")) + ["error"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    fmt = lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(c)).replace("|", "/") for c in columns) + " |"
+              for row in rows]
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name, text in ((TRIALS_CSV, buf.getvalue()), (TRIALS_MD, "\n".join(lines) + "\n")):
+        with atomic_file(outdir / name) as tmp:
+            tmp.write_text(text)

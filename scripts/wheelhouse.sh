@@ -6,15 +6,18 @@
 # Profiles (the air-gapped GPU node velnet plans for: Python 3.12, JAX, PyTorch, no TensorFlow):
 #   gpu-node  a node with numpy, h5py, matplotlib, scipy, JAX and PyTorch: keras and
 #             keras-tuner with the small dependencies that stack lacks, google-crc32c,
-#             tqdm and velnet's own wheel (about 13 MB, most of it grpcio).
+#             tqdm and velnet's own wheel (about 16 MB: grpcio 7, keras 2.4, velnet 3.3).
 #   prep      gpu-node plus the nbodykit / fastpm stack to build on the node: the mpich
-#             and mpi4py wheels, nbodykit and its pure dependencies, the sdists of pmesh,
-#             mpsort, kdcount, bigfile, fastpm and mcfit, and the pfft-python and classylss
-#             sources repacked with the C sources they would fetch from GitHub (made by
-#             scripts/install.sh's own functions).
+#             and mpi4py wheels, nbodykit and its dependencies but pandas (12 MB; the
+#             node's must do) and Corrfunc (pair counts only), the sdists of pmesh, mpsort,
+#             kdcount, bigfile, fastpm and mcfit, and the pfft-python and classylss sources
+#             repacked with the C sources they would fetch from GitHub (made by
+#             scripts/install.sh's own functions); about 60 MB.
 #
 # Usage: scripts/wheelhouse.sh [--profile gpu-node|prep] [--python-version 3.12]
-#            [--platform "manylinux2014_x86_64 manylinux_2_28_x86_64"] [--out DIR] [--max-mb 64]
+#            [--platform "manylinux2014_x86_64 manylinux_2_28_x86_64"] [--out DIR]
+#            [--add "PKG ..."] [--max-mb 64]
+#   --add: more binary wheels to carry (e.g. "pandas" for a node without it).
 # Environment: PYTHON (default .venv/bin/python, else python3; the prep profile needs
 # numpy, cython<3 and mpi4py in it to read the sdists' metadata).
 set -euo pipefail
@@ -28,6 +31,7 @@ PYVER=3.12
 PLATFORMS="manylinux2014_x86_64 manylinux_2_28_x86_64"
 OUT=""
 MAX_MB=64
+ADD=""
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
     --platform) PLATFORMS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --max-mb) MAX_MB=$2; shift 2 ;;
+    --add) ADD=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "wheelhouse: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -61,8 +66,9 @@ log() { printf '[wheelhouse] %s\n' "$*"; }
 GPU_NODE_WHEELS=(keras namex optree absl-py rich markdown-it-py mdurl pygments
                  keras-tuner kt-legacy six protobuf grpcio requests charset-normalizer idna
                  urllib3 certifi google-crc32c tqdm)
-PREP_WHEELS=(mpich mpi4py nbodykit numexpr astropy pyerfa astropy-iers-data dask partd locket
-             cachey HeapDict)
+BUILD_WHEELS=(mpich mpi4py setuptools wheel)  # to build the sdists with --no-build-isolation
+PREP_WHEELS=(nbodykit numexpr astropy pyerfa astropy-iers-data pyyaml dask click cloudpickle
+             fsspec toolz partd locket cachey HeapDict)
 PREP_SDISTS=(pmesh mpsort kdcount bigfile fastpm mcfit)
 
 mkdir -p "$(dirname "$OUT")"
@@ -70,7 +76,8 @@ tmp=$(mktemp -d "$(dirname "$OUT")/.wheelhouse.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 log "$PROFILE wheels for CPython $PYVER on $PLATFORMS"
-"${PIP[@]}" download -q --no-deps "${TARGET[@]}" -c "$PINS" -d "$tmp" "${GPU_NODE_WHEELS[@]}"
+# shellcheck disable=SC2086  # $ADD is a list of names
+"${PIP[@]}" download -q --no-deps "${TARGET[@]}" -c "$PINS" -d "$tmp" "${GPU_NODE_WHEELS[@]}" $ADD
 
 log "velnet's own wheel"
 src="$tmp/.velnet-src"  # a clean copy: an in-tree build/ could carry stale modules
@@ -92,7 +99,8 @@ repack() {  # $1 project name, $2 scripts/install.sh function leaving the source
 
 if [ "$PROFILE" = prep ]; then
   log "nbodykit / fastpm stack: wheels, sdists, repacked pfft-python and classylss (minutes)"
-  "${PIP[@]}" download -q --no-deps "${TARGET[@]}" -c "$PINS" -d "$tmp" "${PREP_WHEELS[@]}"
+  "${PIP[@]}" download -q --no-deps "${TARGET[@]}" -c "$PINS" -d "$tmp" "${BUILD_WHEELS[@]}" \
+    "${PREP_WHEELS[@]}"
   "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation -c "$PINS" -d "$tmp" \
     "${PREP_SDISTS[@]}"
   # The install script's own repacking functions, without running the install.
@@ -113,15 +121,15 @@ VERSION=$(basename "${own[0]}" | cut -d- -f2)
   echo
   echo "On the node, with no network, in its Python $PYVER environment (venv \$VENV):"
   if [ "$PROFILE" = prep ]; then
-    echo "  pip install --no-index --find-links . mpich mpi4py   # into \$VENV itself, not --target"
+    echo "  pip install --no-index --find-links . ${BUILD_WHEELS[*]}   # into \$VENV, not --target"
     echo "  export PATH=\$VENV/bin:\$PATH MPICC=\$VENV/bin/mpicc LDFLAGS=-L\$VENV/lib \\"
     echo "         LD_LIBRARY_PATH=\$VENV/lib:\${LD_LIBRARY_PATH:-}"
-    echo "  MAKEFLAGS=-j\$(nproc) pip install --no-index --find-links . --no-build-isolation \\"
-    echo "      'velnet[tune,prep]' six   # keras-tuner imports six without declaring it"
-  else
-    echo "  pip install --no-index --find-links . 'velnet[tune]' six   # keras-tuner imports six"
-    echo "                                                            # without declaring it"
+    echo "  # --no-deps: nbodykit declares Corrfunc (left out) and pandas (the node's)"
+    echo "  MAKEFLAGS=-j\$(nproc) pip install --no-index --find-links . --no-build-isolation --no-deps \\"
+    echo "      pfft-python classylss ${PREP_SDISTS[*]} ${PREP_WHEELS[*]}"
   fi
+  echo "  pip install --no-index --find-links . 'velnet[tune]' six   # keras-tuner imports six"
+  echo "                                                            # without declaring it"
   echo "  export KERAS_BACKEND=jax   # no TensorFlow on the node; shards are read without it"
   echo "  python -c 'import keras, keras_tuner, velnet.train'"
   echo

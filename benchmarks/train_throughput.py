@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks.environment import describe
 from velnet.models import PRESETS, unet_config, unet_from_config
-from velnet.train import _jit_compile
+from velnet.train import jit_compile_setting
 
 DTYPES = ("float32", "mixed_bfloat16")
 
@@ -40,7 +40,7 @@ def keras_rates(config, batch, dtype, steps, warmup, seed=0):
     try:
         keras.utils.set_random_seed(seed)
         model = unet_from_config(config)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=_jit_compile())
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse", jit_compile=jit_compile_setting())
         x, y = _tiles(config, batch, seed)
         train = _rate(lambda: model.train_on_batch(x, y), batch, steps, warmup)
         infer = _rate(lambda: model.predict_on_batch(x), batch, steps, warmup)

@@ -17,7 +17,7 @@ from data_prep.make_shards import make_shards  # noqa: E402
 from velnet.cosmology import WU2021  # noqa: E402
 from velnet.fields import Field, save_fields  # noqa: E402
 from velnet.shards import MANIFEST, read_manifest  # noqa: E402
-from velnet.train import _build, load_model, train  # noqa: E402
+from velnet.train import build_network, load_model, train  # noqa: E402
 from velnet.tune import VelnetHyperModel, tune  # noqa: E402
 
 SMALL = {"preset": "tiny", "n_valid": 2, "widths": [16, 32, 64]}
@@ -62,7 +62,7 @@ def test_default_hyperparameters_give_the_default_model(datasets):
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     assert hp.values == {"learning_rate": 1e-4, "width_multiplier": 0.125, "batch_size": 6}
-    _, default = _build(SMALL, read_manifest(ds), ds / MANIFEST)
+    _, default = build_network(SMALL, read_manifest(ds), ds / MANIFEST)
     assert model.count_params() == default.count_params()
     assert [layer.get_config() for layer in model.layers] == [layer.get_config() for layer in default.layers]
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)

@@ -6,6 +6,7 @@
     velnet halos     FOF halos of a snapshot (the 2024 halo paper)
     velnet halo-fields  redshift-space halo channels + real-space targets of one snapshot
     velnet train     train a U-net on shards
+    velnet tune      search its hyperparameters (keras-tuner)
     velnet predict   reconstruct a whole box with a trained model
     velnet evaluate  truth vs predictions vs linear theory -> a report folder
     velnet baseline  fit the smoothing radius of the linear-theory baseline on training boxes
@@ -108,9 +109,21 @@ def _train(args):
     model_config = config.pop("model", {"preset": args.preset})
     kwargs = {"epochs": args.epochs, "batch_size": args.batch_size,
               "learning_rate": args.learning_rate, "seed": args.seed, "augment": not args.no_augment,
-              "steps_per_epoch": args.steps_per_epoch, "validation_steps": args.validation_steps}
+              "steps_per_epoch": args.steps_per_epoch, "validation_steps": args.validation_steps,
+              "devices": int(args.devices) if (args.devices or "").isdigit() else args.devices}
     kwargs.update(config)
     print(train(args.data, args.out, model_config, **kwargs))
+
+
+def _tune(args):
+    from .tune import tune
+    fixed = json.loads(args.fixed) if args.fixed else None
+    best = tune(args.data, args.out, model_config=args.preset, algorithm=args.algorithm,
+                max_trials=args.max_trials, epochs=args.epochs, overwrite=args.overwrite,
+                seed=args.seed, fixed=fixed, steps_per_epoch=args.steps_per_epoch,
+                validation_steps=args.validation_steps, tune_boxes=args.tune_boxes)
+    if best:
+        print(best)
 
 
 def _predict(args):
@@ -262,7 +275,25 @@ def build_parser():
     s.add_argument("--no-augment", action="store_true", help="no 48-fold cube symmetries")
     s.add_argument("--steps-per-epoch", type=int)
     s.add_argument("--validation-steps", type=int)
+    s.add_argument("--devices", help="data-parallel devices: 'auto' (every GPU) or a number; "
+                                       "default one device")
     s.set_defaults(func=_train)
+
+    s = sub.add_parser("tune", help="search hyperparameters with keras-tuner")
+    s.add_argument("data", help="shard folder (with manifest.json)")
+    s.add_argument("--out", required=True,
+                   help="tuning folder: trials.csv/.md, best_config.json (for `velnet train --config`)")
+    s.add_argument("--preset", default="tiny", help="base model preset")
+    s.add_argument("--algorithm", default="bayesian", choices=["bayesian", "random", "hyperband"])
+    s.add_argument("--max-trials", type=int, default=10)
+    s.add_argument("--epochs", type=int, default=10, help="epochs per trial (hyperband: the most)")
+    s.add_argument("--fixed", help="JSON of hyperparameters held fixed, e.g. '{\"batch_size\": 6}'")
+    s.add_argument("--tune-boxes", action="store_true", help="also search the number of training boxes")
+    s.add_argument("--overwrite", action="store_true", help="restart this config's search")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps-per-epoch", type=int)
+    s.add_argument("--validation-steps", type=int)
+    s.set_defaults(func=_tune)
 
     s = sub.add_parser("predict", help="reconstruct a whole box")
     s.add_argument("fields", help="fields .h5 with a 'density' field")

@@ -24,8 +24,8 @@ from .losses import MagnitudeDirectionLoss
 from .models import OUTPUT_LAYER, ToPhysical
 from .provenance import write_record
 from .tiling import extract, oh_transform
-from .train import BEST_FILE, HISTORY_FILE, MODEL_FILE, RECORD_FILE, _callbacks, _history, \
-    _jit_compile, _save_keras, load_model
+from .train import BEST_FILE, HISTORY_FILE, MODEL_FILE, RECORD_FILE, training_callbacks, read_history, \
+    jit_compile_setting, save_keras, load_model
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def train_halo(stage, inputs, targets, val_inputs, val_targets, outdir, epochs, 
     network = halo_network(stage, in_channels, out_channels, **model_config)
     log.info("%s network with %d parameters, %d -> %d channels", stage, network.count_params(),
              in_channels, network.output_shape[-1])
-    jit_compile = _jit_compile()
+    jit_compile = jit_compile_setting()
     network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=stage_loss(stage),
                     jit_compile=jit_compile)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,7 @@ def train_halo(stage, inputs, targets, val_inputs, val_targets, outdir, epochs, 
         train_data, epochs=epochs, shuffle=False,
         validation_data=(np.stack(val_inputs).astype(np.float32),
                          (np.stack(val_targets) / target_scale).astype(np.float32)),
-        validation_batch_size=1, callbacks=[sync, *_callbacks(outdir), *callbacks])
+        validation_batch_size=1, callbacks=[sync, *training_callbacks(outdir), *callbacks])
 
     if not (outdir / BEST_FILE).exists():
         raise RuntimeError(f"no epoch ended with a finite val_loss; see {outdir / HISTORY_FILE}")
@@ -258,10 +258,10 @@ def train_halo(stage, inputs, targets, val_inputs, val_targets, outdir, epochs, 
               "input_vector_slices": [list(s) for s in input_vector_slices],
               "target_scale": float(target_scale)}
     model_path = outdir / MODEL_FILE
-    _save_keras(physical_halo_model(network, stage, target_scale, {**(metadata or {}), **config}),
+    save_keras(physical_halo_model(network, stage, target_scale, {**(metadata or {}), **config}),
                 model_path)
 
-    rows = _history(outdir / HISTORY_FILE)
+    rows = read_history(outdir / HISTORY_FILE)
     best = min(rows, key=lambda r: r["val_loss"])
     write_record(
         outdir / RECORD_FILE, "train_halo",

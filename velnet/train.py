@@ -80,10 +80,10 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
     log.info("random seed %d (keras.utils.set_random_seed)", seed)
     scope, device_names = data_parallel(devices)
     with scope:
-        config, network = _build(model_config, manifest, dataset_dir / MANIFEST)
+        config, network = build_network(model_config, manifest, dataset_dir / MANIFEST)
         log.info("U-net with %d parameters, %s -> %s", network.count_params(),
                  network.input_shape[1:], network.output_shape[1:])
-        jit_compile = _jit_compile()
+        jit_compile = jit_compile_setting()
         network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", jit_compile=jit_compile)
 
         train_data = load_split(dataset_dir, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed, augment=augment)
@@ -92,7 +92,7 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         history = network.fit(
             train_data, validation_data=val_data, epochs=epochs, shuffle=False,  # the shards shuffle
             steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps, callbacks=[*_callbacks(outdir), *callbacks])
+            validation_steps=validation_steps, callbacks=[*training_callbacks(outdir), *callbacks])
 
     if not (outdir / BEST_FILE).exists():
         raise RuntimeError(f"no epoch ended with a finite val_loss; see {outdir / HISTORY_FILE}")
@@ -101,9 +101,9 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
     metadata = {**{k: manifest[k] for k in METADATA_KEYS},
                 SPEC_KEY: read_spec(manifest, dataset_dir / MANIFEST), "model_config": config}
     model_path = outdir / MODEL_FILE
-    _save_keras(physical_model(config, network.get_weights(), scale, metadata), model_path)
+    save_keras(physical_model(config, network.get_weights(), scale, metadata), model_path)
 
-    rows = _history(outdir / HISTORY_FILE)
+    rows = read_history(outdir / HISTORY_FILE)
     best = min(rows, key=lambda r: r["val_loss"])
     write_record(
         outdir / RECORD_FILE, "train",
@@ -156,7 +156,7 @@ def load_model(path):
     return model, layer.metadata
 
 
-def _build(model_config, manifest, manifest_path):
+def build_network(model_config, manifest, manifest_path):
     """The `unet3d` config and network for a model config and a dataset's tile shapes."""
     requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config)
     preset = requested.pop("preset", "wu2021-text")
@@ -241,7 +241,7 @@ def data_parallel(devices=None):
                      f"Received: backend={backend!r}, devices={devices!r}")
 
 
-def _jit_compile():
+def jit_compile_setting():
     """Keras's "auto" (XLA where it can), except on TensorFlow without a GPU or TPU.
 
     There XLA makes the 3D convolutions train about 6 times slower (tiny U-net, 2-core CPU).
@@ -252,10 +252,10 @@ def _jit_compile():
     return False if on_cpu else "auto"
 
 
-def _callbacks(outdir):
+def training_callbacks(outdir):
     """NaN stop, checkpoint, CSV log, TensorBoard (if installed) and backup callbacks."""
     resuming = (outdir / BACKUP_DIR).exists()
-    previous = _history(outdir / HISTORY_FILE) if resuming and (outdir / HISTORY_FILE).exists() else []
+    previous = read_history(outdir / HISTORY_FILE) if resuming and (outdir / HISTORY_FILE).exists() else []
     if resuming:
         log.info("resuming the unfinished run in %s", outdir)
     callbacks = [
@@ -273,14 +273,14 @@ def _callbacks(outdir):
     return callbacks
 
 
-def _history(path):
+def read_history(path):
     """Rows of a CSVLogger file as dicts with int epoch and float losses."""
     with open(path, newline="") as f:
         return [{"epoch": int(r["epoch"]), "loss": float(r["loss"]), "val_loss": float(r["val_loss"])}
                 for r in csv.DictReader(f)]
 
 
-def _save_keras(model, path):
+def save_keras(model, path):
     """Save `model` as a `.keras` file atomically (Keras insists on the extension)."""
     with atomic_file(path) as tmp:
         staged = tmp.with_name(tmp.name + ".keras")

@@ -53,7 +53,7 @@ from .inputs import LINEAR_CHANNELS, read_spec
 from .models import unet_config
 from .provenance import write_record
 from .shards import MANIFEST, ShardDataset, decode_tile, load_split, read_manifest, read_record
-from .train import TRAIN_SPLIT, VAL_SPLIT, _build, _jit_compile
+from .train import TRAIN_SPLIT, VAL_SPLIT, build_network, jit_compile_setting
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,9 @@ class VelnetHyperModel(keras_tuner.HyperModel):
             VelnetInputError: a model config that does not fit the dataset's tiles.
         """
         keras.utils.set_random_seed(self.seed)
-        _, network = _build(self.model_config(hp), self.manifest, self.dataset_dir / MANIFEST)
+        _, network = build_network(self.model_config(hp), self.manifest, self.dataset_dir / MANIFEST)
         lr = self.declare_hyperparameters(hp)["learning_rate"]
-        network.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=_jit_compile())
+        network.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=jit_compile_setting())
         return network
 
     def fit(self, hp, model, **kwargs):

@@ -10,6 +10,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 TRUTH_COLOR = "0.35"
+R_MAX = 2.0
+"""Top of the R(k) axes of `band_figure`."""
 
 
 def _quiver(ax, vec, extent, plane, stride):
@@ -225,4 +227,152 @@ def joint_figure(density, rows, bins=80, title=""):
         if ax.get_subplotspec().rowspan.stop == len(rows) and ax.get_subplotspec().colspan.start < n:
             ax.set_xlabel("log10(rho / rho_mean)")
     fig.suptitle(title)
+    return fig
+
+
+def band_figure(rows, logy=True, title=""):
+    """Curves with 2-sigma bands over boxes, and their relative deviation R below (the 2024 paper's Figs. 10-12, 14).
+
+    Args:
+        rows: dict row label (quantity and units) -> dict column title (e.g. a weighting
+            scheme) -> dict curve name -> dict with "k" (h/Mpc), "mean", "std" (over boxes;
+            None or NaN draws no band) and optionally "R_mean", "R_std" (R = P / P_true - 1);
+            a curve named "truth" is drawn in grey. A row gets an R panel below when any of
+            its curves has "R_mean".
+        logy: logarithmic y axis for the values (else linear, e.g. for k P_2(k)).
+        title: figure title.
+
+    Returns:
+        Figure with one column per column title; each row a value panel (and an R panel).
+    """
+    columns = list(next(iter(rows.values())))
+    heights, kinds = [], []
+    for label, panels in rows.items():
+        has_r = any("R_mean" in c for curves in panels.values() for c in curves.values())
+        heights += [3, 1.6] if has_r else [3]
+        kinds += [(label, "value"), (label, "R")] if has_r else [(label, "value")]
+    height = 0.95 * sum(heights) + 1.0
+    fig = Figure(figsize=(5.2 * len(columns) + 0.6, height))
+    grid = fig.add_gridspec(len(heights), len(columns), height_ratios=heights, left=0.09, right=0.98,
+                            bottom=0.45 / height, top=1 - 0.6 / height, wspace=0.22, hspace=0.3)
+    for c, column in enumerate(columns):
+        value_ax = None
+        for r, (label, kind) in enumerate(kinds):
+            ax = fig.add_subplot(grid[r, c], sharex=value_ax)
+            for name, curve in rows[label][column].items():
+                if kind == "R" and "R_mean" not in curve:
+                    continue
+                k = np.asarray(curve["k"], dtype=float)
+                mean = np.asarray(curve["R_mean" if kind == "R" else "mean"], dtype=float)
+                std = curve.get("R_std" if kind == "R" else "std")
+                color = TRUTH_COLOR if name == "truth" else None
+                line, = ax.plot(k, mean, label=name, color=color, lw=2 if name == "truth" else 1.2)
+                if std is not None and np.any(np.isfinite(np.asarray(std, dtype=float))):
+                    low, high = mean - 2 * np.asarray(std, dtype=float), mean + 2 * np.asarray(std, dtype=float)
+                    if kind == "value" and logy:  # a log axis cannot show the band below zero
+                        low = np.maximum(low, 0.05 * mean)
+                    ax.fill_between(k, low, high, color=line.get_color(), alpha=0.2, lw=0)
+            ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
+            if kind == "value":
+                value_ax = ax
+                if logy:
+                    ax.set_yscale("log")
+                ax.set_ylabel(label, fontsize=8)
+                ax.set_title(column, fontsize=9)
+                if c == 0:
+                    ax.legend(fontsize=7)
+            else:
+                ax.axhline(0, color=TRUTH_COLOR, lw=0.8)
+                low, high = ax.get_ylim()
+                ax.set_ylim(max(low, -1.05), min(high, R_MAX))  # R >= -1; far above, it says little
+                ax.set_ylabel(f"R(k) (axis cut at {R_MAX:g})" if high > R_MAX else "R(k)", fontsize=8)
+        ax.set_xlabel("k (h/Mpc)")
+    fig.suptitle(title)
+    return fig
+
+
+def pair_histogram_figure(rows, xlabel, ylabel, bins=60, diagonal=False, title=""):
+    """2D histograms of cell pairs (x, y), one row per quantity, one column per case (the 2024 paper's Figs. 6-9).
+
+    Args:
+        rows: dict row label -> dict column title -> (x, y) arrays of equal size; the
+            axis ranges of a row come from the 0.5 and 99.5 percentiles of all its values.
+        xlabel: x-axis label; "{}" in it is replaced by the row label.
+        ylabel: y-axis label; "{}" in it is replaced by the row label.
+        bins: bins per axis.
+        diagonal: draw y = x (prediction against truth).
+        title: figure title.
+
+    Returns:
+        Figure with len(rows) x (number of columns) panels, colour = log of the cell count.
+    """
+    ncol = max(len(cols) for cols in rows.values())
+    width, height = 4.0 * ncol + 1.0, 3.4 * len(rows) + 0.8
+    fig = Figure(figsize=(width, height))
+    grid = fig.add_gridspec(len(rows), ncol + 1, width_ratios=[1] * ncol + [0.05], left=0.9 / width,
+                            right=1 - 0.8 / width, bottom=0.5 / height, top=1 - 0.7 / height, wspace=0.45,
+                            hspace=0.45)
+    for r, (label, cols) in enumerate(rows.items()):
+        xs = np.concatenate([np.ravel(x) for x, _ in cols.values()])
+        ys = np.concatenate([np.ravel(y) for _, y in cols.values()])
+        x_range = list(np.percentile(xs[np.isfinite(xs)], [0.5, 99.5]))
+        y_range = list(np.percentile(ys[np.isfinite(ys)], [0.5, 99.5]))
+        if diagonal:
+            x_range = y_range = [min(x_range[0], y_range[0]), max(x_range[1], y_range[1])]
+        x_range[1] = max(x_range[1], x_range[0] + 1e-9)
+        y_range[1] = max(y_range[1], y_range[0] + 1e-9)
+        counts = {name: np.histogram2d(np.ravel(x), np.ravel(y), bins=bins, range=[x_range, y_range])
+                  for name, (x, y) in cols.items()}
+        norm = LogNorm(1, max(2, max(c[0].max() for c in counts.values())))
+        for i, (name, (count, xe, ye)) in enumerate(counts.items()):
+            ax = fig.add_subplot(grid[r, i])
+            im = ax.pcolormesh(xe, ye, np.ma.masked_equal(count, 0).T, norm=norm, cmap="viridis")
+            if diagonal:
+                ax.plot(x_range, x_range, color="red", lw=0.8)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel(xlabel.replace("{}", label), fontsize=8)
+            ax.set_ylabel(ylabel.replace("{}", label), fontsize=8)
+        fig.colorbar(im, cax=fig.add_subplot(grid[r, ncol]), label="cells")
+    fig.suptitle(title)
+    return fig
+
+
+def xi_contour_figure(panels, levels, title=""):
+    """Contours of the anisotropic correlation function xi(r_perp, r_par) (the 2024 paper's Fig. 13).
+
+    Args:
+        panels: dict panel title -> dict curve name -> (r_perp, r_par, xi): bin centres
+            (Mpc/h, 1D) and xi `(len(r_perp), len(r_par))`. The first curve of a panel is
+            filled in grey, the others drawn as coloured contour lines.
+        levels: increasing xi values of the contours.
+        title: figure title.
+
+    Returns:
+        Figure with one square panel per entry.
+    """
+    fig = Figure(figsize=(4.4 * len(panels), 4.6))
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.12, top=0.86, wspace=0.25)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    styles = ["--", ":", "-.", "-"]
+    for ax, (panel, curves) in zip(axes, panels.items()):
+        handles = []
+        for i, (name, (r_perp, r_par, xi)) in enumerate(curves.items()):
+            xi = np.asarray(xi, dtype=float).T
+            if i == 0:
+                top = max(np.nanmax(xi), levels[-1]) * 1.01 + 1e-12
+                ax.contourf(r_perp, r_par, xi, levels=[*levels, top], cmap="Greys", alpha=0.5)
+                ax.contour(r_perp, r_par, xi, levels=levels, colors=TRUTH_COLOR, linewidths=1)
+                handles.append(ax.plot([], [], color=TRUTH_COLOR, lw=6, alpha=0.5, label=name)[0])
+            else:
+                color = f"C{i - 1}"
+                ax.contour(r_perp, r_par, xi, levels=levels, colors=color, linestyles=styles[(i - 1) % 4],
+                           linewidths=1.3)
+                handles.append(ax.plot([], [], color=color, ls=styles[(i - 1) % 4], label=name)[0])
+        ax.set_aspect("equal")
+        ax.set_xlabel("r_perp (Mpc/h)")
+        ax.set_ylabel("r_par (Mpc/h)")
+        ax.set_title(panel, fontsize=9)
+        ax.legend(handles=handles, fontsize=7, loc="upper right")
+    fig.suptitle(f"{title} (contours at xi = {', '.join(f'{v:g}' for v in levels)})")
     return fig

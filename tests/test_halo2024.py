@@ -1,0 +1,50 @@
+"""The 2024 halo paper experiment end to end, at toy size."""
+import json
+
+import pytest
+
+from experiments import halo2024
+
+TINY = {
+    **halo2024.CONFIG,
+    "box_size": 32.0, "particles": 32, "nmesh": 16,
+    "train_seeds": [1], "val_seeds": [2], "test_seeds": [3],
+    "density_model": {"n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3},
+    "velocity_model": {"n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3},
+    "size": 8, "batch_size": 2, "steps_per_epoch": 2, "epochs_density": 1, "epochs_velocity": 1,
+}
+
+
+def test_config_overrides_are_checked(capsys):
+    with pytest.raises(SystemExit):
+        halo2024.main(["--out", "unused", "--set", "no_such_key=1"])
+    assert "unknown CONFIG key" in capsys.readouterr().err
+    assert set(halo2024.LARGE) <= set(halo2024.CONFIG)
+
+
+@pytest.mark.slow
+def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
+    pytest.importorskip("fastpm")
+    out = tmp_path / "run"
+    with caplog.at_level("INFO", logger="experiments.halo2024"):
+        report = halo2024.run(out, TINY)
+    commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("$ velnet")]
+    assert sum(c.startswith("$ velnet simulate --preset halo2024") for c in commands) == 3
+    assert sum(c.startswith("$ velnet halo-fields") for c in commands) == 6  # 3 boxes x 2 weightings
+
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    assert metrics["schemes"] == ["number", "mass"] and metrics["boxes"] == 1
+    assert metrics["rsd"]["nhalos"][0] > 10
+    for scheme in ("number", "mass"):
+        for target in ("velocity", "momentum"):
+            record = json.loads((out / "models" / scheme / target / "train_config.json").read_text())
+            assert record["config"]["input_channels"] == 8 and record["config"]["input_vector_slices"] == [[5, 8]]
+        assert metrics["agreement"][scheme]["U-net"]["velocity"]["C_r"]["mean"] is not None
+
+    stamps = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file()}
+    caplog.clear()
+    with caplog.at_level("INFO", logger="experiments.halo2024"):
+        assert halo2024.run(out, TINY) == report
+    assert not [r for r in caplog.records if r.getMessage().startswith(("$ velnet", "train"))]
+    changed = [p for p, t in stamps.items() if p.exists() and p.stat().st_mtime != t and p.name != "config.json"]
+    assert changed == []

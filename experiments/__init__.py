@@ -1,0 +1,27 @@
+"""Runnable experiments, one module per paper: a frozen CONFIG dict and `run(outdir, config)`."""
+import json
+import logging
+import shlex
+
+log = logging.getLogger("experiments")
+
+
+def run_velnet(*argv):
+    """Run one velnet command, logging it as a shell line; raise SystemExit if it fails."""
+    from velnet.cli import main as velnet
+
+    argv = [str(a) for a in argv]
+    log.info("$ velnet %s", shlex.join(argv))
+    if velnet(argv) != 0:
+        raise SystemExit(f"velnet {argv[0]} failed")
+
+
+def with_overrides(config, items, error):
+    """A copy of `config` with `KEY=JSON` overrides; `error(message)` for an unknown key."""
+    out = dict(config)
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in config:
+            error(f"unknown CONFIG key {key!r}; known: {sorted(config)}")
+        out[key] = json.loads(value)
+    return out

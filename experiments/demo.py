@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.wu2021 import PRETRAINED, run_velnet
+from experiments import run_velnet
+from experiments.wu2021 import PRETRAINED
 
 log = logging.getLogger("experiments.demo")
 BOX, SEED, NMESH = 160.0, 2026, 80

@@ -32,12 +32,11 @@ beforehand in parallel, e.g. `mpirun -n 16 velnet simulate --preset halo2024 --b
 import argparse
 import json
 import logging
-import shlex
 from pathlib import Path
 
 import numpy as np
 
-from velnet.cli import main as velnet
+from experiments import run_velnet, with_overrides
 
 log = logging.getLogger("experiments.halo2024")
 
@@ -83,14 +82,6 @@ LARGE = {
 
 LINEAR_INPUT = {"velocity": "linear_velocity_s", "momentum": "linear_momentum_s"}
 """The linear-theory input channels (eq. 2-3) of each stage-two target."""
-
-
-def run_velnet(*argv):
-    """Run one velnet command, logging it as a shell line; raise if it fails."""
-    argv = [str(a) for a in argv]
-    log.info("$ velnet %s", shlex.join(argv))
-    if velnet(argv) != 0:
-        raise SystemExit(f"velnet {argv[0]} failed")
 
 
 def seeds(config):
@@ -234,12 +225,7 @@ def main(argv=None):
                    help="override CONFIG entries, e.g. --set epochs_density=2 'train_seeds=[1]'")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = {**CONFIG, **(LARGE if args.large else {})}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in CONFIG:
-            p.error(f"unknown CONFIG key {key!r}; known: {sorted(CONFIG)}")
-        config[key] = json.loads(value)
+    config = with_overrides({**CONFIG, **(LARGE if args.large else {})}, args.set, p.error)
     print(run(args.out, config))
 
 

@@ -15,11 +15,10 @@ seen in training.
 import argparse
 import json
 import logging
-import shlex
 import shutil
 from pathlib import Path
 
-from velnet.cli import main as velnet
+from experiments import run_velnet, with_overrides
 
 log = logging.getLogger("experiments.wu2021")
 
@@ -46,14 +45,6 @@ CONFIG = {
 }
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "velnet" / "pretrained"
-
-
-def run_velnet(*argv):
-    """Run one velnet command, logging it as a shell line; raise if it fails."""
-    argv = [str(a) for a in argv]
-    log.info("$ velnet %s", shlex.join(argv))
-    if velnet(argv) != 0:
-        raise SystemExit(f"velnet {argv[0]} failed")
 
 
 def fields_for_seed(out, config, seed):
@@ -127,12 +118,7 @@ def main(argv=None):
                    help="override CONFIG entries, e.g. --set epochs=2 'train_seeds=[1]'")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = dict(CONFIG)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in CONFIG:
-            p.error(f"unknown CONFIG key {key!r}; known: {sorted(CONFIG)}")
-        config[key] = json.loads(value)
+    config = with_overrides(CONFIG, args.set, p.error)
     print(run(args.out, config, ship=args.ship))
 
 

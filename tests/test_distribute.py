@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from data_prep.make_shards import make_shards
-from velnet.cosmology import WU2021
-from velnet.fields import Field, save_fields
+from boxes import gradient_boxes
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"preset": "tiny", "n_valid": 2, "widths": [16, 32, 64]}
@@ -61,15 +60,7 @@ ENV = {
 def dataset(tmp_path_factory):
     """Two 24^3 boxes with velocity = 150 km/s x central difference of ln(1 + density)."""
     root = tmp_path_factory.mktemp("distribute")
-    files = []
-    for seed in range(2):
-        rng = np.random.default_rng(seed)
-        density = np.exp(0.5 * rng.standard_normal((24,) * 3)).astype(np.float32)
-        d = np.log1p(density)
-        velocity = 150 * np.stack([np.roll(d, -1, a) - np.roll(d, 1, a) for a in range(3)], -1)
-        files.append(save_fields(root / f"box{seed}.h5", [
-            Field(density, "density", 48.0, 0.0, WU2021),
-            Field(velocity.astype(np.float32), "velocity", 48.0, 0.0, WU2021)]))
+    files = gradient_boxes(root)
     make_shards(files, root / "ds", tile=4, margin=2, fractions=(0.5, 0.25, 0.25))
     return root / "ds"
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from data_prep.make_shards import make_shards
-from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, save_fields
+from boxes import gradient_boxes
 from velnet.shards import read_split_arrays
 from velnet.train import load_model, train
 
@@ -24,15 +23,7 @@ def dataset(tmp_path_factory):
     The gradient is a vector field, so the mapping stays learnable under the Oh augmentation.
     """
     root = tmp_path_factory.mktemp("train")
-    files = []
-    for seed in range(2):
-        rng = np.random.default_rng(seed)
-        density = np.exp(0.5 * rng.standard_normal((24,) * 3)).astype(np.float32)
-        d = np.log1p(density)
-        velocity = 150 * np.stack([np.roll(d, -1, a) - np.roll(d, 1, a) for a in range(3)], -1)
-        fields = [Field(density, "density", 48.0, 0.0, WU2021),
-                  Field(velocity.astype(np.float32), "velocity", 48.0, 0.0, WU2021)]
-        files.append(save_fields(root / f"box{seed}.h5", fields))
+    files = gradient_boxes(root)
     make_shards(files, root / "ds", tile=4, margin=2, fractions=(0.5, 0.25, 0.25), tiles_per_shard=50)
     return root / "ds"
 

@@ -14,8 +14,7 @@ import pytest
 keras_tuner = pytest.importorskip("keras_tuner")
 
 from data_prep.make_shards import make_shards  # noqa: E402
-from velnet.cosmology import WU2021  # noqa: E402
-from velnet.fields import Field, save_fields  # noqa: E402
+from boxes import gradient_boxes  # noqa: E402
 from velnet.shards import MANIFEST, read_manifest  # noqa: E402
 from velnet.train import build_network, load_model, train  # noqa: E402
 from velnet.tune import VelnetHyperModel, tune  # noqa: E402
@@ -26,25 +25,11 @@ QUICK = dict(steps_per_epoch=3, validation_steps=2, verbose=0)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _boxes(root):
-    """Two 24^3 boxes with velocity = 150 km/s x central difference of ln(1 + density)."""
-    files = []
-    for seed in range(2):
-        rng = np.random.default_rng(seed)
-        density = np.exp(0.5 * rng.standard_normal((24,) * 3)).astype(np.float32)
-        d = np.log1p(density)
-        velocity = 150 * np.stack([np.roll(d, -1, a) - np.roll(d, 1, a) for a in range(3)], -1)
-        files.append(save_fields(root / f"box{seed}.h5", [
-            Field(density, "density", 48.0, 0.0, WU2021),
-            Field(velocity.astype(np.float32), "velocity", 48.0, 0.0, WU2021)]))
-    return files
-
-
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     """Plain and linear-input shard datasets of two boxes: 8^3 inputs, 4^3 targets."""
     root = tmp_path_factory.mktemp("tune")
-    files = _boxes(root)
+    files = gradient_boxes(root)
     kwargs = dict(tile=4, margin=2, fractions=(0.5, 0.25, 0.25), tiles_per_shard=50)
     make_shards(files, root / "ds", **kwargs)
     make_shards(files, root / "ds-linear", linear_input=True, **kwargs)

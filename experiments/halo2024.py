@@ -157,6 +157,7 @@ def run_scheme(out, config, weighting, files):
     n_fit = len(config["train_seeds"]) + len(config["val_seeds"])
     boxes = [load_fields(files[s]) for s in seeds(config)]
     models = out / "models" / weighting
+    # inputs of order one: the halo channels over the spread of their sum in the training and validation boxes
     halo_scale = float(np.std(np.concatenate([halo_channels(b).sum(-1).ravel() for b in boxes[:n_fit]])))
     halos = [halo_channels(b) / halo_scale for b in boxes]
     meta = {"experiment": "halo2024", "weighting": weighting, "halo_scale": halo_scale,
@@ -194,14 +195,17 @@ def run_scheme(out, config, weighting, files):
 
 
 def run(out, config=CONFIG):
-    """Run the whole experiment into `out`; return the path of the report."""
+    """Run the whole experiment into `out` (resuming a run of the same config there); return the report's path."""
     from data_prep.halos import load_halos
     from velnet.fields import load_fields
     from velnet.halo_evaluate import evaluate_halo
 
     out = Path(out)
+    record = out / "config.json"
+    if record.exists() and json.loads(record.read_text()) != json.loads(json.dumps(config)):
+        raise SystemExit(f"{out} holds a run of another configuration ({record}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    record.write_text(json.dumps(config, indent=1) + "\n")
     files = {seed: prepare_box(out, config, seed) for seed in seeds(config)}
     by_weighting = {w: {s: f[w] for s, f in files.items()} for w in config["weightings"]}
     predictions = {w: run_scheme(out, config, w, by_weighting[w]) for w in config["weightings"]}

@@ -22,6 +22,13 @@ def test_config_overrides_are_checked(capsys):
     assert set(halo2024.LARGE) <= set(halo2024.CONFIG)
 
 
+def test_a_folder_of_another_configuration_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "epochs_density": 99}))
+    with pytest.raises(SystemExit, match="another configuration"):
+        halo2024.run(tmp_path, TINY)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
 @pytest.mark.slow
 def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
     pytest.importorskip("fastpm")

@@ -85,6 +85,9 @@ XI_LEVELS = (0.1, 0.2, 0.5, 1.0, 2.0)
 """Contour levels of the xi figure (halos, so above the paper's dark-matter levels)."""
 ROOT_STEP = 0.25
 """Spacing, in cells, of the candidate positions along the line of sight in `real_space_positions`."""
+FROM_S, AT_R = "from s", "at r"
+"""RSD correction modes: root search from the redshift-space position (what an observer can do),
+and read-out at the known real-space position (the simulation test of the velocities at the halos)."""
 
 
 def cic_readout(field, positions):
@@ -485,11 +488,6 @@ def _poles_curves(poles_each):
     ells = [int(c.split("_")[1]) for c in first.columns if c.startswith("power_")]
     return {ell: {name: _curve(first["k"], [p[f"power_{ell}"] for p in each]) for name, each in poles_each.items()}
             for ell in ells}
-
-
-FROM_S, AT_R = "from s", "at r"
-"""RSD correction modes: root search from the redshift-space position (what an observer can do),
-and read-out at the known real-space position (the simulation test of the velocities at the halos)."""
 
 
 def _rsd(truth, pred_q, catalogs, schemes, los, progress):

@@ -18,9 +18,9 @@ from tqdm import tqdm
 from velnet.errors import VelnetInputError
 from velnet.fields import load_fields, read_meta
 from velnet.files import atomic_dir
-from velnet.inputs import SPEC_KEY, box_inputs, input_layout, input_spec
+from velnet.inputs import SPEC_KEY, box_inputs, input_layout, input_spec, read_spec
 from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, encode_record,
-                           read_manifest, sha256, shard_name)
+                           read_manifest, read_split_arrays, sha256, shard_name)
 from velnet.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
 
 TARGETS = ("velocity", "momentum")
@@ -49,8 +49,10 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         fractions: train, val, test shares of each box for `split="region"`.
         tiles_per_shard: records per shard file.
         overwrite: replace an existing different dataset in `outdir`.
-        target_scale: km/s to divide targets by; default the rms of the training targets
-            (needed when there are no training tiles: pass the training set's scale).
+        target_scale: km/s to divide targets by; default the power of two nearest the rms of
+            the training targets, so that dividing and multiplying back are exact and the
+            stored tiles stitch back into the fields bit for bit (needed when there are no
+            training tiles: pass the training set's scale).
         seed: seed of the order of tiles across shards.
         linear_input: add the linear-theory target, computed from each whole box and
             divided by the target scale, as input channels 1-3 (`velnet.inputs`).
@@ -99,7 +101,8 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
     if existing is not None:
         return existing
 
-    scale = float(target_scale) if target_scale else _rms(field_files, target, origins, labels, tile)
+    scale = float(target_scale) if target_scale else nearest_power_of_two(
+        _rms(field_files, target, origins, labels, tile))
     nshards = {s: -(-totals[s] // tiles_per_shard) for s in SPLITS}
     rng = {s: np.random.default_rng([seed, i]) for i, s in enumerate(SPLITS)}
     positions = {s: rng[s].permutation(totals[s]) for s in SPLITS}
@@ -119,7 +122,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
                 for start in range(0, len(kept), CHUNK):
                     chunk, where = kept[start:start + CHUNK], pos[start:start + CHUNK]
                     xs = extract(x, origins[chunk], tile + 2 * margin, -margin)
-                    ys = (extract(y, origins[chunk], tile).astype(np.float64) / scale).astype(np.float32)
+                    ys = normalised(extract(y, origins[chunk], tile), scale)
                     shard = where // tiles_per_shard
                     for i in np.unique(shard):
                         writer.append(shard_name(s, i, nshards[s]),
@@ -160,6 +163,16 @@ def _existing(outdir, config, sources, overwrite):
         return manifest
     raise VelnetInputError(outdir, "holds a different dataset (other config or source fields); "
                                    "pass overwrite=True to replace it")
+
+
+def normalised(target, scale):
+    """Targets as stored: float32 of target / scale (exact when scale is a power of two)."""
+    return (target.astype(np.float64) / scale).astype(np.float32)
+
+
+def nearest_power_of_two(x):
+    """2**round(log2(x)): a scale by which float division and multiplication are exact."""
+    return float(2.0 ** np.round(np.log2(x)))
 
 
 def _rms(field_files, target, origins, labels, tile):
@@ -227,3 +240,41 @@ def _version(package):
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def verify_shards(dataset_dir):
+    """Check a dataset against the fields files it was made from, tile by tile, exactly.
+
+    Verifies every shard's sha256, then that each stored input window equals the periodic
+    window of the source box's network inputs and each stored target equals the source
+    field's normalised window, bit for bit.
+
+    Returns:
+        dict split -> number of tiles checked.
+
+    Raises:
+        VelnetInputError: a checksum, a tile or a source file does not match.
+    """
+    manifest = read_manifest(dataset_dir, verify=True)
+    sources = [Path(s["file"]) for s in manifest["provenance"]["sources"]]
+    for source in manifest["provenance"]["sources"]:
+        if sha256(source["file"]) != source["sha256"]:
+            raise VelnetInputError(source["file"], "changed since the dataset was made (sha256 differs)")
+    tile, margin = manifest["tile"]["target"], manifest["tile"]["margin"]
+    scale, target = manifest["normalisation"]["target_scale"], manifest["target_name"]
+    spec = read_spec(manifest, dataset_dir)
+    checked = {}
+    for split in SPLITS:
+        if not manifest["split"]["counts"][split]:
+            continue
+        x, y, origins, boxes = read_split_arrays(dataset_dir, split)
+        for box in np.unique(boxes):
+            fields = load_fields(sources[box], ["density", target])
+            inputs = box_inputs(fields["density"], spec, target, scale)
+            sel = boxes == box
+            if not (np.array_equal(x[sel], extract(inputs, origins[sel], tile + 2 * margin, -margin))
+                    and np.array_equal(y[sel], normalised(extract(fields[target].value, origins[sel], tile), scale))):
+                raise VelnetInputError(dataset_dir, f"{split!r} tiles of box {box} ({sources[box]}) "
+                                                    "differ from that fields file")
+        checked[split] = len(x)
+    return checked

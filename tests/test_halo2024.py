@@ -33,7 +33,7 @@ def test_a_folder_of_another_configuration_is_refused(tmp_path):
 def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
     pytest.importorskip("fastpm")
     out = tmp_path / "run"
-    with caplog.at_level("INFO", logger="experiments.halo2024"):
+    with caplog.at_level("INFO", logger="experiments"):
         report = halo2024.run(out, TINY)
     commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("$ velnet")]
     assert sum(c.startswith("$ velnet simulate --preset halo2024") for c in commands) == 3
@@ -50,7 +50,7 @@ def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
 
     stamps = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file()}
     caplog.clear()
-    with caplog.at_level("INFO", logger="experiments.halo2024"):
+    with caplog.at_level("INFO", logger="experiments"):
         assert halo2024.run(out, TINY) == report
     assert not [r for r in caplog.records if r.getMessage().startswith(("$ velnet", "train"))]
     changed = [p for p, t in stamps.items() if p.exists() and p.stat().st_mtime != t and p.name != "config.json"]

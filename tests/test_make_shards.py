@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from data_prep.make_shards import make_shards
+from data_prep.make_shards import make_shards, nearest_power_of_two, verify_shards
 from velnet.cosmology import HALO2024, WU2021
 from velnet.errors import VelnetInputError
 from velnet.fields import Field, save_fields
@@ -36,7 +36,7 @@ def test_whole_boxes_read_back_into_the_fields(tmp_path, target):
     assert manifest["split"]["counts"] == {"train": 16, "val": 0, "test": 0, "guard": 0}
     truth = np.stack([v[target] for _, v in boxes]).astype(np.float64)
     scale = manifest["normalisation"]["target_scale"]
-    assert scale == pytest.approx(np.sqrt(np.mean(truth**2)), rel=1e-12)
+    assert scale == nearest_power_of_two(np.sqrt(np.mean(truth**2)))
 
     x, y, origins, box_index = read_split_arrays(tmp_path / "ds", "train")
     for b, (_, values) in enumerate(boxes):
@@ -44,7 +44,7 @@ def test_whole_boxes_read_back_into_the_fields(tmp_path, target):
         ln = np.log1p(values["density"])
         np.testing.assert_array_equal(x[sel][..., 0], extract(ln, origins[sel], 32, -6))
         np.testing.assert_array_equal(untile(x[sel][:, 6:26, 6:26, 6:26, 0], origins[sel], 40), ln)
-        np.testing.assert_allclose(untile(y[sel], origins[sel], 40) * scale, values[target], rtol=1e-6)
+        np.testing.assert_array_equal(untile(y[sel], origins[sel], 40) * scale, values[target])
 
 
 def test_one_split_per_box(tmp_path):
@@ -52,7 +52,7 @@ def test_one_split_per_box(tmp_path):
     manifest = make_shards([p for p, _ in boxes], tmp_path / "ds", split=["train", "train", "val"])
     assert manifest["split"]["counts"] == {"train": 16, "val": 8, "test": 0, "guard": 0}
     train = np.stack([v["velocity"] for _, v in boxes[:2]]).astype(np.float64)
-    assert manifest["normalisation"]["target_scale"] == pytest.approx(np.sqrt(np.mean(train**2)), rel=1e-12)
+    assert manifest["normalisation"]["target_scale"] == nearest_power_of_two(np.sqrt(np.mean(train**2)))
     _, y, origins, box_index = read_split_arrays(tmp_path / "ds", "val")
     assert set(box_index) == {2}
     np.testing.assert_allclose(untile(y, origins, 40) * manifest["normalisation"]["target_scale"],
@@ -75,8 +75,8 @@ def test_region_split_tiles_land_in_their_regions(tmp_path):
         cells = {int(c) for o in origins[:, 0] for c in (o - 2 + np.arange(8)) % 24}
         if split == "train":
             train_x = cells
-            assert scale == pytest.approx(np.sqrt(np.mean(np.square(
-                extract(values["velocity"], origins, 4).astype(np.float64)))), rel=1e-12)
+            assert scale == nearest_power_of_two(np.sqrt(np.mean(np.square(
+                extract(values["velocity"], origins, 4).astype(np.float64)))))
         else:
             assert not cells & train_x
 
@@ -135,3 +135,13 @@ def test_test_boxes_take_the_training_scale(tmp_path):
     _, y, origins, _ = read_split_arrays(tmp_path / "ds", "test")
     np.testing.assert_allclose(untile(y, origins, 20) * 250.0, values["velocity"], rtol=1e-6)
     assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["split"]["mode"] == ["test"]
+
+
+def test_verify_shards_checks_every_tile_against_its_source(tmp_path):
+    boxes = [write_box(tmp_path / f"box{i}.h5", 40, seed=i) for i in range(2)]
+    make_shards([p for p, _ in boxes], tmp_path / "ds", split=["train", "val"], linear_input=True,
+                smoothing=2.0)
+    assert verify_shards(tmp_path / "ds") == {"train": 8, "val": 8}
+    write_box(boxes[1][0], 40, seed=7)
+    with pytest.raises(VelnetInputError, match="box1.h5.*changed"):
+        verify_shards(tmp_path / "ds")

@@ -3,6 +3,7 @@
     velnet simulate  run fastpm from a preset (works under mpirun)
     velnet prep      snapshots (or fields files) -> CIC fields -> tiles -> TFRecord shards
     velnet paint     one snapshot -> one fields file (density, velocity, momentum)
+    velnet check-shards  verify shards tile by tile against their source fields
     velnet halos     FOF halos of a snapshot (the 2024 halo paper)
     velnet halo-fields  redshift-space halo channels + real-space targets of one snapshot
     velnet train     train a U-net on shards
@@ -52,6 +53,13 @@ def _reader_kwargs(args):
         cosmology = PRESETS[cosmology] if cosmology in PRESETS else json.loads(cosmology)
     return {k: v for k, v in {"format": args.format, "box_size": args.box_size,
                               "cosmology": cosmology}.items() if v is not None}
+
+
+def _check_shards(args):
+    from data_prep.make_shards import verify_shards
+    checked = verify_shards(args.data)
+    print(f"{args.data}: checksums and {sum(checked.values())} tiles ({checked}) match their "
+          "source fields files exactly")
 
 
 def _halos(args):
@@ -260,6 +268,10 @@ def build_parser():
                            help="JSON mapping another code's columns and units "
                                 "(see data_prep.halos.read_catalog)")
         s.set_defaults(func=func)
+
+    s = sub.add_parser("check-shards", help="verify a shard dataset against its source fields files")
+    s.add_argument("data", help="shard folder (with manifest.json)")
+    s.set_defaults(func=_check_shards)
 
     s = sub.add_parser("train", help="train a U-net on shards")
     s.add_argument("data", help="shard folder (with manifest.json)")

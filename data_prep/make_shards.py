@@ -8,8 +8,6 @@ the inputs carry three more channels, the linear-theory target computed from the
 """
 import datetime
 import json
-import platform
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from tqdm import tqdm
 from velnet.errors import VelnetInputError
 from velnet.fields import load_fields, read_meta
 from velnet.files import atomic_dir
+from velnet.provenance import versions
 from velnet.inputs import SPEC_KEY, box_inputs, input_layout, input_spec, read_spec
 from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, encode_record,
                            read_manifest, read_split_arrays, sha256, shard_name)
@@ -218,9 +217,8 @@ def _manifest(meta, config, spec, sources, scale, totals, counts, shards, target
                   "counts": totals, "per_box": counts},
         "shards": shards,
         "provenance": {
-            "sources": sources, "config": config, "velnet_version": _version("velnet"),
-            "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                         "h5py": _version("h5py"), "google-crc32c": _version("google-crc32c")},
+            "sources": sources, "config": config,
+            "versions": versions(("velnet", "numpy", "h5py", "google-crc32c")),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }
 
@@ -234,12 +232,6 @@ def _split_rule(box_splits):
                                                  if s != "region"))
     return "; ".join(rules)
 
-
-def _version(package):
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def verify_shards(dataset_dir):

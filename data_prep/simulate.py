@@ -13,7 +13,6 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from velnet.cosmology import HALO2024, WU2021, Cosmology
 from velnet.errors import VelnetInputError
 from velnet.files import atomic_dir, atomic_file
+from velnet.provenance import versions
 
 from .readers import wrap_positions
 
@@ -137,17 +137,6 @@ def nbodykit_cosmology(cosmology):
     return base.match(sigma8=cosmology.sigma8)
 
 
-def package_versions():
-    """Versions of the packages a simulation depends on (None where one is missing)."""
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def simulate(config, outdir):
     """Run the simulation; write one snapshot per output redshift and `config.json`.
 
@@ -208,7 +197,7 @@ def simulate(config, outdir):
     if comm.rank == 0:
         record = {"config": config.to_dict(), "snapshots": [p.name for p in paths],
                   "stages": [float(a) for a in stages], "nranks": comm.size,
-                  "versions": package_versions(), "timings_s": clock.timings()}
+                  "versions": versions(PACKAGES), "timings_s": clock.timings()}
         with atomic_file(outdir / "config.json") as tmp:
             tmp.write_text(json.dumps(record, indent=2))
     comm.barrier()

@@ -7,7 +7,6 @@ report folder (report.md, metrics.json, PNG figures, and every spectrum as a `St
 JSON under spectra/) that appears only when complete.
 """
 import json
-import platform
 import re
 import time
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from . import plots, stats
 from .errors import VelnetInputError
 from .files import atomic_dir
 from .linear import linear_momentum
+from .provenance import versions
 
 TABLE_K = (0.2, 0.6, 1.0)
 """k (h/Mpc) at which the paper's Tables 1-4 quote T(k)."""
@@ -353,17 +353,8 @@ def _figures(folder, density, entries, derived, results, slabs):
 
 
 def _provenance(seconds):
-    import matplotlib
-
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "matplotlib": matplotlib.__version__}
-    try:
-        import nbodykit
-
-        versions["nbodykit"] = nbodykit.__version__
-    except ImportError:
-        pass
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": seconds,
-            "versions": versions}
+            "versions": versions(("velnet", "numpy", "matplotlib", "nbodykit"))}
 
 
 def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, progress=None):

@@ -7,14 +7,15 @@ import sys
 
 from .files import atomic_file
 
-PACKAGES = ("velnet", "numpy", "h5py", "keras", "tensorflow-cpu", "tensorflow", "jax",
-            "torch", "nbodykit", "fastpm", "keras-tuner")
+PACKAGES = ("velnet", "numpy", "h5py", "matplotlib", "keras", "tensorflow-cpu", "tensorflow",
+            "jax", "jaxlib", "torch", "keras-tuner", "google-crc32c", "nbodykit", "fastpm", "pmesh",
+            "bigfile", "classylss", "mpi4py")
 
 
-def versions():
+def versions(packages=PACKAGES):
     """Installed versions of the packages velnet uses (absent ones are left out)."""
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in PACKAGES:
+    for name in packages:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -52,7 +52,7 @@ from .files import atomic_file
 from .inputs import LINEAR_CHANNELS, read_spec
 from .models import unet_config
 from .provenance import write_record
-from .shards import MANIFEST, ShardDataset, decode_tile, load_split, read_manifest, read_record
+from .shards import MANIFEST, ShardDataset, decode_tile, load_split, read_manifest, read_record, sha256
 from .train import TRAIN_SPLIT, VAL_SPLIT, build_network, jit_compile_setting
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def tune(dataset_dir, outdir, model_config="wu2021-text", algorithm="bayesian", 
               "fixed": fixed or {}, "augment": augment, "steps_per_epoch": steps_per_epoch,
               "validation_steps": validation_steps, "tune_boxes": tune_boxes}
     digest = hashlib.sha256(json.dumps(
-        {**config, "manifest": _file_sha256(hypermodel.dataset_dir / MANIFEST),
+        {**config, "manifest": sha256(hypermodel.dataset_dir / MANIFEST),
          "space": space.get_config()}, sort_keys=True, default=str).encode()).hexdigest()
     project = f"{algorithm}-{digest[:12]}"
     role = _role()
@@ -318,10 +318,6 @@ def _callbacks(outdir):
     if all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(outdir / LOG_DIR)))
     return callbacks
-
-
-def _file_sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _rank(trial):

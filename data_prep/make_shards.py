@@ -4,7 +4,8 @@ Input is ln(1 + rho/rho_mean) in `target + 2 * margin` cubes (32^3 by default), 
 velocity or momentum in `target^3` cubes (20^3) centred in them. Targets are stored divided
 by their rms over the training tiles (km/s), recorded in the manifest. With `linear_input`
 the inputs carry three more channels, the linear-theory target computed from the whole box
-(see `velnet.inputs`), in the same normalised units as the targets.
+(see `velnet.inputs`), in the same normalised units as the targets; with `context` a last
+channel holds a coarse, larger window of the density around each tile.
 """
 import datetime
 import json
@@ -17,7 +18,7 @@ from velnet.errors import VelnetInputError
 from velnet.fields import load_fields, read_meta
 from velnet.files import atomic_dir
 from velnet.provenance import versions
-from velnet.inputs import SPEC_KEY, box_inputs, input_layout, input_spec, read_spec
+from velnet.inputs import SPEC_KEY, box_inputs, input_layout, input_spec, input_windows, read_spec
 from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, encode_record,
                            read_manifest, read_split_arrays, sha256, shard_name)
 from velnet.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
@@ -32,7 +33,7 @@ CHUNK = 64
 
 def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split="region",
                 fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
-                target_scale=None, seed=0, linear_input=False, smoothing=0.0):
+                target_scale=None, seed=0, linear_input=False, smoothing=0.0, context=0):
     """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
 
     Args:
@@ -56,6 +57,8 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         linear_input: add the linear-theory target, computed from each whole box and
             divided by the target scale, as input channels 1-3 (`velnet.inputs`).
         smoothing: Gaussian radius of that linear theory, Mpc/h (0: none).
+        context: coarsening factor of a context-window channel (0: none; see
+            `velnet.inputs.context_windows`); it must divide the mesh.
 
     Returns:
         The manifest dict (also written to `outdir/manifest.json`). If `outdir` already
@@ -73,7 +76,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         raise VelnetInputError(None, f"target must be one of {TARGETS}. Received: target={target!r}")
     if tiles_per_shard < 1:
         raise VelnetInputError(None, f"tiles_per_shard must be >= 1. Received: tiles_per_shard={tiles_per_shard}")
-    spec = input_spec(linear_input, smoothing)
+    spec = input_spec(linear_input, smoothing, context)
     meta = _common_meta(field_files)
     nmesh = meta["nmesh"]
     box_splits = [split] * len(field_files) if isinstance(split, str) else list(split)
@@ -82,6 +85,8 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
                                      f"give one split, or one per file. Received: split={split}")
     try:
         check_grid(nmesh, tile)
+        if context and nmesh % int(context):
+            raise VelnetInputError(None, f"context factor {context} does not divide the {nmesh}^3 mesh")
         origins = tile_origins(nmesh, tile)
         per_box = [split_tiles(origins, nmesh, tile, margin, s, fractions) for s in box_splits]
     except VelnetInputError as err:
@@ -93,7 +98,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
     config = {"target": target, "tile": tile, "margin": margin, "split": box_splits,
               "fractions": list(fractions), "tiles_per_shard": tiles_per_shard,
               "target_scale": target_scale, "seed": seed}
-    if spec["linear"]:  # only then, so datasets made before the option still match their config
+    if spec != input_spec():  # only then, so datasets made before the option still match their config
         config[SPEC_KEY] = spec
     sources = [{"file": str(f), "sha256": sha256(f)} for f in field_files]
     existing = _existing(outdir, config, sources, overwrite)
@@ -112,6 +117,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         for box, path in enumerate(field_files):
             fields = load_fields(path, ["density", target])
             x = box_inputs(fields["density"], spec, target, scale)
+            density = fields["density"].value
             y = fields[target].value
             for s in SPLITS:
                 kept = np.flatnonzero(labels[box] == s)
@@ -120,7 +126,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
                 kept, pos = kept[np.argsort(pos)], np.sort(pos)
                 for start in range(0, len(kept), CHUNK):
                     chunk, where = kept[start:start + CHUNK], pos[start:start + CHUNK]
-                    xs = extract(x, origins[chunk], tile + 2 * margin, -margin)
+                    xs = input_windows(x, density, spec, origins[chunk], tile + 2 * margin, margin)
                     ys = normalised(extract(y, origins[chunk], tile), scale)
                     shard = where // tiles_per_shard
                     for i in np.unique(shard):
@@ -199,6 +205,9 @@ def _manifest(meta, config, spec, sources, scale, totals, counts, shards, target
     if spec["linear"]:
         transform = (f"channel 0: {transform}; channels 1-3: linear-theory {target} of the whole box "
                      f"(Gaussian R = {spec['smoothing']:g} Mpc/h) / target_scale")
+    if spec.get("context"):
+        transform += (f"; channel {channels - 1}: ln(1 + rho/rho_mean) of {spec['context']}^3-cell "
+                      f"blocks in a {size}^3-block window with the same centre")
     return {
         "format": FORMAT, "version": FORMAT_VERSION,
         "cosmology": meta["cosmology"], "box_size": meta["box_size"], "nmesh": meta["nmesh"],
@@ -264,7 +273,8 @@ def verify_shards(dataset_dir):
             fields = load_fields(sources[box], ["density", target])
             inputs = box_inputs(fields["density"], spec, target, scale)
             sel = boxes == box
-            if not (np.array_equal(x[sel], extract(inputs, origins[sel], tile + 2 * margin, -margin))
+            windows = input_windows(inputs, fields["density"].value, spec, origins[sel], tile + 2 * margin, margin)
+            if not (np.array_equal(x[sel], windows)
                     and np.array_equal(y[sel], normalised(extract(fields[target].value, origins[sel], tile), scale))):
                 raise VelnetInputError(dataset_dir, f"{split!r} tiles of box {box} ({sources[box]}) "
                                                     "differ from that fields file")

@@ -1,4 +1,4 @@
-"""Linear-theory input channels from the whole box, and the residual U-net built on them."""
+"""Linear-theory input channels from the whole box, context windows, and the residual U-net."""
 import json
 
 import keras
@@ -9,7 +9,7 @@ from data_prep.make_shards import make_shards
 from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
 from velnet.fields import Field, save_fields
-from velnet.inputs import box_inputs, input_spec, read_spec
+from velnet.inputs import box_inputs, context_windows, input_spec, input_windows, read_spec
 from velnet.linear import linear_momentum, linear_velocity
 from velnet.models import ChannelSlice, physical_model, unet3d, unet_config, unet_from_config
 from velnet.predict import predict_box
@@ -189,21 +189,23 @@ def test_residual_model_on_a_one_channel_dataset_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("linear_input, preset", [
-    (False, "tiny"),             # Wu et al. 2021: ln(1 + delta) alone
-    (True, "tiny"),              # ln(1 + delta) and v_L in, v out
-    (True, "tiny-residual"),     # ln(1 + delta) and v_L in, v - v_L learnt
+@pytest.mark.parametrize("linear_input, preset, context", [
+    (False, "tiny", 0),             # Wu et al. 2021: ln(1 + delta) alone
+    (True, "tiny", 0),              # ln(1 + delta) and v_L in, v out
+    (True, "tiny-residual", 0),     # ln(1 + delta) and v_L in, v - v_L learnt
+    (False, "tiny", 2),             # ln(1 + delta) and a context window twice as wide
+    (True, "tiny-residual", 3),     # all three
 ])
-def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, preset):
+def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, preset, context):
     files = [write_box(tmp_path / f"box{i}.h5", seed=10 + i)[0] for i in range(2)]
     smoothing = R if linear_input else 0.0
     manifest = make_shards(files, tmp_path / "ds", fractions=(0.5, 0.25, 0.25), tiles_per_shard=64,
-                           linear_input=linear_input, smoothing=smoothing, **TILES)
+                           linear_input=linear_input, smoothing=smoothing, context=context, **TILES)
     path = train(tmp_path / "ds", tmp_path / "run", {"preset": preset, "n_valid": 2}, epochs=2,
                  batch_size=16, learning_rate=1e-3, steps_per_epoch=4, validation_steps=2)
     model, metadata = load_model(path)
     assert metadata["input_spec"] == manifest["input_spec"]
-    assert model.input_shape[-1] == (4 if linear_input else 1)
+    assert model.input_shape[-1] == (4 if linear_input else 1) + bool(context)
 
     density = density_field(10)
     whole = predict_box(model, metadata, density)
@@ -214,3 +216,55 @@ def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, pr
     x, origins = x[boxes == 0], origins[boxes == 0]
     np.testing.assert_allclose(extract(at_tiles.value, origins, 4), model.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-3)
+
+
+def brute_force_context(density, centre, size, factor):
+    """The context window at one centre, block by block with explicit periodic indices."""
+    nmesh = density.shape[0]
+    out = np.empty((size,) * 3)
+    for block in np.ndindex(size, size, size):
+        start = np.asarray(centre) + factor * (np.asarray(block) - size // 2)
+        cells = [(start[a] + np.arange(factor)) % nmesh for a in range(3)]
+        out[block] = np.log1p(density[np.ix_(*cells)].mean())
+    return out
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_context_windows_are_block_means_around_the_centre(factor):
+    density = density_field(4).value
+    centres = np.array([[0, 0, 0], [5, 11, 23], [13, 2, 7], [22, 22, 1]])  # several block offsets
+    windows = context_windows(density, centres, 8, factor)
+    assert windows.shape == (4, 8, 8, 8) and windows.dtype == np.float32
+    for window, centre in zip(windows, centres):
+        np.testing.assert_allclose(window, brute_force_context(density, centre, 8, factor), rtol=1e-5)
+    with pytest.raises(VelnetInputError, match="factor 5 does not divide the 24"):
+        context_windows(density, centres, 8, 5)
+
+
+def test_context_window_flips_with_its_tile():
+    """Reflecting the box about a window's centre reflects both windows: Oh augmentation holds."""
+    density = density_field(5)
+    spec = input_spec(context=3)
+    origin, size, margin = np.array([[6, 10, 14]]), 8, 2
+    centre = origin[0] - margin + size // 2
+    x = input_windows(box_inputs(density, spec, "velocity", 1.0), density.value, spec, origin, size, margin)
+    assert x.shape == (1, 8, 8, 8, 2)
+    index = (2 * centre[0] - 1 - np.arange(NMESH)) % NMESH  # cell i <-> cell 2c - 1 - i along x
+    flipped = density.with_value(density.value[index])
+    y = input_windows(box_inputs(flipped, spec, "velocity", 1.0), flipped.value, spec, origin, size, margin)
+    np.testing.assert_allclose(y, x[:, ::-1], rtol=1e-6)
+
+
+def test_context_shards_verify_and_record_their_spec(tmp_path):
+    path, density = write_box(tmp_path / "box.h5", seed=6)
+    manifest = make_shards([path], tmp_path / "ds", split="train", context=2, **TILES)
+    assert manifest["input_spec"] == {"linear": False, "context": 2} == read_spec(manifest)
+    assert manifest["input_shape"] == [8, 8, 8, 2] and "channel 1:" in manifest["normalisation"]["input_transform"]
+    from data_prep.make_shards import verify_shards
+    assert verify_shards(tmp_path / "ds") == {"train": 216}
+    x, _, origins, _ = read_split_arrays(tmp_path / "ds", "train")
+    np.testing.assert_array_equal(x[..., 1], context_windows(density.value, origins + 2, 8, 2))
+    with pytest.raises(VelnetInputError, match="context factor 5 does not divide"):
+        make_shards([path], tmp_path / "bad", split="train", context=5, **TILES)
+    with pytest.raises(VelnetInputError, match="context must be a coarsening factor"):
+        input_spec(context=1)

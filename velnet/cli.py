@@ -98,7 +98,7 @@ def _prep(args):
     make_shards(field_files, out, target=args.target, tile=args.tile, margin=args.margin,
                 split=args.split[0] if len(args.split) == 1 else args.split,
                 tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite,
-                linear_input=args.linear_input, smoothing=args.smoothing)
+                linear_input=args.linear_input, smoothing=args.smoothing, context=args.context)
     print(out / "manifest.json")
 
 
@@ -238,6 +238,10 @@ def build_parser():
             s.add_argument("--smoothing", type=float, default=0.0,
                            help="Gaussian radius of that linear theory, Mpc/h (default 0: none; "
                                 "`velnet baseline` fits one)")
+            s.add_argument("--context", type=int, default=0, metavar="F",
+                           help="add a context channel: the density averaged over F^3-cell blocks in "
+                                "a window of the input's shape around each tile (F = 4: 32^3 inputs "
+                                "see 128 cells); default 0: none")
             s.add_argument("--overwrite", action="store_true",
                            help="replace an existing different dataset in --out")
         s.set_defaults(func=func)

@@ -7,6 +7,14 @@ box with a Gaussian of radius R Mpc/h and divided by the dataset's target scale,
 are in the normalised units of the target. A 32^3 window is smaller than the bulk flows
 that carry most of the velocity variance; v_L from the whole box brings them in.
 
+With {"context": f} a last channel holds the context window (issue 8, variant 3): ln(1 +
+rho/rho_mean) averaged over f^3 blocks, in a window of the input tile's shape centred on the
+same point, so an s^3 input of 2 Mpc/h cells also sees s f cells (e.g. 32 x 8 = 256 Mpc/h
+for f = 4) around its target. It is not a field of the box but of each window, so it is
+added when windows are cut (`input_windows`), after the per-cell channels of `box_inputs`.
+The U-net takes it as one more channel; the Oh symmetries act on it as on the density,
+since both windows share their centre.
+
 The spec is stored in the shard manifest and in the trained model's metadata under
 `SPEC_KEY`; manifests and models without it have ln(1 + rho/rho_mean) alone.
 """
@@ -17,6 +25,7 @@ import numpy as np
 from .errors import VelnetInputError
 from .fields import ln_density
 from .linear import linear_momentum, linear_velocity
+from .tiling import extract
 
 SPEC_KEY = "input_spec"
 DEFAULT_SPEC = {"linear": False}
@@ -24,17 +33,30 @@ LINEAR_CHANNELS = [1, 4]
 """Channel range [start, stop) of the linear-theory vector, when there is one."""
 
 
-def input_spec(linear=False, smoothing=0.0):
-    """A checked input spec: `{"linear": False}` or `{"linear": True, "smoothing": R}`.
+def input_spec(linear=False, smoothing=0.0, context=0):
+    """A checked input spec: `{"linear": False}` or `{"linear": True, "smoothing": R}`, with
+    `"context": f` added when there is a context channel.
 
     Args:
         linear: add the linear-theory field of the target as channels 1-3.
         smoothing: Gaussian radius R of the linear theory, Mpc/h (0: none); e.g. the
             radius `velnet baseline` fits on the training boxes.
+        context: coarsening factor f of the context window (0: no context channel).
 
     Raises:
-        VelnetInputError: a negative or non-finite radius, or a radius without `linear`.
+        VelnetInputError: a negative or non-finite radius, a radius without `linear`, or a
+            context factor that is not an integer >= 2 (or 0).
     """
+    if context not in (0, None) and not (float(context).is_integer() and int(context) >= 2):
+        raise VelnetInputError(None, f"context must be a coarsening factor, an integer >= 2 (0: none). "
+                                     f"Received: context={context}")
+    spec = _linear_spec(linear, smoothing)
+    if context:
+        spec["context"] = int(context)
+    return spec
+
+
+def _linear_spec(linear, smoothing):
     smoothing = float(smoothing or 0.0)
     if not (math.isfinite(smoothing) and smoothing >= 0):
         raise VelnetInputError(None, f"smoothing must be a radius >= 0 Mpc/h. Received: smoothing={smoothing}")
@@ -54,11 +76,11 @@ def read_spec(mapping, path=None):
         VelnetInputError: naming `path`, for a malformed spec.
     """
     spec = mapping.get(SPEC_KEY, DEFAULT_SPEC)
-    if not isinstance(spec, dict) or set(spec) - {"linear", "smoothing"}:
-        raise VelnetInputError(path, f"{SPEC_KEY} must be a dict with keys linear and smoothing. "
-                                     f"Received: {SPEC_KEY}={spec!r}")
+    if not isinstance(spec, dict) or set(spec) - {"linear", "smoothing", "context"}:
+        raise VelnetInputError(path, f"{SPEC_KEY} must be a dict with keys linear, smoothing and "
+                                     f"context. Received: {SPEC_KEY}={spec!r}")
     try:
-        return input_spec(spec.get("linear", False), spec.get("smoothing", 0.0))
+        return input_spec(spec.get("linear", False), spec.get("smoothing", 0.0), spec.get("context", 0))
     except VelnetInputError as err:
         raise VelnetInputError(path, err.problem) from None
 
@@ -68,9 +90,10 @@ def input_layout(spec):
 
     Returns:
         `(channels, vector_slices)`: 1 and [] for ln(1 + rho/rho_mean) alone, 4 and
-        [[1, 4]] with the linear-theory vector.
+        [[1, 4]] with the linear-theory vector; one channel more with a context window.
     """
-    return (4, [list(LINEAR_CHANNELS)]) if spec["linear"] else (1, [])
+    channels, slices = (4, [list(LINEAR_CHANNELS)]) if spec["linear"] else (1, [])
+    return channels + bool(spec.get("context")), slices
 
 
 def box_inputs(density, spec, target, target_scale):
@@ -102,3 +125,62 @@ def box_inputs(density, spec, target, target_scale):
             field = linear_momentum(density, field)
         channels.append((field.value.astype(np.float64) / target_scale).astype(np.float32))
     return np.concatenate(channels, axis=-1)
+
+
+def input_windows(inputs, density, spec, origins, size, margin):
+    """The network inputs of the tiles whose target corners are `origins`.
+
+    Args:
+        inputs: `(N, N, N, C)` per-cell channels of the box, from `box_inputs`.
+        density: `(N, N, N)` rho/rho_mean of the same box (for the context channel).
+        spec: input spec (see `input_spec`).
+        origins: int `(n, 3)` target corners, cells.
+        size: input window side, cells (target + 2 margin; even).
+        margin: cells between window and target on each side.
+
+    Returns:
+        float32 `(n, size, size, size, C[+1])`: the periodic windows of `inputs`, then, with
+        `spec["context"]`, the context window of each (see `context_windows`).
+    """
+    windows = extract(inputs, origins, size, -margin)
+    if not spec.get("context"):
+        return windows
+    centres = np.asarray(origins, np.int64) - margin + size // 2
+    context = context_windows(density, centres, size, spec["context"])
+    return np.concatenate([windows, context[..., None]], axis=-1)
+
+
+def context_windows(density, centres, size, factor):
+    """Coarse windows of ln(1 + rho/rho_mean) centred on given cell corners.
+
+    Window i holds ln(1 + mean rho/rho_mean) over `factor^3` blocks of cells, `size` blocks
+    per side, centred on the corner `centres[i]` (periodic): it covers cells
+    `centres[i] + factor * (arange(size) - size // 2)` up to `factor` more on each axis.
+
+    Args:
+        density: `(N, N, N)` rho/rho_mean; `factor` must divide N.
+        centres: int `(n, 3)` window centres, as cell corners.
+        size: blocks per side (even).
+        factor: cells per block side.
+
+    Returns:
+        float32 `(n, size, size, size)`.
+
+    Raises:
+        VelnetInputError: `factor` does not divide N.
+    """
+    density = np.asarray(density)
+    nmesh = density.shape[0]
+    if nmesh % factor:
+        raise VelnetInputError(None, f"context factor {factor} does not divide the {nmesh}^3 mesh. "
+                                     f"Received: context={factor}, nmesh={nmesh}")
+    centres = np.asarray(centres, np.int64)
+    shifts = centres % factor
+    out = np.empty((len(centres), size, size, size), np.float32)
+    for shift in np.unique(shifts, axis=0):
+        shifted = np.roll(density, -shift, axis=(0, 1, 2)).astype(np.float64)
+        coarse = shifted.reshape(*(nmesh // factor, factor) * 3).mean(axis=(1, 3, 5))
+        chosen = np.all(shifts == shift, axis=1)
+        corners = (centres[chosen] - shift) // factor - size // 2
+        out[chosen] = extract(np.log1p(coarse).astype(np.float32), corners, size)
+    return out

@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 
 from .errors import VelnetInputError
 from .fields import load_fields, save_fields
-from .inputs import box_inputs, read_spec
+from .inputs import box_inputs, input_layout, input_windows, read_spec
 from .provenance import write_record
-from .tiling import extract, tile_origins, untile
+from .tiling import tile_origins, untile
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,10 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
             f"differs from the model's training cell size {trained_cell:.4g} Mpc/h")
     spec = read_spec(metadata, density.attrs.get("path"))
     inputs = box_inputs(density, spec, metadata["target_name"], metadata["normalisation"]["target_scale"])
-    if inputs.shape[-1] != model.input_shape[-1]:
+    channels = input_layout(spec)[0]
+    if channels != model.input_shape[-1]:
         raise VelnetInputError(
-            density.attrs.get("path"), f"input spec {spec} gives {inputs.shape[-1]} input channel(s), "
+            density.attrs.get("path"), f"input spec {spec} gives {channels} input channel(s), "
                                        f"the model takes {model.input_shape[-1]}")
     margin = metadata["tile"]["margin"]
     tile = tile or inference_tile(density.nmesh, margin)
@@ -72,7 +73,8 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
     outputs = np.empty((len(origins), tile, tile, tile, 3), np.float32)
     for start in tqdm(range(0, len(origins), batch_size), desc=f"predict {metadata['target_name']}",
                       unit="batch"):
-        batch = extract(inputs, origins[start:start + batch_size], tile + 2 * margin, -margin)
+        batch = input_windows(inputs, density.value, spec, origins[start:start + batch_size],
+                              tile + 2 * margin, margin)
         outputs[start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
     box = untile(outputs, origins, density.nmesh)
     return density.with_value(box, metadata["target_name"])

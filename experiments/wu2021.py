@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from experiments import run_velnet, with_overrides
+from velnet.train import read_history
 
 log = logging.getLogger("experiments.wu2021")
 
@@ -29,6 +30,9 @@ CONFIG = {
     "train_seeds": [1, 2, 3, 4],
     "val_seeds": [5],
     "test_seed": 100,
+    # a test box of another cosmology (the 2024 halo paper's WMAP-like set) at the same z,
+    # box and resolution: how much do models trained on one cosmology degrade on another?
+    "other_cosmology": "halo2024",
     "variants": {
         # The paper's design: ln(1 + delta) in a 32^3 window -> v on the central 20^3.
         "paper": {"preset": "tiny", "linear_input": False, "targets": ["velocity"]},
@@ -37,6 +41,14 @@ CONFIG = {
         # (issue 8, variant 1).
         "residual": {"preset": "tiny-residual", "linear_input": True,
                      "targets": ["velocity", "momentum"]},
+        # v_L as input channels only, the network predicting v itself (variant 2).
+        "linear-input": {"preset": "tiny", "linear_input": True, "targets": ["velocity"]},
+        # a context channel: the density in 2^3-cell blocks, a 128 Mpc/h window around each
+        # 32^3 input (variant 3; F = 4 would wrap around these 160 Mpc/h boxes).
+        "context": {"preset": "tiny", "linear_input": False, "context": 2, "targets": ["velocity"]},
+        # variants 1 and 3 together.
+        "residual-context": {"preset": "tiny-residual", "linear_input": True, "context": 2,
+                             "targets": ["velocity"]},
     },
     "epochs": 25,
     "batch_size": 6,
@@ -47,21 +59,24 @@ CONFIG = {
 PRETRAINED = Path(__file__).resolve().parent.parent / "velnet" / "pretrained"
 
 
-def fields_for_seed(out, config, seed):
-    """Simulate and paint one box (skipped where the outputs exist); return its fields file."""
-    sim = out / "sims" / f"seed{seed}"
-    fields = out / "fields" / f"seed{seed}.h5"
+def fields_for_seed(out, config, seed, cosmology="wu2021"):
+    """Simulate and paint one box at z = 0 with 1 Mpc/h particle spacing in a preset's
+    cosmology (skipped where the outputs exist); return its fields file."""
+    name = f"seed{seed}" if cosmology == "wu2021" else f"{cosmology}-seed{seed}"
+    sim = out / "sims" / name
+    fields = out / "fields" / f"{name}.h5"
     snapshot = sim / "snapshot_z0.000"
     if not snapshot.exists():
-        run_velnet("simulate", "--preset", "wu2021", "--box", config["box_size"], "--seed", seed,
-                   "--out", sim)
+        run_velnet("simulate", "--preset", cosmology, "--box", config["box_size"],
+                   "--particles", round(config["box_size"]), "--z", 0, "--seed", seed, "--out", sim)
     if not fields.exists():
         run_velnet("paint", snapshot, "--nmesh", config["nmesh"], "--out", fields)
     return fields
 
 
 def run(out, config=CONFIG, ship=False):
-    """Run the whole experiment into `out`; return the path of the report."""
+    """Run the whole experiment into `out`; return the paths of the reports (own cosmology,
+    other cosmology)."""
     out = Path(out)
     train = [fields_for_seed(out, config, s) for s in config["train_seeds"]]
     val = [fields_for_seed(out, config, s) for s in config["val_seeds"]]
@@ -77,7 +92,8 @@ def run(out, config=CONFIG, ship=False):
         for target in settings["targets"]:
             data = out / "data" / f"{variant}-{target}"
             linear = ["--linear-input", "--smoothing", radius] if settings["linear_input"] else []
-            run_velnet("prep", *train, *val, "--split", *splits, "--target", target, *linear,
+            context = ["--context", settings["context"]] if settings.get("context") else []
+            run_velnet("prep", *train, *val, "--split", *splits, "--target", target, *linear, *context,
                        "--out", data)
             run_dir = out / "models" / f"{variant}-{target}"
             if not (run_dir / "model.keras").exists():
@@ -85,15 +101,53 @@ def run(out, config=CONFIG, ship=False):
                            "--epochs", config["epochs"], "--batch-size", config["batch_size"],
                            "--learning-rate", config["learning_rate"])
             models.append(run_dir / "model.keras")
-        predictions[variant] = out / "predictions" / f"{variant}-seed{config['test_seed']}.h5"
-        run_velnet("predict", test, *models, "--out", predictions[variant])
+        predictions[variant] = models
         if ship:
             ship_models(config, variant, models, baseline)
-    report = out / "report"
-    run_velnet("evaluate", test, *predictions.values(),
-               "--names", *(f"U-net {v}" for v in predictions), "--smoothing", radius,
-               "--out", report)
+    write_validation(out, config)
+    reports = [evaluate_box(out, test, predictions, radius, "report")]
+    if config.get("other_cosmology"):
+        other = fields_for_seed(out, config, config["test_seed"], config["other_cosmology"])
+        reports.append(evaluate_box(out, other, predictions, radius, f"report-{config['other_cosmology']}"))
+    return reports
+
+
+def evaluate_box(out, fields, models, radius, name):
+    """Predict a test box with every variant's models and evaluate them against the baselines.
+
+    Returns:
+        path of the report, `out/<name>/report.md`.
+    """
+    predictions = []
+    for variant, paths in models.items():
+        predictions.append(out / "predictions" / f"{variant}-{fields.stem}.h5")
+        run_velnet("predict", fields, *paths, "--out", predictions[-1])
+    report = out / name
+    run_velnet("evaluate", fields, *predictions, "--names", *(f"U-net {v}" for v in models),
+               "--smoothing", radius, "--out", report)
     return report / "report.md"
+
+
+def write_validation(out, config):
+    """Best validation loss of every trained model, per target, best first, to validation.json.
+
+    The variants share their data and the target scale (a power of two of the same training
+    boxes), so their normalised validation MSEs compare directly: this picks the method.
+    """
+    table = {}
+    for variant, settings in config["variants"].items():
+        for target in settings["targets"]:
+            history = read_history(out / "models" / f"{variant}-{target}" / "history.csv")
+            best = min(history, key=lambda row: row["val_loss"])
+            table.setdefault(target, []).append({"variant": variant, "val_loss": best["val_loss"],
+                                                 "epoch": best["epoch"], "epochs": len(history)})
+    for target, rows in table.items():
+        rows.sort(key=lambda row: row["val_loss"])
+        for row in rows:
+            log.info("%s %-18s best val_loss %.4f (epoch %d of %d)", target, row["variant"],
+                     row["val_loss"], row["epoch"], row["epochs"])
+    (out / "validation.json").write_text(json.dumps(table, indent=1) + "\n")
+    return table
 
 
 def ship_models(config, variant, models, baseline):
@@ -119,7 +173,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = with_overrides(CONFIG, args.set, p.error)
-    print(run(args.out, config, ship=args.ship))
+    print(*run(args.out, config, ship=args.ship), sep="\n")
 
 
 if __name__ == "__main__":

@@ -52,3 +52,18 @@ def test_a_box_of_another_cell_size_is_refused():
     density = Field(np.ones((40,) * 3, np.float32), "density", 120.0, 0.0, WU2021, {"path": "box.h5"})
     with pytest.raises(VelnetInputError, match="box.h5.*cell size 3 Mpc/h.*2 Mpc/h"):
         predict_box(central_copy_model(), metadata(80, 160.0), density)
+
+
+def test_a_box_of_another_cosmology_is_predicted_with_a_warning(caplog):
+    from velnet.cosmology import HALO2024
+    density = Field(np.ones((40,) * 3, np.float32), "density", 80.0, 0.0, HALO2024, {"path": "wmap.h5"})
+    meta = {**metadata(80, 160.0), "cosmology": WU2021.to_dict(), "redshift": 0.0}
+    with caplog.at_level("WARNING", logger="velnet.predict"):
+        out = predict_box(central_copy_model(), meta, density)
+    assert out.cosmology == HALO2024
+    assert "wmap.h5: cosmology" in caplog.text and "training cosmology" in caplog.text
+    caplog.clear()
+    same = Field(density.value, "density", 80.0, 0.0, WU2021)
+    with caplog.at_level("WARNING", logger="velnet.predict"):
+        predict_box(central_copy_model(), meta, same)
+    assert "cosmology" not in caplog.text and "redshift" not in caplog.text

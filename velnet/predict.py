@@ -60,6 +60,7 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
             density.attrs.get("path"),
             f"cell size {density.cell_size:.4g} Mpc/h (box {density.box_size:g} / {density.nmesh}) "
             f"differs from the model's training cell size {trained_cell:.4g} Mpc/h")
+    _warn_if_out_of_training(metadata, density)
     spec = read_spec(metadata, density.attrs.get("path"))
     inputs = box_inputs(density, spec, metadata["target_name"], metadata["normalisation"]["target_scale"])
     channels = input_layout(spec)[0]
@@ -78,6 +79,21 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
         outputs[start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
     box = untile(outputs, origins, density.nmesh)
     return density.with_value(box, metadata["target_name"])
+
+
+def _warn_if_out_of_training(metadata, density):
+    """Log a warning when the box's cosmology or redshift differs from the training data's.
+
+    The network works on such a box (the linear-theory inputs use the box's own cosmology)
+    but was never trained there; `velnet evaluate` measures how much it degrades.
+    """
+    trained = metadata.get("cosmology")
+    if trained is not None and trained != density.cosmology.to_dict():
+        log.warning("%s: cosmology %s differs from the model's training cosmology %s",
+                    density.attrs.get("path", "box"), density.cosmology.to_dict(), trained)
+    if "redshift" in metadata and not np.isclose(metadata["redshift"], density.redshift, atol=1e-3):
+        log.warning("%s: redshift %g differs from the model's training redshift %g",
+                    density.attrs.get("path", "box"), density.redshift, metadata["redshift"])
 
 
 def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4):

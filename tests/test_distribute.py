@@ -42,8 +42,7 @@ class Replicas(keras.callbacks.Callback):
         self.count = replicas(self.model)
 
 seen = Replicas()
-path = train({dataset!r}, {out!r}, {model!r}, epochs=1, batch_size=8, steps_per_epoch=3,
-             validation_steps=2, devices=2, callbacks=[seen])
+path = train({dataset!r}, {out!r}, {model!r}, epochs=1, batch_size=10, devices=2, callbacks=[seen])
 model, _ = load_model(path)
 print(json.dumps({{"replicas": seen.count, "devices": json.load(open({record!r}))["config"]["devices"],
                    "loss": json.load(open({record!r}))["final"]["loss"],
@@ -58,10 +57,12 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """Two 24^3 boxes with velocity = 150 km/s x central difference of ln(1 + density)."""
+    """Two 24^3 boxes with velocity = 150 km/s x central difference of ln(1 + density), one
+    for training and one for validation: 27 tiles each, so batches of 10 leave 7 over, which
+    two devices cannot share."""
     root = tmp_path_factory.mktemp("distribute")
     files = gradient_boxes(root)
-    make_shards(files, root / "ds", tile=4, margin=2, fractions=(0.5, 0.25, 0.25))
+    make_shards(files, root / "ds", tile=8, margin=2, split=["train", "val"])
     return root / "ds"
 
 
@@ -82,6 +83,17 @@ def test_training_runs_data_parallel_on_two_virtual_cpus(dataset, tmp_path, back
     assert result["replicas"] == 2
     assert result["devices"] == ["cpu:0", "cpu:1"]
     assert np.isfinite(result["loss"])
+
+
+def test_a_batch_that_does_not_divide_among_the_devices_is_refused(dataset, tmp_path, monkeypatch):
+    import contextlib
+
+    import velnet.train
+
+    monkeypatch.setattr(velnet.train, "data_parallel", lambda devices: (contextlib.nullcontext(), ["a", "b"]))
+    with pytest.raises(ValueError, match="divide among the 2 devices.*batch_size=7"):
+        velnet.train.train(dataset, tmp_path / "run", MODEL, epochs=1, batch_size=7, devices=2)
+    assert not (tmp_path / "run").exists()
 
 
 def test_one_device_unless_asked_and_bad_counts_refused():

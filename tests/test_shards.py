@@ -162,6 +162,17 @@ def test_both_readers_give_the_same_tiles(dataset):
     assert x.dtype == y.dtype == np.float32
 
 
+def test_dropping_the_smaller_last_batch(dataset):
+    """72 validation tiles in batches of 16: 4 whole batches, the 8 left over dropped."""
+    pytest.importorskip("tensorflow")
+    tf_sizes = [len(b[0]) for b in load_split(dataset, "val", batch_size=16, drop_remainder=True)]
+    py = ShardDataset(dataset, "val", batch_size=16, drop_remainder=True)
+    py_sizes = [len(py[i][0]) for i in range(len(py))]
+    assert tf_sizes == py_sizes == [16] * 4
+    kept = _rows(*_collect(py[i] for i in range(len(py))))
+    assert len(kept) == 64 and set(kept) <= set(_rows(*read_split_arrays(dataset, "val")[:2]))
+
+
 def test_shuffling_is_seeded_and_new_each_epoch(dataset):
     pytest.importorskip("tensorflow")
     first = load_split(dataset, "train", batch_size=144, seed=3)

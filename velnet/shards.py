@@ -413,7 +413,8 @@ def read_split_arrays(dataset_dir, split):
     return x[order], y[order], origins[order], boxes[order]
 
 
-def load_split(dataset_dir, split, batch_size, shuffle=True, seed=0, augment=False, shuffle_buffer=2048):
+def load_split(dataset_dir, split, batch_size, shuffle=True, seed=0, augment=False, shuffle_buffer=2048,
+               drop_remainder=False):
     """Batches of `(x, y)` tile pairs of one split, for `model.fit`.
 
     On the TensorFlow backend a `tf.data.Dataset` (parallel TFRecord reads -> parse ->
@@ -429,17 +430,21 @@ def load_split(dataset_dir, split, batch_size, shuffle=True, seed=0, augment=Fal
         seed: seed of the shuffling and augmentation.
         augment: apply a random element of the cube's symmetry group Oh to each pair.
         shuffle_buffer: tiles in the tf.data shuffle buffer (shard order is shuffled too).
+        drop_remainder: leave out the last batch when it is smaller (for several devices,
+            where every batch must divide among them).
 
     Returns:
         A dataset of float32 `(B, *input_shape)`, `(B, *target_shape)` batches with
         normalised targets.
     """
     if keras.backend.backend() == "tensorflow":
-        return _tf_dataset(dataset_dir, split, batch_size, shuffle, seed, augment, shuffle_buffer)
-    return ShardDataset(dataset_dir, split, batch_size, shuffle=shuffle, seed=seed, augment=augment)
+        return _tf_dataset(dataset_dir, split, batch_size, shuffle, seed, augment, shuffle_buffer,
+                           drop_remainder)
+    return ShardDataset(dataset_dir, split, batch_size, shuffle=shuffle, seed=seed, augment=augment,
+                        drop_remainder=drop_remainder)
 
 
-def _tf_dataset(dataset_dir, split, batch_size, shuffle, seed, augment, shuffle_buffer):
+def _tf_dataset(dataset_dir, split, batch_size, shuffle, seed, augment, shuffle_buffer, drop_remainder):
     import tensorflow as tf
 
     manifest = read_manifest(dataset_dir)
@@ -470,7 +475,7 @@ def _tf_dataset(dataset_dir, split, batch_size, shuffle, seed, augment, shuffle_
         ds = tf.data.Dataset.zip((ds, draws)).map(rotate, num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
         ds = ds.shuffle(min(count, shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 class ShardDataset(keras.utils.PyDataset):
@@ -483,10 +488,12 @@ class ShardDataset(keras.utils.PyDataset):
         shuffle: shuffle the tiles, anew each epoch.
         seed: seed of the shuffling and augmentation.
         augment: apply a random element of Oh to each pair (same element to x and y).
+        drop_remainder: leave out the last batch when it is smaller.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of `PyDataset`.
     """
 
-    def __init__(self, dataset_dir, split, batch_size, shuffle=True, seed=0, augment=False, **kwargs):
+    def __init__(self, dataset_dir, split, batch_size, shuffle=True, seed=0, augment=False,
+                 drop_remainder=False, **kwargs):
         super().__init__(**kwargs)
         self.manifest = read_manifest(dataset_dir)
         self.records = [(path, offset, length)
@@ -497,6 +504,7 @@ class ShardDataset(keras.utils.PyDataset):
             raise VelnetInputError(dataset_dir, f"{split!r} shards hold {len(self.records)} records, "
                                                 f"the manifest says {expected}")
         self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
+        self.drop_remainder = drop_remainder
         self.epoch = 0
         self._set_order()
 
@@ -505,7 +513,8 @@ class ShardDataset(keras.utils.PyDataset):
         self.order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
 
     def __len__(self):
-        return math.ceil(len(self.records) / self.batch_size)
+        whole, part = divmod(len(self.records), self.batch_size)
+        return whole + (bool(part) and not self.drop_remainder)
 
     def __getitem__(self, index):
         rng = np.random.default_rng([self.seed, self.epoch, index])

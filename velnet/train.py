@@ -79,6 +79,9 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
     keras.utils.set_random_seed(seed)
     log.info("random seed %d (keras.utils.set_random_seed)", seed)
     scope, device_names = data_parallel(devices)
+    if device_names and batch_size % len(device_names):
+        raise ValueError(f"batch_size must divide among the {len(device_names)} devices {device_names}. "
+                         f"Received: batch_size={batch_size}")
     with scope:
         config, network = build_network(model_config, manifest, dataset_dir / MANIFEST)
         log.info("U-net with %d parameters, %s -> %s", network.count_params(),
@@ -86,8 +89,10 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         jit_compile = jit_compile_setting()
         network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", jit_compile=jit_compile)
 
-        train_data = load_split(dataset_dir, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed, augment=augment)
-        val_data = load_split(dataset_dir, VAL_SPLIT, batch_size, shuffle=False)
+        whole = bool(device_names)  # on several devices every batch must divide among them
+        train_data = load_split(dataset_dir, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed,
+                                augment=augment, drop_remainder=whole)
+        val_data = load_split(dataset_dir, VAL_SPLIT, batch_size, shuffle=False, drop_remainder=whole)
         outdir.mkdir(parents=True, exist_ok=True)
         history = network.fit(
             train_data, validation_data=val_data, epochs=epochs, shuffle=False,  # the shards shuffle
@@ -200,8 +205,8 @@ def data_parallel(devices=None):
 
     TensorFlow: a `tf.distribute.MirroredStrategy` scope; JAX: a
     `keras.distribution.DataParallel` scope. Each batch is split across the devices (the
-    batch size is the global one; on JAX every batch, the last one of a split included,
-    must divide evenly among them) and the gradients are averaged. BatchNormalization
+    batch size is the global one, a multiple of the device count; `train` then leaves out
+    each split's last, smaller batch) and the gradients are averaged. BatchNormalization
     statistics are per device on TensorFlow, over the whole batch on JAX.
 
     Args:

@@ -136,10 +136,10 @@ def error_spectrum_figure(spectra, units="km/s", title=""):
         title: figure title.
 
     Returns:
-        Figure with one grouped bar chart.
+        Figure with one grouped bar chart, the rms on a logarithmic axis.
     """
-    fig = Figure(figsize=(8, 4))
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14, top=0.9)
+    fig = Figure(figsize=(6 + 0.6 * len(spectra), 4.5))
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.12, top=0.92)
     ax = fig.subplots()
     first = next(iter(spectra.values()))
     labels = [f"{lo:g}-{hi:g}" for lo, hi in zip(first["k_lo"], first["k_hi"])]
@@ -151,7 +151,8 @@ def error_spectrum_figure(spectra, units="km/s", title=""):
     ax.set_xticks(x + 0.4 - width / 2, labels)
     ax.set_xlabel("k band (h/Mpc)")
     ax.set_ylabel(f"rms of one component ({units})")
-    ax.legend(fontsize=8)
+    ax.set_yscale("log")  # errors span two decades across the bands
+    ax.legend(fontsize=8, ncol=2)
     ax.set_title(title)
     return fig
 

@@ -18,7 +18,7 @@ from velnet.errors import VelnetInputError
 from velnet.fields import load_fields, read_meta
 from velnet.files import atomic_dir
 from velnet.provenance import versions
-from velnet.inputs import SPEC_KEY, box_inputs, input_layout, input_spec, input_windows, read_spec
+from velnet.inputs import SPEC_KEY, InputWindows, box_inputs, input_layout, input_spec, read_spec
 from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, encode_record,
                            read_manifest, read_split_arrays, sha256, shard_name)
 from velnet.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
@@ -58,7 +58,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
             divided by the target scale, as input channels 1-3 (`velnet.inputs`).
         smoothing: Gaussian radius of that linear theory, Mpc/h (0: none).
         context: coarsening factor of a context-window channel (0: none; see
-            `velnet.inputs.context_windows`); it must divide the mesh.
+            `velnet.inputs.InputWindows`); it must divide the mesh.
 
     Returns:
         The manifest dict (also written to `outdir/manifest.json`). If `outdir` already
@@ -116,8 +116,8 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         first = {s: 0 for s in SPLITS}
         for box, path in enumerate(field_files):
             fields = load_fields(path, ["density", target])
-            x = box_inputs(fields["density"], spec, target, scale)
-            density = fields["density"].value
+            windows = InputWindows(box_inputs(fields["density"], spec, target, scale),
+                                   fields["density"].value, spec)
             y = fields[target].value
             for s in SPLITS:
                 kept = np.flatnonzero(labels[box] == s)
@@ -126,7 +126,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
                 kept, pos = kept[np.argsort(pos)], np.sort(pos)
                 for start in range(0, len(kept), CHUNK):
                     chunk, where = kept[start:start + CHUNK], pos[start:start + CHUNK]
-                    xs = input_windows(x, density, spec, origins[chunk], tile + 2 * margin, margin)
+                    xs = windows(origins[chunk], tile + 2 * margin, margin)
                     ys = normalised(extract(y, origins[chunk], tile), scale)
                     shard = where // tiles_per_shard
                     for i in np.unique(shard):
@@ -271,10 +271,10 @@ def verify_shards(dataset_dir):
         x, y, origins, boxes = read_split_arrays(dataset_dir, split)
         for box in np.unique(boxes):
             fields = load_fields(sources[box], ["density", target])
-            inputs = box_inputs(fields["density"], spec, target, scale)
+            windows = InputWindows(box_inputs(fields["density"], spec, target, scale),
+                                   fields["density"].value, spec)
             sel = boxes == box
-            windows = input_windows(inputs, fields["density"].value, spec, origins[sel], tile + 2 * margin, margin)
-            if not (np.array_equal(x[sel], windows)
+            if not (np.array_equal(x[sel], windows(origins[sel], tile + 2 * margin, margin))
                     and np.array_equal(y[sel], normalised(extract(fields[target].value, origins[sel], tile), scale))):
                 raise VelnetInputError(dataset_dir, f"{split!r} tiles of box {box} ({sources[box]}) "
                                                     "differ from that fields file")

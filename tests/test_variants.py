@@ -9,7 +9,7 @@ from data_prep.make_shards import make_shards
 from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
 from velnet.fields import Field, save_fields
-from velnet.inputs import box_inputs, context_windows, input_spec, input_windows, read_spec
+from velnet.inputs import InputWindows, box_inputs, input_spec, read_spec
 from velnet.linear import linear_momentum, linear_velocity
 from velnet.models import ChannelSlice, physical_model, unet3d, unet_config, unet_from_config
 from velnet.predict import predict_box
@@ -233,12 +233,14 @@ def brute_force_context(density, centre, size, factor):
 def test_context_windows_are_block_means_around_the_centre(factor):
     density = density_field(4).value
     centres = np.array([[0, 0, 0], [5, 11, 23], [13, 2, 7], [22, 22, 1]])  # several block offsets
-    windows = context_windows(density, centres, 8, factor)
-    assert windows.shape == (4, 8, 8, 8) and windows.dtype == np.float32
-    for window, centre in zip(windows, centres):
-        np.testing.assert_allclose(window, brute_force_context(density, centre, 8, factor), rtol=1e-5)
+    windows = InputWindows(None, density, input_spec(context=factor))
+    for _ in range(2):  # the second time from the coarse boxes made the first
+        context = windows.context(centres, 8)
+        assert context.shape == (4, 8, 8, 8) and context.dtype == np.float32
+        for window, centre in zip(context, centres):
+            np.testing.assert_allclose(window, brute_force_context(density, centre, 8, factor), rtol=1e-5)
     with pytest.raises(VelnetInputError, match="factor 5 does not divide the 24"):
-        context_windows(density, centres, 8, 5)
+        InputWindows(None, density, input_spec(context=5))
 
 
 def test_context_window_flips_with_its_tile():
@@ -247,11 +249,11 @@ def test_context_window_flips_with_its_tile():
     spec = input_spec(context=3)
     origin, size, margin = np.array([[6, 10, 14]]), 8, 2
     centre = origin[0] - margin + size // 2
-    x = input_windows(box_inputs(density, spec, "velocity", 1.0), density.value, spec, origin, size, margin)
+    x = InputWindows(box_inputs(density, spec, "velocity", 1.0), density.value, spec)(origin, size, margin)
     assert x.shape == (1, 8, 8, 8, 2)
     index = (2 * centre[0] - 1 - np.arange(NMESH)) % NMESH  # cell i <-> cell 2c - 1 - i along x
     flipped = density.with_value(density.value[index])
-    y = input_windows(box_inputs(flipped, spec, "velocity", 1.0), flipped.value, spec, origin, size, margin)
+    y = InputWindows(box_inputs(flipped, spec, "velocity", 1.0), flipped.value, spec)(origin, size, margin)
     np.testing.assert_allclose(y, x[:, ::-1], rtol=1e-6)
 
 
@@ -263,7 +265,8 @@ def test_context_shards_verify_and_record_their_spec(tmp_path):
     from data_prep.make_shards import verify_shards
     assert verify_shards(tmp_path / "ds") == {"train": 216}
     x, _, origins, _ = read_split_arrays(tmp_path / "ds", "train")
-    np.testing.assert_array_equal(x[..., 1], context_windows(density.value, origins + 2, 8, 2))
+    windows = InputWindows(None, density.value, manifest["input_spec"])
+    np.testing.assert_array_equal(x[..., 1], windows.context(origins + 2, 8))
     with pytest.raises(VelnetInputError, match="context factor 5 does not divide"):
         make_shards([path], tmp_path / "bad", split="train", context=5, **TILES)
     with pytest.raises(VelnetInputError, match="context must be a coarsening factor"):

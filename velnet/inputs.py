@@ -11,7 +11,7 @@ With {"context": f} a last channel holds the context window (issue 8, variant 3)
 rho/rho_mean) averaged over f^3 blocks, in a window of the input tile's shape centred on the
 same point, so an s^3 input of 2 Mpc/h cells also sees s f cells (e.g. 32 x 8 = 256 Mpc/h
 for f = 4) around its target. It is not a field of the box but of each window, so it is
-added when windows are cut (`input_windows`), after the per-cell channels of `box_inputs`.
+added when windows are cut (`InputWindows`), after the per-cell channels of `box_inputs`.
 The U-net takes it as one more channel; the Oh symmetries act on it as on the density,
 since both windows share their centre.
 
@@ -127,60 +127,64 @@ def box_inputs(density, spec, target, target_scale):
     return np.concatenate(channels, axis=-1)
 
 
-def input_windows(inputs, density, spec, origins, size, margin):
-    """The network inputs of the tiles whose target corners are `origins`.
+class InputWindows:
+    """The network inputs of one box, cut into the windows of given tiles.
 
     Args:
         inputs: `(N, N, N, C)` per-cell channels of the box, from `box_inputs`.
         density: `(N, N, N)` rho/rho_mean of the same box (for the context channel).
         spec: input spec (see `input_spec`).
-        origins: int `(n, 3)` target corners, cells.
-        size: input window side, cells (target + 2 margin; even).
-        margin: cells between window and target on each side.
-
-    Returns:
-        float32 `(n, size, size, size, C[+1])`: the periodic windows of `inputs`, then, with
-        `spec["context"]`, the context window of each (see `context_windows`).
-    """
-    windows = extract(inputs, origins, size, -margin)
-    if not spec.get("context"):
-        return windows
-    centres = np.asarray(origins, np.int64) - margin + size // 2
-    context = context_windows(density, centres, size, spec["context"])
-    return np.concatenate([windows, context[..., None]], axis=-1)
-
-
-def context_windows(density, centres, size, factor):
-    """Coarse windows of ln(1 + rho/rho_mean) centred on given cell corners.
-
-    Window i holds ln(1 + mean rho/rho_mean) over `factor^3` blocks of cells, `size` blocks
-    per side, centred on the corner `centres[i]` (periodic): it covers cells
-    `centres[i] + factor * (arange(size) - size // 2)` up to `factor` more on each axis.
-
-    Args:
-        density: `(N, N, N)` rho/rho_mean; `factor` must divide N.
-        centres: int `(n, 3)` window centres, as cell corners.
-        size: blocks per side (even).
-        factor: cells per block side.
-
-    Returns:
-        float32 `(n, size, size, size)`.
 
     Raises:
-        VelnetInputError: `factor` does not divide N.
+        VelnetInputError: a context factor that does not divide N.
     """
-    density = np.asarray(density)
-    nmesh = density.shape[0]
-    if nmesh % factor:
-        raise VelnetInputError(None, f"context factor {factor} does not divide the {nmesh}^3 mesh. "
-                                     f"Received: context={factor}, nmesh={nmesh}")
-    centres = np.asarray(centres, np.int64)
-    shifts = centres % factor
-    out = np.empty((len(centres), size, size, size), np.float32)
-    for shift in np.unique(shifts, axis=0):
-        shifted = np.roll(density, -shift, axis=(0, 1, 2)).astype(np.float64)
-        coarse = shifted.reshape(*(nmesh // factor, factor) * 3).mean(axis=(1, 3, 5))
-        chosen = np.all(shifts == shift, axis=1)
-        corners = (centres[chosen] - shift) // factor - size // 2
-        out[chosen] = extract(np.log1p(coarse).astype(np.float32), corners, size)
-    return out
+
+    def __init__(self, inputs, density, spec):
+        self.inputs, self.density = inputs, np.asarray(density)
+        self.factor = spec.get("context", 0)
+        nmesh = self.density.shape[0]
+        if self.factor and nmesh % self.factor:
+            raise VelnetInputError(None, f"context factor {self.factor} does not divide the {nmesh}^3 "
+                                         f"mesh. Received: context={self.factor}, nmesh={nmesh}")
+        self._coarse = {}
+
+    def __call__(self, origins, size, margin):
+        """float32 `(n, size, size, size, C[+1])`: the periodic windows of the tiles whose
+        target corners are `origins` `(n, 3)`, `margin` cells wider on each side (`size` =
+        target + 2 margin, even); then, with a context factor, their context windows."""
+        windows = extract(self.inputs, origins, size, -margin)
+        if not self.factor:
+            return windows
+        centres = np.asarray(origins, np.int64) - margin + size // 2
+        return np.concatenate([windows, self.context(centres, size)[..., None]], axis=-1)
+
+    def context(self, centres, size):
+        """Coarse windows of ln(1 + rho/rho_mean) centred on given cell corners.
+
+        Window i holds ln(1 + mean rho/rho_mean) over f^3 blocks of cells (f the context
+        factor), `size` blocks per side, centred on the corner `centres[i]` (periodic):
+        block j covers cells `centres[i] + f (j - size // 2)` to f - 1 more on each axis.
+
+        Args:
+            centres: int `(n, 3)` window centres, as cell corners.
+            size: blocks per side (even).
+
+        Returns:
+            float32 `(n, size, size, size)`.
+        """
+        centres = np.asarray(centres, np.int64)
+        shifts = centres % self.factor
+        out = np.empty((len(centres), size, size, size), np.float32)
+        for shift in np.unique(shifts, axis=0):
+            chosen = np.all(shifts == shift, axis=1)
+            corners = (centres[chosen] - shift) // self.factor - size // 2
+            out[chosen] = extract(self._coarse_box(tuple(shift)), corners, size)
+        return out
+
+    def _coarse_box(self, shift):
+        """ln(1 + block mean of rho/rho_mean), blocks starting at cell `shift`; made once."""
+        if shift not in self._coarse:
+            n, f = self.density.shape[0] // self.factor, self.factor
+            shifted = np.roll(self.density, [-s for s in shift], axis=(0, 1, 2)).astype(np.float64)
+            self._coarse[shift] = np.log1p(shifted.reshape(n, f, n, f, n, f).mean(axis=(1, 3, 5))).astype(np.float32)
+        return self._coarse[shift]

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .errors import VelnetInputError
 from .fields import load_fields, save_fields
-from .inputs import box_inputs, input_layout, input_windows, read_spec
+from .inputs import InputWindows, box_inputs, input_layout, read_spec
 from .provenance import write_record
 from .tiling import tile_origins, untile
 
@@ -62,7 +62,11 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
             f"differs from the model's training cell size {trained_cell:.4g} Mpc/h")
     _warn_if_out_of_training(metadata, density)
     spec = read_spec(metadata, density.attrs.get("path"))
-    inputs = box_inputs(density, spec, metadata["target_name"], metadata["normalisation"]["target_scale"])
+    try:
+        windows = InputWindows(box_inputs(density, spec, metadata["target_name"],
+                                          metadata["normalisation"]["target_scale"]), density.value, spec)
+    except VelnetInputError as err:
+        raise VelnetInputError(density.attrs.get("path"), err.problem) from None
     channels = input_layout(spec)[0]
     if channels != model.input_shape[-1]:
         raise VelnetInputError(
@@ -74,8 +78,7 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
     outputs = np.empty((len(origins), tile, tile, tile, 3), np.float32)
     for start in tqdm(range(0, len(origins), batch_size), desc=f"predict {metadata['target_name']}",
                       unit="batch"):
-        batch = input_windows(inputs, density.value, spec, origins[start:start + batch_size],
-                              tile + 2 * margin, margin)
+        batch = windows(origins[start:start + batch_size], tile + 2 * margin, margin)
         outputs[start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
     box = untile(outputs, origins, density.nmesh)
     return density.with_value(box, metadata["target_name"])

@@ -155,6 +155,10 @@ def test_pixel_statistics_on_a_hand_computed_case():
     assert out["abs_p"] == pytest.approx({"mean": 10.0, "std": 5.0})  # |p| = |v| (1 + delta): 5 and 15
     region = stats.Slab((1, 0, 0), (1, 2, 2), 3.0, 1.0).index(2)
     assert stats.pixel_statistics(p, linear_momentum(d, p), t, region)["abs_v_residual"]["mean"] == 10.0
+    # momentum residual: 0 where right, |2 x 3 x (3, 4, 0)| = 30 where reversed
+    both = stats.pixel_statistics(p, linear_momentum(d, p), t, truth_momentum=linear_momentum(d, t))
+    assert both["abs_p_residual"] == pytest.approx({"mean": 15.0, "std": 15.0})
+    assert "abs_p_residual" not in out
 
 
 def test_derived_fields_are_speed_divergence_momentum_and_curl():

@@ -32,7 +32,8 @@ PHASE_FRACTION = 0.1
 WORST_RANGE qualify (a T(k) merely crossing 1 touches one or two)."""
 
 _PIXEL_ROWS = {"abs_v": "abs(v) (km/s)", "abs_v_residual": "abs(v_residual) (km/s)",
-               "abs_cos_theta": "abs(cos theta)", "cos_theta": "cos theta (signed)", "abs_p": "abs(p) (km/s)"}
+               "abs_cos_theta": "abs(cos theta)", "cos_theta": "cos theta (signed)", "abs_p": "abs(p) (km/s)",
+               "abs_p_residual": "abs(p_residual) (km/s)"}
 _TITLES = {"abs_v": "P_abs(v)", "theta_v": "P_theta_v", "p": "P_p", "curl_p": "P_curl_p"}
 
 
@@ -131,7 +132,8 @@ def _measure(folder, density, entries, subbox_size, n_slices, progress):
     progress("pixel statistics")
     pixel = {"truth": stats.pixel_statistics(truth["velocity"], truth["momentum"])}
     pixel.update({name: stats.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
-                                               truth["velocity"]) for name in methods})
+                                               truth["velocity"], truth_momentum=truth["momentum"])
+                  for name in methods})
 
     comparisons, subboxes, tables, subbox_tables = {}, {}, {}, {}
     for q in stats.QUANTITIES:
@@ -162,7 +164,8 @@ def _measure(folder, density, entries, subbox_size, n_slices, progress):
         index = slab.index(density.nmesh)
         row = {"truth": stats.pixel_statistics(truth["velocity"], truth["momentum"], region=index)}
         row.update({name: stats.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
-                                                 truth["velocity"], region=index) for name in methods})
+                                                 truth["velocity"], index, truth["momentum"])
+                    for name in methods})
         slices.append({"slab": slab.to_dict(), "pixel": row})
 
     metrics = {

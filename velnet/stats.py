@@ -371,7 +371,7 @@ def _mean_std(values):
     return {"mean": float(values.mean()), "std": float(values.std())}
 
 
-def pixel_statistics(velocity, momentum, truth_velocity=None, region=None):
+def pixel_statistics(velocity, momentum, truth_velocity=None, region=None, truth_momentum=None):
     """Mean and standard deviation over cells (paper eq. 2-9).
 
     Args:
@@ -379,11 +379,13 @@ def pixel_statistics(velocity, momentum, truth_velocity=None, region=None):
         momentum: its momentum `Field` (km/s); |p| = |v| (1 + delta).
         truth_velocity: the true velocity `Field`; adds the residual and angle statistics.
         region: index into the first three axes (e.g. `Slab.index()`); default all cells.
+        truth_momentum: the true momentum `Field`; adds the momentum residual.
 
     Returns:
         dict name -> {"mean", "std"}: "abs_v" |v|, "abs_p" |p|, and with a truth
         "abs_v_residual" |v - v_true|, "abs_cos_theta" |cos theta| and "cos_theta"
-        (cells where either velocity is zero are left out of the angles).
+        (cells where either velocity is zero are left out of the angles); with the true
+        momentum "abs_p_residual" |p - p_true| (vectors).
     """
     region = region if region is not None else (slice(None),) * 3
     v = np.asarray(velocity.value[region], dtype=np.float64)
@@ -395,6 +397,11 @@ def pixel_statistics(velocity, momentum, truth_velocity=None, region=None):
             cos = np.sum(v * t, axis=-1) / (_magnitude(v) * _magnitude(t))
         out.update(abs_v_residual=_mean_std(_magnitude(v - t)), abs_cos_theta=_mean_std(np.abs(cos)),
                    cos_theta=_mean_std(cos))
+    if truth_momentum is not None:
+        _check_pair(truth_momentum, momentum)
+        residual = (np.asarray(momentum.value[region], dtype=np.float64)
+                    - np.asarray(truth_momentum.value[region], dtype=np.float64))
+        out["abs_p_residual"] = _mean_std(_magnitude(residual))
     return out
 
 

@@ -107,7 +107,7 @@ def run(out, config=CONFIG, ship=False):
             if not (run_dir / "model.keras").exists():
                 run_velnet("train", data, "--out", run_dir, "--preset", settings["preset"],
                            "--epochs", config["epochs"], "--batch-size", config["batch_size"],
-                           "--learning-rate", config["learning_rate"])
+                           "--learning-rate", settings.get("learning_rate", config["learning_rate"]))
             models.append(run_dir / "model.keras")
         predictions[variant] = models
         if ship and variant in config["ship"]:

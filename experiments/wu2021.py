@@ -54,7 +54,11 @@ CONFIG = {
         "residual-R1": {"preset": "tiny-residual", "linear_input": True, "smoothing": 1.0,
                         "targets": ["velocity"]},
         "residual-R6": {"preset": "tiny-residual", "linear_input": True, "smoothing": 6.0,
+                        "targets": ["velocity", "momentum"]},
+        "residual-R9": {"preset": "tiny-residual", "linear_input": True, "smoothing": 9.0,
                         "targets": ["velocity"]},
+        "residual-context-R6": {"preset": "tiny-residual", "linear_input": True, "smoothing": 6.0,
+                                "context": 2, "targets": ["velocity"]},
     },
     "ship": ["paper", "residual"],  # the variants `--ship` copies: the paper's and the best
     "epochs": 25,

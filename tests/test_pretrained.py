@@ -1,0 +1,36 @@
+"""The models that ship in velnet/pretrained load, describe their inputs, and predict a box."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from velnet.cosmology import WU2021
+from velnet.fields import Field
+from velnet.inputs import input_layout, read_spec
+from velnet.predict import predict_box
+from velnet.train import load_model
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "velnet" / "pretrained"
+MODELS = sorted(PRETRAINED.glob("*/*.keras"))
+
+
+def test_a_paper_design_and_a_default_ship():
+    families = {p.parent.name for p in MODELS}
+    assert "wu2021-tiny-paper" in families and len(families) >= 2
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_model_predicts_a_box(path):
+    model, metadata = load_model(path)
+    assert metadata["target_name"] == path.stem
+    spec = read_spec(metadata, path)
+    assert model.input_shape[-1] == input_layout(spec)[0]
+    experiment = json.loads((path.parent / "experiment.json").read_text())
+    (variant, settings), = experiment["variants"].items()
+    assert spec["linear"] == settings["linear_input"] and spec.get("context", 0) == settings.get("context", 0)
+    rng = np.random.default_rng(0)
+    density = Field(np.exp(0.5 * rng.standard_normal((24,) * 3)).astype(np.float32), "density", 48.0, 0.0, WU2021)
+    out = predict_box(model, metadata, density)
+    assert out.value.shape == (24, 24, 24, 3) and np.all(np.isfinite(out.value))
+    assert 10 < np.std(out.value) < 3000  # km/s

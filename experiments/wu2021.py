@@ -60,7 +60,7 @@ CONFIG = {
         "residual-context-R6": {"preset": "tiny-residual", "linear_input": True, "smoothing": 6.0,
                                 "context": 2, "targets": ["velocity"]},
     },
-    "ship": ["paper", "residual"],  # the variants `--ship` copies: the paper's and the best
+    "ship": ["paper", "residual-context-R6"],  # what `--ship` copies: the paper design and the best
     "epochs": 25,
     "batch_size": 6,
     "learning_rate": 3e-4,

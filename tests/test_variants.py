@@ -8,11 +8,11 @@ import pytest
 from data_prep.make_shards import make_shards
 from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, save_fields
+from velnet.fields import Field, load_fields, save_fields
 from velnet.inputs import InputWindows, box_inputs, input_spec, read_spec
 from velnet.linear import linear_momentum, linear_velocity
 from velnet.models import ChannelSlice, physical_model, unet3d, unet_config, unet_from_config
-from velnet.predict import predict_box
+from velnet.predict import predict_box, predict_file
 from velnet.shards import ShardDataset, load_split, read_split_arrays
 from velnet.tiling import OH_ELEMENTS, extract, oh_transform
 from velnet.train import load_model, train
@@ -175,6 +175,13 @@ def test_residual_model_with_zero_network_gives_linear_theory(tmp_path, target):
         predicted = predict_box(model, metadata, density, tile=tile)
         assert predicted.name == target
         np.testing.assert_allclose(predicted.value, linear.value, rtol=1e-5, atol=1e-4)
+
+    if target == "velocity":  # a velocity model alone also gives (rho/rho_mean) v
+        save_fields(tmp_path / "box.h5", [density])
+        predict_file([tmp_path / "model.keras"], tmp_path / "box.h5", tmp_path / "pred.h5")
+        written = load_fields(tmp_path / "pred.h5", ["velocity", "momentum"])
+        np.testing.assert_allclose(written["momentum"].value, density.value[..., None] * written["velocity"].value,
+                                   rtol=1e-6)
 
     plain = {**metadata, "input_spec": {"linear": False}}
     with pytest.raises(VelnetInputError, match="1 input channel.*takes 4"):

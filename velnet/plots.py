@@ -5,6 +5,7 @@ Every function takes arrays or `velnet.stats.Statistic` results and returns a
 with `fig.savefig(path)` (Agg).
 """
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -138,21 +139,25 @@ def error_spectrum_figure(spectra, units="km/s", title=""):
     Returns:
         Figure with one grouped bar chart, the rms on a logarithmic axis.
     """
-    fig = Figure(figsize=(6 + 0.6 * len(spectra), 4.5))
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.12, top=0.92)
+    rows = -(-(1 + len(spectra)) // 4)  # legend rows below the axes, four entries each
+    fig = Figure(figsize=(6 + 0.6 * len(spectra), 4 + 0.25 * rows))
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.12 + 0.06 * rows, top=0.92)
     ax = fig.subplots()
     first = next(iter(spectra.values()))
     labels = [f"{lo:g}-{hi:g}" for lo, hi in zip(first["k_lo"], first["k_hi"])]
     x = np.arange(len(labels))
     width = 0.8 / (1 + len(spectra))
+    pairs = colormaps["tab20"].colors  # the ten tab10 colours, then their light shades
+    colors = pairs[::2] + pairs[1::2]
     ax.bar(x, first["rms_truth"], width, color=TRUTH_COLOR, label="truth")
     for i, (name, stat) in enumerate(spectra.items(), start=1):
-        ax.bar(x + i * width, stat["rms_error"], width, label=f"{name} error")
+        ax.bar(x + i * width, stat["rms_error"], width, color=colors[(i - 1) % len(colors)],
+               label=f"{name} error")
     ax.set_xticks(x + 0.4 - width / 2, labels)
     ax.set_xlabel("k band (h/Mpc)")
     ax.set_ylabel(f"rms of one component ({units})")
     ax.set_yscale("log")  # errors span two decades across the bands
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     ax.set_title(title)
     return fig
 

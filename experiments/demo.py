@@ -4,7 +4,7 @@ Simulates a fresh fastpm box at the Wu et al. 2021 resolution (160 Mpc/h, 1 Mpc/
 spacing, 2 Mpc/h grid, z = 0, seed 2026: no training box used it), reconstructs its velocity
 with every model in velnet/pretrained, evaluates them against the truth, raw linear theory and
 linear theory smoothed at the radius fitted on the training boxes, prints the headline numbers
-and where the report is. About 6 minutes on 2 cores.
+and where the report is. 1-4 minutes on 2 cores, most of it the simulation.
 """
 import argparse
 import json

@@ -18,7 +18,8 @@ from velnet.errors import VelnetInputError
 from velnet.fields import load_fields, read_meta
 from velnet.files import atomic_dir
 from velnet.provenance import versions
-from velnet.inputs import SPEC_KEY, InputWindows, box_inputs, input_layout, input_spec, read_spec
+from velnet.inputs import (SPEC_KEY, InputWindows, box_inputs, check_context, input_layout, input_spec,
+                           read_spec)
 from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, encode_record,
                            read_manifest, read_split_arrays, sha256, shard_name)
 from velnet.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
@@ -85,8 +86,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
                                      f"give one split, or one per file. Received: split={split}")
     try:
         check_grid(nmesh, tile)
-        if context and nmesh % int(context):
-            raise VelnetInputError(None, f"context factor {context} does not divide the {nmesh}^3 mesh")
+        check_context(nmesh, spec.get("context", 0))
         origins = tile_origins(nmesh, tile)
         per_box = [split_tiles(origins, nmesh, tile, margin, s, fractions) for s in box_splits]
     except VelnetInputError as err:

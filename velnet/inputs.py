@@ -127,6 +127,13 @@ def box_inputs(density, spec, target, target_scale):
     return np.concatenate(channels, axis=-1)
 
 
+def check_context(nmesh, factor):
+    """Raise VelnetInputError unless the context factor (0: none) divides the mesh size."""
+    if factor and nmesh % factor:
+        raise VelnetInputError(None, f"context factor {factor} does not divide the {nmesh}^3 mesh. "
+                                     f"Received: context={factor}, nmesh={nmesh}")
+
+
 class InputWindows:
     """The network inputs of one box, cut into the windows of given tiles.
 
@@ -142,10 +149,7 @@ class InputWindows:
     def __init__(self, inputs, density, spec):
         self.inputs, self.density = inputs, np.asarray(density)
         self.factor = spec.get("context", 0)
-        nmesh = self.density.shape[0]
-        if self.factor and nmesh % self.factor:
-            raise VelnetInputError(None, f"context factor {self.factor} does not divide the {nmesh}^3 "
-                                         f"mesh. Received: context={self.factor}, nmesh={nmesh}")
+        check_context(self.density.shape[0], self.factor)
         self._coarse = {}
 
     def __call__(self, origins, size, margin):

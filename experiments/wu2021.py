@@ -97,9 +97,9 @@ def run(out, config=CONFIG, ship=False):
         run_velnet("baseline", *train, "--radii", *config["smoothing_radii"], "--out", baseline)
     radius = json.loads(baseline.read_text())["smoothing"]
     splits = ["train"] * len(train) + ["val"] * len(val)
-    predictions = {}
+    models = {}
     for variant, settings in config["variants"].items():
-        models = []
+        models[variant] = {}
         for target in settings["targets"]:
             data = out / "data" / f"{variant}-{target}"
             linear = (["--linear-input", "--smoothing", settings.get("smoothing", radius)]
@@ -112,20 +112,20 @@ def run(out, config=CONFIG, ship=False):
                 run_velnet("train", data, "--out", run_dir, "--preset", settings["preset"],
                            "--epochs", config["epochs"], "--batch-size", config["batch_size"],
                            "--learning-rate", settings.get("learning_rate", config["learning_rate"]))
-            models.append(run_dir / "model.keras")
-        predictions[variant] = models
+            models[variant][target] = run_dir / "model.keras"
         if ship and variant in config["ship"]:
-            ship_models(config, variant, models, baseline)
-    write_validation(out, config)
-    reports = [evaluate_box(out, test, predictions, radius, "report")]
+            ship_models(config, variant, models[variant], baseline)
+    write_validation(out, models)
+    reports = [evaluate_box(out, test, models, radius, "report")]
     if config.get("other_cosmology"):
         other = fields_for_seed(out, config, config["test_seed"], config["other_cosmology"])
-        reports.append(evaluate_box(out, other, predictions, radius, f"report-{config['other_cosmology']}"))
+        reports.append(evaluate_box(out, other, models, radius, f"report-{config['other_cosmology']}"))
     return reports
 
 
 def evaluate_box(out, fields, models, radius, name):
-    """Predict a test box with every variant's models and evaluate them against the baselines.
+    """Predict a test box with every variant's models (variant -> target -> model path) and
+    evaluate them against the baselines.
 
     Returns:
         path of the report, `out/<name>/report.md`.
@@ -133,23 +133,24 @@ def evaluate_box(out, fields, models, radius, name):
     predictions = []
     for variant, paths in models.items():
         predictions.append(out / "predictions" / f"{variant}-{fields.stem}.h5")
-        run_velnet("predict", fields, *paths, "--out", predictions[-1])
+        run_velnet("predict", fields, *paths.values(), "--out", predictions[-1])
     report = out / name
     run_velnet("evaluate", fields, *predictions, "--names", *(f"U-net {v}" for v in models),
                "--smoothing", radius, "--out", report)
     return report / "report.md"
 
 
-def write_validation(out, config):
-    """Best validation loss of every trained model, per target, best first, to validation.json.
+def write_validation(out, models):
+    """Best validation loss of every trained model (variant -> target -> model path), per
+    target, best first, to out/validation.json.
 
     The variants share their data and the target scale (a power of two of the same training
     boxes), so their normalised validation MSEs compare directly: this picks the method.
     """
     table = {}
-    for variant, settings in config["variants"].items():
-        for target in settings["targets"]:
-            history = read_history(out / "models" / f"{variant}-{target}" / "history.csv")
+    for variant, paths in models.items():
+        for target, path in paths.items():
+            history = read_history(path.parent / "history.csv")
             best = min(history, key=lambda row: row["val_loss"])
             table.setdefault(target, []).append({"variant": variant, "val_loss": best["val_loss"],
                                                  "epoch": best["epoch"], "epochs": len(history)})
@@ -159,15 +160,14 @@ def write_validation(out, config):
             log.info("%s %-18s best val_loss %.4f (epoch %d of %d)", target, row["variant"],
                      row["val_loss"], row["epoch"], row["epochs"])
     (out / "validation.json").write_text(json.dumps(table, indent=1) + "\n")
-    return table
 
 
 def ship_models(config, variant, models, baseline):
-    """Copy trained models, their logs and the fitted baseline into velnet/pretrained/<name>-<variant>/."""
+    """Copy trained models (target -> path), their logs and the fitted baseline into
+    velnet/pretrained/<name>-<variant>/."""
     folder = PRETRAINED / f"{config['name']}-{variant}"
     folder.mkdir(parents=True, exist_ok=True)
-    for model in models:
-        target = model.parent.name.split("-")[-1]
+    for target, model in models.items():
         shutil.copy(model, folder / f"{target}.keras")
         for log_file in ("history.csv", "train_config.json"):
             shutil.copy(model.parent / log_file, folder / f"{target}-{log_file}")

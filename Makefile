@@ -7,7 +7,8 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test test-fast demo wheelhouse clean
+.PHONY: install test test-fast demo wheelhouse wheelhouse-docker docker-check gpu-campaign \
+        gpu-campaign-pack clean
 
 $(STAMP): setup.cfg scripts/install.sh scripts/requirements.txt
 	VELNET_VENV=$(VENV) bash scripts/install.sh
@@ -31,6 +32,27 @@ WHEELHOUSE_PROFILE ?= gpu-node
 WHEELHOUSE_PYTHON ?= 3.12
 wheelhouse: $(STAMP)
 	PYTHON=$(PY) bash scripts/wheelhouse.sh --profile $(WHEELHOUSE_PROFILE) --python-version $(WHEELHOUSE_PYTHON)
+
+# The wheelhouse the Dockerfile installs from (dist/wheelhouse-docker-py3.11): this
+# environment's packages for its own Python; DOCKER_JAX=cuda12 adds JAX's CUDA 12 plugin.
+DOCKER_PYTHON ?= 3.11
+DOCKER_JAX ?= cpu
+wheelhouse-docker: $(STAMP)
+	PYTHON=$(PY) bash scripts/wheelhouse.sh --profile docker --python-version $(DOCKER_PYTHON) --jax $(DOCKER_JAX)
+
+# Build the GPU image on a local Debian base and run a tiny job in it (installs docker.io
+# and starts dockerd where needed; root). Logs and timings in runs/docker-check.
+docker-check: $(STAMP)
+	PYTHON=$(PY) bash scripts/docker_check.sh
+
+# The GPU campaign (scripts/gpu_campaign.sh): gpu-campaign-pack here makes the data it
+# carries (dist/campaign-data); gpu-campaign runs it on the node (CAMPAIGN_ARGS=--tiny: the
+# CPU dry run here).
+gpu-campaign-pack: $(STAMP)
+	PYTHON=$(PY) bash scripts/gpu_campaign.sh --pack $(CAMPAIGN_ARGS)
+
+gpu-campaign:
+	bash scripts/gpu_campaign.sh $(CAMPAIGN_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# velnet's GPU campaign: one script for a short window on a GPU node (one NVIDIA H200, 16
+# cores, no network, Python 3.12 with JAX and PyTorch but no TensorFlow), proven before the
+# window by its --tiny dry run on a CPU (tests/test_gpu_campaign.py). In order, each step
+# time-boxed, each writing its results under $OUT as it goes (a stop loses nothing):
+#   1 install     the carried wheelhouse's packages the node lacks (--target, never replacing its own)
+#   2 throughput  the Wu et al. U-net (wu2021-text, 27.0 M parameters), Keras on JAX against the
+#                 plain PyTorch reference, mixed bf16, batch 32, in one run; the ratio
+#   3 data        the carried float16 fields -> the fitted classical estimator -> shards with
+#                 its prediction as the v_L input and residual base
+#   4 train       the full-width residual U-net (wu2021-text-residual) with KERAS_BACKEND=jax,
+#                 stopped at an epoch's end before the time left for step 5
+#   5 export      its weights as float16, in parts of at most 15 MiB
+#   6 evaluate    the model rebuilt from those parts predicts the test box; whole-box errors
+#                 against the classical estimator (and `velnet evaluate` where nbodykit is)
+# $OUT then holds at most 8 files: report.md, campaign.json, campaign.log,
+# prediction-f16.h5 (the test box's predicted velocity) and the weights parts.
+#
+# Usage:
+#   bash scripts/gpu_campaign.sh --pack          # here: simulate and pack the carried data
+#   bash scripts/gpu_campaign.sh                 # on the node (env OUT; see README)
+#   bash scripts/gpu_campaign.sh --tiny          # here, on a CPU: the same steps at toy sizes
+#   bash scripts/gpu_campaign.sh --import DIR --name NAME   # here: DIR's model -> velnet/pretrained/NAME
+# Options: --out DIR (default $OUT, else runs/gpu-campaign/out), --work DIR (scratch; default
+#   /tmp/velnet-campaign), --budget S (seconds for the whole run; default 540), --data DIR
+#   (default dist/campaign-data), --wheelhouse DIR (default dist/wheelhouse-gpu-node-py3.12;
+#   "none": install nothing), --np N (MPI ranks of --pack's simulations; default 1).
+# Environment: PYTHON (default python3; tests: .venv/bin/python).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+SELF="$HERE/scripts/gpu_campaign.sh"
+
+if [ "${1:-}" != __step ]; then
+  MODE=run; OUT_DIR=${OUT:-$HERE/runs/gpu-campaign/out}; WORK=/tmp/velnet-campaign; BUDGET=540
+  DATA=$HERE/dist/campaign-data; WHEELHOUSE=$HERE/dist/wheelhouse-gpu-node-py3.12; NP=1
+  IMPORT=""; NAME=""
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --tiny) MODE=tiny; shift ;;
+      --pack) MODE=pack; shift ;;
+      --import) MODE=import; IMPORT=$2; shift 2 ;;
+      --name) NAME=$2; shift 2 ;;
+      --out) OUT_DIR=$2; shift 2 ;;
+      --work) WORK=$2; shift 2 ;;
+      --budget) BUDGET=$2; shift 2 ;;
+      --data) DATA=$2; shift 2 ;;
+      --wheelhouse) WHEELHOUSE=$2; shift 2 ;;
+      --np) NP=$2; shift 2 ;;
+      -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+      *) echo "gpu_campaign: unknown argument $1 (--help lists them)" >&2; exit 2 ;;
+    esac
+  done
+  export MODE WORK BUDGET DATA WHEELHOUSE NP HERE SELF
+  export OUT_DIR=$(realpath -m "$OUT_DIR") WORK=$(realpath -m "$WORK")
+  export PYTHON=${PYTHON:-python3}
+  export SITE=$WORK/site STATE=$WORK/state
+  export PYTHONPATH=$SITE:$HERE${PYTHONPATH:+:$PYTHONPATH}
+  export KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  # Sizes: the node's, or the dry run's toy ones (same steps, same code).
+  if [ "$MODE" = tiny ]; then
+    export BOX=64 PARTICLES=32 SIM_STEPS=4 NMESH=32 TILE=16 TRAIN_SEEDS=1 VAL_SEEDS=2 TEST_SEEDS=3
+    export PRESET=tiny-residual BATCH=4 MAX_EPOCHS=2 PART_BYTES=$((256 * 1024))
+    export BENCH_ARGS="--preset tiny --tile 16 --batch-sizes 2 --dtypes mixed_bfloat16 --steps 2 --warmup 1"
+    export DATA=$WORK/pack
+  else
+    export BOX=160 PARTICLES=160 SIM_STEPS=10 NMESH=80 TILE=20 TRAIN_SEEDS="1 2 3 4 5 6" VAL_SEEDS=7
+    export TEST_SEEDS=100 PRESET=wu2021-text-residual BATCH=32 MAX_EPOCHS=100000 PART_BYTES=$((15 << 20))
+    export BENCH_ARGS="--preset wu2021-text --batch-sizes 32 --dtypes mixed_bfloat16 --steps 20 --warmup 3"
+  fi
+  export CONTEXT=${CAMPAIGN_CONTEXT:-0} LR=${CAMPAIGN_LR:-3e-4} DTYPE=${CAMPAIGN_DTYPE:-mixed_bfloat16}
+fi
+
+VELNET=("$PYTHON" -m velnet.cli)
+CAMPAIGN=("$PYTHON" "$HERE/scripts/campaign.py")
+log() { printf '[campaign %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+now() { date +%s; }
+
+# ---------------------------------------------------------------------------------------------
+# The steps (each run as `gpu_campaign.sh __step NAME` under `timeout`).
+
+step_env() {
+  "$PYTHON" - <<'EOF'
+import datetime, importlib.metadata as m, json, os, platform, shutil, subprocess
+def version(name):
+    try:
+        return m.version(name)
+    except m.PackageNotFoundError:
+        return None
+names = ("jax", "jaxlib", "jax-cuda13-plugin", "torch", "keras", "numpy", "h5py", "nbodykit")
+versions = {"python": platform.python_version(), **{n: version(n) for n in names if version(n)}}
+device = "cpu: " + platform.processor()
+if shutil.which("nvidia-smi"):
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                          "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    device = out or device
+data = {}
+path = os.path.join(os.environ["DATA"], "data.json")
+if os.path.exists(path):
+    data = json.load(open(path))
+env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+       "host": platform.node(), "device": device, "cores": os.cpu_count(), "versions": versions,
+       "mode": os.environ["MODE"], "budget_s": int(os.environ["BUDGET"]),
+       "data_commit": data.get("commit"), "keras_backend": os.environ.get("KERAS_BACKEND")}
+os.makedirs(os.environ["STATE"], exist_ok=True)
+json.dump(env, open(os.path.join(os.environ["STATE"], "env.json"), "w"), indent=1)
+print(json.dumps(env))
+EOF
+}
+
+step_install() {
+  local wh=$WHEELHOUSE
+  [ "$wh" = none ] && wh=""
+  if [ -n "$wh" ] && [ ! -d "$wh" ]; then
+    echo "gpu_campaign: error: $wh: no such wheelhouse; make it with 'make wheelhouse' and carry it" >&2
+    return 2
+  fi
+  "${CAMPAIGN[@]}" install --wheelhouse "$wh" --site "$SITE" --state "$STATE"
+  "$PYTHON" -c "import keras, velnet.train, velnet.predict; print('keras', keras.__version__, 'backend', keras.backend.backend())"
+}
+
+step_throughput() {
+  # JAX takes at most 45 % of the GPU's memory here, leaving room for the PyTorch reference.
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+  # The driver reads the table from the log, also after a stop at the time box.
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 "$PYTHON" -m benchmarks.train_throughput $BENCH_ARGS \
+    > >(tee "$WORK/throughput.log") 2>&1
+}
+
+step_data() {
+  local f name train=() val=() test=() splits=() base=() interface
+  [ -f "$DATA/data.json" ] || { echo "gpu_campaign: error: $DATA/data.json: no data pack (make it with --pack and carry it)" >&2; return 2; }
+  mkdir -p "$WORK/fields"
+  for f in "$DATA"/*.h5; do
+    name=$(basename "$f")
+    "${CAMPAIGN[@]}" unpack-fields "$f" "$WORK/fields/$name"
+    case $name in
+      train-*) train+=("$WORK/fields/$name"); splits+=(train) ;;
+      val-*) val+=("$WORK/fields/$name") ;;
+      test-*) test+=("$WORK/fields/$name") ;;
+      *) echo "gpu_campaign: error: $f: not named train-*, val-* or test-*" >&2; return 2 ;;
+    esac
+  done
+  [ ${#train[@]} -gt 0 ] && [ ${#val[@]} -gt 0 ] && [ ${#test[@]} -gt 0 ] \
+    || { echo "gpu_campaign: error: $DATA: needs train-*, val-* and test-* fields files" >&2; return 2; }
+  for _ in "${val[@]}"; do splits+=(val); done
+  # The classical estimator fitted on the training boxes: the per-k model of `velnet baseline`
+  # where velnet has it (prep --base), else linear theory at the fitted smoothing radius.
+  if "${VELNET[@]}" prep --help | grep -q -- '--base'; then
+    interface=classical
+    "${VELNET[@]}" baseline "${train[@]}" --out "$WORK/classical.json"
+    base=(--base "$WORK/classical.json")
+  else
+    interface=smoothing
+    "${VELNET[@]}" baseline "${train[@]}" --out "$WORK/classical.json"
+    base=(--smoothing "$("$PYTHON" -c "import json; print(json.load(open('$WORK/classical.json'))['smoothing'])")")
+  fi
+  local context=()
+  [ "$CONTEXT" = 0 ] || context=(--context "$CONTEXT")
+  "${VELNET[@]}" prep "${train[@]}" "${val[@]}" --split "${splits[@]}" --tile "$TILE" \
+    --linear-input "${base[@]}" "${context[@]}" --out "$WORK/data"
+  ln -sf "${test[0]}" "$WORK/test.h5"
+  "$PYTHON" - "$interface" "${base[@]}" <<'EOF'
+import json, os, sys
+work, state = os.environ["WORK"], os.environ["STATE"]
+manifest = json.load(open(os.path.join(work, "data", "manifest.json")))
+interface, option, value = sys.argv[1:4]
+data = {"interface": interface, "classical": "classical.json", "prep_option": f"{option} {value}",
+        "smoothing": float(value) if option == "--smoothing" else None,
+        "classical_model": json.load(open(os.path.join(work, "classical.json"))),
+        "counts": manifest["split"]["counts"], "input_shape": manifest["input_shape"],
+        "target_scale": manifest["normalisation"]["target_scale"],
+        "pack": json.load(open(os.path.join(os.environ["DATA"], "data.json"))),
+        "test_box": os.path.realpath(os.path.join(work, "test.h5"))}
+pack = data["pack"]
+data["summary"] = (f"{len(pack['train'])} training, {len(pack['val'])} validation and {len(pack['test'])} "
+                   f"test boxes of {pack['box']:g} Mpc/h on {pack['nmesh']}^3 cells (fastpm, seeds "
+                   f"{pack['train']} / {pack['val']} / {pack['test']}); tiles {data['counts']}, "
+                   f"inputs {data['input_shape']}; classical base: {interface} ({option} {value})")
+json.dump(data, open(os.path.join(state, "data.json"), "w"), indent=1)
+print(data["summary"])
+EOF
+}
+
+step_train() {
+  # Stop training so that it has ended, and saved, 20 s before this step's own time box ends.
+  "${CAMPAIGN[@]}" train "$WORK/data" "$WORK/run" --deadline "$(( $(now) + STEP_CAP - 20 ))" \
+    --preset "$PRESET" --batch-size "$BATCH" --learning-rate "$LR" --dtype "$DTYPE" \
+    --max-epochs "$MAX_EPOCHS" --state "$STATE"
+}
+
+step_export() {
+  "${CAMPAIGN[@]}" export-weights "$WORK/run/model.keras" "$OUT_DIR" --part-bytes "$PART_BYTES" \
+    --state "$STATE"
+}
+
+step_evaluate() {
+  # What ships is the model rebuilt from the float16 parts: that one predicts the test box.
+  "${CAMPAIGN[@]}" report "$WORK" "$OUT_DIR"
+  "${CAMPAIGN[@]}" import-model "$OUT_DIR" "$WORK/shipped"
+  "${VELNET[@]}" predict "$WORK/test.h5" "$WORK/shipped/velocity.keras" --out "$WORK/pred.h5"
+  "${CAMPAIGN[@]}" pack-fields "$WORK/pred.h5" "$OUT_DIR/prediction-f16.h5" --fields velocity
+  local interface classical=() baseline=()
+  interface=$("$PYTHON" -c "import json; print(json.load(open('$STATE/data.json'))['interface'])")
+  if [ "$interface" = classical ]; then
+    "${VELNET[@]}" predict "$WORK/test.h5" "$WORK/classical.json" --out "$WORK/classical-pred.h5"
+    classical=(--classical-pred "$WORK/classical-pred.h5" --classical-base "$WORK/classical.json")
+    baseline=(--baseline "$WORK/classical.json")
+  else
+    local r
+    r=$("$PYTHON" -c "import json; print(json.load(open('$STATE/data.json'))['smoothing'])")
+    classical=(--smoothing "$r")
+    baseline=(--smoothing "$r")
+  fi
+  "${CAMPAIGN[@]}" metrics "$WORK/test.h5" "$WORK/pred.h5" "${classical[@]}" --state "$STATE"
+  if "$PYTHON" -c "import nbodykit" 2>/dev/null; then
+    "${VELNET[@]}" evaluate "$WORK/test.h5" "$WORK/pred.h5" --names "U-net $PRESET" "${baseline[@]}" \
+      --out "$WORK/report"
+  else
+    log "nbodykit is not installed here: no power spectra; evaluate the returned prediction with"
+    log "  velnet evaluate TEST.h5 prediction-f16.h5 ... on a machine with it (README)"
+  fi
+}
+
+if [ "${1:-}" = __step ]; then
+  "step_$2"
+  exit
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The driver.
+
+STEPS_JSON=()
+FAILED=()
+record() {  # record NAME STATUS SECONDS CAP
+  STEPS_JSON+=("\"$1\": {\"status\": \"$2\", \"seconds\": $3, \"cap\": $4}")
+  mkdir -p "$STATE"
+  printf '{%s}\n' "$(IFS=,; echo "${STEPS_JSON[*]}")" > "$STATE/steps.json"
+  "${CAMPAIGN[@]}" report "$WORK" "$OUT_DIR" || true
+}
+
+run_step() {  # run_step NAME CAP_S [NEEDS...]: time-boxed at min(CAP_S, time left)
+  local name=$1 cap=$2 t0 rc left; shift 2
+  for need in "$@"; do
+    if [[ " ${FAILED[*]:-} " == *" $need "* ]]; then
+      log "=== $name: skipped ($need failed)"; record "$name" "skipped ($need failed)" 0 0; FAILED+=("$name")
+      return 0
+    fi
+  done
+  left=$(( DEADLINE - $(now) ))
+  [ "$cap" -le "$left" ] || cap=$left
+  if [ "$cap" -lt 5 ]; then
+    log "=== $name: skipped (no time left)"; record "$name" "skipped (no time left)" 0 0; FAILED+=("$name")
+    return 0
+  fi
+  log "=== $name (time box $cap s)"
+  t0=$(now)
+  set +e
+  STEP_CAP=$cap timeout -k 10 "$cap" bash "$SELF" __step "$name"
+  rc=$?
+  set -e
+  local status=ok
+  if [ $rc = 124 ] || [ $rc = 137 ]; then status="stopped at its time box"; elif [ $rc != 0 ]; then status="failed (exit $rc)"; fi
+  [ $status = ok ] || FAILED+=("$name")
+  log "=== $name: $status, $(( $(now) - t0 )) s"
+  record "$name" "$status" "$(( $(now) - t0 ))" "$cap"
+}
+
+pack() {  # simulate, paint and pack the carried boxes into $DATA
+  local split seed sim fields t0
+  mkdir -p "$DATA" "$WORK/sims" "$WORK/fields"
+  local mpi=()
+  [ "$NP" -gt 1 ] && mpi=(mpirun -n "$NP")
+  for split in train val test; do
+    local seeds_var=${split^^}_SEEDS
+    for seed in ${!seeds_var}; do
+      sim=$WORK/sims/seed$seed; fields=$WORK/fields/seed$seed.h5
+      t0=$(now)
+      [ -e "$sim/snapshot_z0.000" ] || "${mpi[@]}" "${VELNET[@]}" simulate --box "$BOX" \
+        --particles "$PARTICLES" --steps "$SIM_STEPS" --z 0 --seed "$seed" --out "$sim" >/dev/null
+      [ -e "$fields" ] || "${VELNET[@]}" paint "$sim/snapshot_z0.000" --nmesh "$NMESH" --out "$fields" >/dev/null
+      "${CAMPAIGN[@]}" pack-fields "$fields" "$DATA/$split-seed$seed.h5"
+      log "seed $seed ($split): $(( $(now) - t0 )) s"
+    done
+  done
+  local commit
+  commit=$(git -C "$HERE" rev-parse HEAD 2>/dev/null || echo unknown)
+  "$PYTHON" - "$commit" <<'EOF'
+import json, os, sys
+e = os.environ
+split = lambda v: [int(s) for s in e[v].split()]
+json.dump({"box": float(e["BOX"]), "particles": int(e["PARTICLES"]), "steps": int(e["SIM_STEPS"]),
+           "nmesh": int(e["NMESH"]), "redshift": 0.0, "preset": "wu2021", "train": split("TRAIN_SEEDS"),
+           "val": split("VAL_SEEDS"), "test": split("TEST_SEEDS"), "commit": sys.argv[1],
+           "format": "float16 density and velocity (scripts/campaign.py pack-fields)"},
+          open(os.path.join(e["DATA"], "data.json"), "w"), indent=1)
+EOF
+}
+
+upload_size() {  # what goes up to the node: the working tree and the carried folders
+  local tree wh data
+  tree=$(cd "$HERE" && git ls-files -z -co --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+  wh=$(du -sb "$WHEELHOUSE" 2>/dev/null | cut -f1 || echo 0)
+  data=$(du -sb "$DATA" | cut -f1)
+  log "upload: tree $((tree >> 20)) MiB + wheelhouse $((${wh:-0} >> 20)) MiB + data $((data >> 20)) MiB = $(( (tree + ${wh:-0} + data) >> 20 )) MiB (limit 64 MiB)"
+  [ -d "$WHEELHOUSE" ] || log "no $WHEELHOUSE yet: make it with 'make wheelhouse' (about 16 MB)"
+  log "carry: [\"${WHEELHOUSE#"$HERE"/}\", \"${DATA#"$HERE"/}\"]"
+  [ $(( tree + ${wh:-0} + data )) -le $((64 << 20)) ] || { log "error: over the 64 MiB upload limit"; return 1; }
+}
+
+case $MODE in
+  import)
+    [ -n "$NAME" ] || { echo "gpu_campaign: --import needs --name NAME (folder under velnet/pretrained)" >&2; exit 2; }
+    "${CAMPAIGN[@]}" import-model "$IMPORT" "$HERE/velnet/pretrained/$NAME"
+    exit ;;
+  pack)
+    START=$(now)
+    log "packing ${BOX} Mpc/h boxes (${PARTICLES}^3 particles, ${NMESH}^3 cells) into $DATA"
+    pack
+    upload_size
+    log "pack: $(( $(now) - START )) s"
+    exit ;;
+esac
+
+# run and tiny
+START=$(now)
+# A fresh scratch folder (training would resume from an old one's backup); only one this
+# script made is removed.
+if [ -e "$WORK" ]; then
+  [ -e "$WORK/.velnet-campaign-work" ] || { echo "gpu_campaign: error: $WORK exists and is not a work folder of this script: give another --work" >&2; exit 2; }
+  rm -rf "$WORK"
+fi
+mkdir -p "$WORK" "$STATE" "$OUT_DIR"
+touch "$WORK/.velnet-campaign-work"
+rm -f "$OUT_DIR"/campaign.log "$OUT_DIR"/report.md "$OUT_DIR"/campaign.json "$OUT_DIR"/prediction-f16.h5 \
+  "$OUT_DIR"/weights-f16.npz.part*
+exec > >(tee -a "$OUT_DIR/campaign.log") 2>&1
+log "velnet GPU campaign, mode $MODE, budget $BUDGET s, out $OUT_DIR, work $WORK, python $PYTHON"
+if [ "$MODE" = tiny ]; then
+  log "dry run: packing toy boxes first"
+  pack
+  START=$(now)  # the budget covers the campaign's own steps, as on the node
+fi
+DEADLINE=$(( START + BUDGET ))
+bash "$SELF" __step env
+# Time boxes (s) on the node: install 90, throughput 210, data 120, then training takes what
+# is left but 100 s, which export (30) and evaluate (the rest) share.
+run_step install 90
+run_step throughput 210 install
+"${CAMPAIGN[@]}" throughput "$WORK/throughput.log" --state "$STATE" && "${CAMPAIGN[@]}" report "$WORK" "$OUT_DIR" || true
+run_step data 120 install
+TRAIN_CAP=$(( DEADLINE - $(now) - 100 ))
+[ "$MODE" != tiny ] || TRAIN_CAP=$(( TRAIN_CAP > 300 ? 300 : TRAIN_CAP ))
+run_step train "$TRAIN_CAP" data
+run_step export 30 train
+run_step evaluate $(( DEADLINE - $(now) )) export
+"${CAMPAIGN[@]}" report "$WORK" "$OUT_DIR"
+
+# What comes back: at most 8 files of at most 16 MiB.
+n=0; big=()
+for f in "$OUT_DIR"/*; do
+  n=$((n + 1))
+  [ "$(stat -c %s "$f")" -le $((16 << 20)) ] || big+=("$(basename "$f")")
+done
+log "out: $n files, $(du -sh "$OUT_DIR" | cut -f1): $(cd "$OUT_DIR" && ls | tr '\n' ' ')"
+[ "$n" -le 8 ] || log "warning: more than 8 files in $OUT_DIR: not all will come back"
+[ ${#big[@]} = 0 ] || log "warning: over 16 MiB, will not come back: ${big[*]}"
+log "campaign: $(( $(now) - START )) s; $([ ${#FAILED[@]} = 0 ] && echo "every step ok" || echo "not ok: ${FAILED[*]}")"
+[ ${#FAILED[@]} = 0 ]

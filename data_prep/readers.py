@@ -9,20 +9,34 @@ cosmology. The unit conventions of each format:
   block (BoxSize, ScalingFactor or Time, OmegaM or Om0, HubbleParam or h, OmegaB, Sigma8,
   SpectralIndex). A file without `1/ID` gets ids 0..N-1 in file order.
 - "gadget" (Gadget binary, SnapFormat 1 or 2, as L-PICOLA and other COLA codes write it;
-  read with `nbodykit.io.gadget.Gadget1File`): positions in Mpc/h, or kpc/h with
-  `length_unit="kpc/h"` (divided by 1000, BoxSize too); velocities stored as Gadget's
-  u = v / sqrt(a), so the peculiar velocity is v = sqrt(a) * u km/s; the header gives
-  BoxSize, Time (a), Omega0 and HubbleParam. Dark matter is particle type 1.
-- "hdf5" (Gadget/SWIFT-style HDF5, read with `nbodykit.io.hdf.HDFFile`): `Header`
-  attributes as in Gadget (BoxSize, Time, Omega0, HubbleParam, NumFilesPerSnapshot),
-  `PartType1/Coordinates`, `Velocities`, `ParticleIDs`, in the same units as "gadget"
-  (a SWIFT `Cosmology` group, when present, adds Omega_b and h).
+  read with `nbodykit.io.gadget.Gadget1File`): the file states no units: positions in
+  Mpc/h, or kpc/h with `length_unit="kpc/h"` (`--length-unit kpc/h`; divided by 1000,
+  BoxSize too); velocities stored as Gadget's u = v / sqrt(a), so the peculiar velocity is
+  v = sqrt(a) * u km/s; the header gives BoxSize, Time (a), Omega0, OmegaLambda and
+  HubbleParam. Dark matter is particle type 1.
+- "hdf5" (Gadget-4, AREPO, SWIFT and other Gadget-style HDF5, read with
+  `nbodykit.io.hdf.HDFFile`): `PartType1/Coordinates`, `Velocities`, `ParticleIDs`; the
+  metadata are the attributes of the `Header`, `Parameters`, `Units` and `Cosmology` groups,
+  whichever the file has (the first holding a name wins): BoxSize, Time or Scale-factor,
+  Omega0 or Omega_m, OmegaLambda, OmegaBaryon or Omega_b, HubbleParam or h, Sigma8 and
+  PrimordialIndex (Gadget-4's initial-condition parameters), NumFilesPerSnapshot. The
+  units are the file's own: UnitLength_in_cm and UnitVelocity_in_cm_per_s (Gadget-4,
+  AREPO), or SWIFT's "Unit length in cgs (U_L)" and "Unit time in cgs (U_t)"; a file
+  without them is in Mpc/h and km/s, like "gadget".
+  Lengths carry Gadget's 1/h (kpc/h) unless the file is SWIFT's (plain Mpc, times h here).
+  Velocities are Gadget's u = v / sqrt(a), except SWIFT's, which are peculiar; the datasets'
+  own scaling attributes (Gadget-4 `a_scaling`/`h_scaling`, SWIFT `a-scale exponent`/
+  `h-scale exponent`) take precedence over these conventions.
 
 A snapshot split over several files is named by its first file (`snap_005.0` or
 `snap_005.0.hdf5`); the others are found from the header's file count.
 Parameters the file lacks (Gadget headers have no sigma8, n_s or Omega_b) come from the
-`cosmology` argument; parameters the file has must agree with it.
+`cosmology` argument; parameters the file has must agree with it. A box outside
+`PLAUSIBLE_BOX` Mpc/h is refused: it means a wrong length unit. Error messages name the
+`velnet` command-line flag that fixes them; each is the Python keyword with dashes
+(`--box-size` is `box_size`).
 """
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -34,9 +48,17 @@ from velnet.cosmology import Cosmology
 from velnet.errors import VelnetInputError
 from velnet.files import require_file
 
+log = logging.getLogger(__name__)
+
 FORMATS = ("bigfile", "gadget", "hdf5")
 LENGTH_UNITS = {"Mpc/h": 1.0, "kpc/h": 1e-3}
 """Length units a Gadget or HDF5 file may use, as the factor that converts them to Mpc/h."""
+
+MPC_CM = 3.085678e24
+"""One Mpc in cm."""
+
+PLAUSIBLE_BOX = (1.0, 2.0e4)
+"""The range of box sizes, Mpc/h, taken as a cosmological box; others mean a wrong unit."""
 
 BOX_TOLERANCE = 1e-5
 """Positions within this fraction of L outside [0, L) count as rounding and are wrapped."""
@@ -46,10 +68,11 @@ _ALIASES = {
     "a": ("ScalingFactor", "Time", "Scale-factor"),
     "redshift": ("Redshift",),
     "Omega_m": ("OmegaM", "Om0", "Omega0", "Omega_m"),
+    "Omega_L": ("OmegaLambda", "Omega_lambda", "OmegaL", "Ode0"),
     "Omega_b": ("OmegaB", "Ob0", "OmegaBaryon", "Omega_b"),
     "h": ("HubbleParam", "h"),
     "sigma8": ("Sigma8", "sigma8"),
-    "n_s": ("SpectralIndex", "n_s", "ns"),
+    "n_s": ("SpectralIndex", "n_s", "ns", "PrimordialIndex"),
 }
 """Header attribute names that different codes use for the same quantity."""
 
@@ -58,6 +81,9 @@ _COLUMNS = {
     "gadget": ("Position", "GadgetVelocity", "ID"),
     "hdf5": ("Coordinates", "Velocities", "ParticleIDs"),
 }
+
+_HDF5_GROUPS = ("Header", "Parameters", "Units", "Cosmology")
+"""Groups of an HDF5 snapshot whose attributes hold its metadata, in order of precedence."""
 
 _GADGET_BLOCKS = [("Position", ("auto", 3), "all"), ("GadgetVelocity", ("auto", 3), "all"),
                   ("ID", "auto", "all")]
@@ -100,8 +126,43 @@ class Particles:
         return len(self) if self.comm is None else self.comm.allreduce(len(self))
 
 
+@dataclass(frozen=True)
+class Units:
+    """How a file's numbers become Mpc/h and km/s.
+
+    Attributes:
+        length: Mpc per file length unit (kpc: 1e-3).
+        h_exponent: lengths are in `length` Mpc times h**h_exponent: -1 for Gadget's
+            Mpc/h or kpc/h, 0 for SWIFT's plain Mpc.
+        velocity: km/s per file velocity unit.
+        a_exponent: the peculiar velocity is stored value x velocity x a**a_exponent (0.5
+            for Gadget's u = v / sqrt(a), 0 for peculiar velocities).
+        source: where the length unit comes from, in words; None when the file states none.
+    """
+
+    length: float = 1.0
+    h_exponent: float = -1.0
+    velocity: float = 1.0
+    a_exponent: float = 0.5
+    source: str = None
+
+    def to_mpch(self, h):
+        """Mpc/h per file length unit, for the Hubble parameter h."""
+        return self.length * h ** (1.0 + self.h_exponent)
+
+    @property
+    def name(self):
+        """The length unit in words: "Mpc/h", "kpc/h", "Mpc" (SWIFT), ..."""
+        base = {1.0: "Mpc", 1e-3: "kpc"}.get(self.length, f"{self.length:.6g} Mpc")
+        return base + {-1.0: "/h", 0.0: ""}.get(self.h_exponent, f" h^{self.h_exponent:g}")
+
+
+BIGFILE_UNITS = Units(a_exponent=0.0, source="FastPM BigFile (always Mpc/h)")
+"""FastPM writes Mpc/h and peculiar km/s."""
+
+
 def read_particles(path, format=None, box_size=None, cosmology=None, redshift=None,
-                   length_unit="Mpc/h", comm=None):
+                   length_unit=None, comm=None):
     """Read the dark-matter particles of a snapshot.
 
     Args:
@@ -114,8 +175,9 @@ def read_particles(path, format=None, box_size=None, cosmology=None, redshift=No
             what the file lacks (e.g. `{"sigma8": 0.83, "n_s": 0.96, "Omega_b": 0.05}`
             for Gadget) and checked against what it has.
         redshift: z, used when the file lacks the scale factor, checked otherwise.
-        length_unit: "Mpc/h" or "kpc/h", the length unit of Gadget and HDF5 files
-            (BigFile is always Mpc/h).
+        length_unit: "Mpc/h" or "kpc/h", the length unit of positions and box size; None
+            takes the unit the file states (HDF5), else Mpc/h. Given, it overrides the
+            file's (with a warning where they differ).
         comm: an MPI communicator to split the particles over (each rank reads a
             contiguous share); None reads all of them here.
 
@@ -125,30 +187,32 @@ def read_particles(path, format=None, box_size=None, cosmology=None, redshift=No
     Raises:
         VelnetInputError: the file is missing, truncated, of an unknown or different
             format, lacks metadata that no argument supplies, disagrees with `box_size`,
-            `cosmology` or `redshift`, holds NaN or infinite values, or has positions
-            outside the box beyond rounding.
+            `cosmology` or `redshift`, has a box implausible in its length unit, holds NaN
+            or infinite values, or has positions outside the box beyond rounding.
     """
     path = require_file(path, "snapshot")
     found = detect_format(path)
     if format is not None and format != found:
         if format not in FORMATS:
-            raise VelnetInputError(path, f"unknown format {format!r}; use one of {FORMATS}")
-        raise VelnetInputError(path, f"is not a {format} snapshot (its content is {found})")
-    if length_unit not in LENGTH_UNITS:
-        raise VelnetInputError(path, f"length_unit must be one of {list(LENGTH_UNITS)}; "
+            raise VelnetInputError(path, f"unknown --format {format!r}; use one of {list(FORMATS)}")
+        raise VelnetInputError(path, f"is not a {format} snapshot (its content is {found}); "
+                                     f"drop --format or pass --format {found}")
+    if length_unit is not None and length_unit not in LENGTH_UNITS:
+        raise VelnetInputError(path, f"--length-unit must be one of {list(LENGTH_UNITS)}; "
                                      f"received {length_unit!r}")
-    to_mpch = 1.0 if found == "bigfile" else LENGTH_UNITS[length_unit]
-    source, header = _open(path, found)
-    box = _box_size(path, header, box_size, to_mpch)
-    a = _scale_factor(path, header, redshift)
+    source, header, units = _open(path, found)
     cosmo = _cosmology(path, header, cosmology)
+    to_mpch, unit = _length_unit(path, units, length_unit, cosmo.h)
+    box = _box_size(path, header, box_size, to_mpch, unit)
+    a = _scale_factor(path, header, redshift)
 
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     start, stop = rank * source.size // size, (rank + 1) * source.size // size
     try:
         pos, vel, ids = _read_columns(source, found, start, stop)
         pos = pos * to_mpch if to_mpch != 1.0 else pos
-        vel = vel if found == "bigfile" else vel * math.sqrt(a)  # Gadget u = v / sqrt(a)
+        to_kms = units.velocity * a ** units.a_exponent
+        vel = vel * to_kms if to_kms != 1.0 else vel
         problem = _check_values(pos, vel, box)
     except _read_errors() as err:
         problem = f"is truncated or corrupt: reading particles {start}..{stop} failed ({_words(err)})"
@@ -187,7 +251,7 @@ def detect_format(path):
 
 
 def _open(path, fmt):
-    """Open a snapshot with nbodykit's file types; return (file stack, header dict)."""
+    """Open a snapshot with nbodykit's file types; return (file stack, header dict, `Units`)."""
     from nbodykit.io.bigfile import BigFile
     from nbodykit.io.gadget import Gadget1File
     from nbodykit.io.hdf import HDFFile
@@ -196,16 +260,17 @@ def _open(path, fmt):
     try:
         if fmt == "bigfile":
             source = FileStack(BigFile, [str(path)], dataset="1")
-            header, total = dict(source.attrs), None
+            header, total, units = dict(source.attrs), None, BIGFILE_UNITS
         elif fmt == "gadget":
             first = Gadget1File(str(path), columndefs=_GADGET_BLOCKS, ptype=1)
             header = dict(first.attrs)
             files = _sibling_files(path, int(header["NumFiles"]), r"^(.*)\.0$", "{}.{}")
             source = FileStack(Gadget1File, files, columndefs=_GADGET_BLOCKS, ptype=1)
             total = int(header["Nall"][1]) + (int(header["NallHW"][1]) << 32)
+            units = Units()
         else:
-            header = _hdf5_header(path)
-            files = _sibling_files(path, int(header.get("NumFilesPerSnapshot", 1)),
+            header, units = _hdf5_meta(path)
+            files = _sibling_files(path, int(_scalar(header.get("NumFilesPerSnapshot", 1))),
                                    r"^(.*)\.0\.hdf5$", "{}.{}.hdf5")
             source = FileStack(HDFFile, files, dataset="PartType1", header="Header")
             total = _hdf5_total(header)
@@ -219,7 +284,7 @@ def _open(path, fmt):
         raise VelnetInputError(path, "holds no dark-matter particles")
     if total is not None and total != source.size:
         raise VelnetInputError(path, f"header counts {total} particles but the files hold {source.size}")
-    return source, header
+    return source, header, units
 
 
 def _read_errors():
@@ -251,16 +316,58 @@ def _sibling_files(path, nfiles, pattern, template):
     return files
 
 
-def _hdf5_header(path):
+def _hdf5_meta(path):
+    """The metadata attributes (see `_HDF5_GROUPS`) and the `Units` of an HDF5 snapshot."""
     import h5py
 
     with h5py.File(path, "r") as h5:
         if "Header" not in h5 or "PartType1" not in h5:
             raise VelnetInputError(path, "HDF5 file lacks the Header group or PartType1 particles")
-        header = {k: np.asarray(v) for k, v in h5["Header"].attrs.items()}
-        if "Cosmology" in h5:
-            header.update({k: np.asarray(v) for k, v in h5["Cosmology"].attrs.items()})
-    return header
+        header, origin = {}, {}
+        for group in (g for g in _HDF5_GROUPS if g in h5):
+            for key, value in h5[group].attrs.items():
+                if key not in header:
+                    header[key], origin[key] = np.asarray(value), group
+        part = h5["PartType1"]
+        scaling = {name: dict(part[name].attrs) for name in ("Coordinates", "Velocities") if name in part}
+    return header, _hdf5_units(header, origin, scaling)
+
+
+def _hdf5_units(header, origin, scaling):
+    """`Units` from Gadget-4/AREPO or SWIFT unit attributes and the datasets' scaling attributes."""
+    swift = "Unit length in cgs (U_L)" in header  # SWIFT writes its units in these words
+    key = "UnitLength_in_cm" if "UnitLength_in_cm" in header else "Unit length in cgs (U_L)" if swift else None
+    length = _scalar(header[key]) / MPC_CM if key else 1.0
+    if "UnitVelocity_in_cm_per_s" in header:
+        velocity = _scalar(header["UnitVelocity_in_cm_per_s"]) / 1e5
+    elif key and "Unit time in cgs (U_t)" in header:
+        velocity = _scalar(header[key]) / _scalar(header["Unit time in cgs (U_t)"]) / 1e5
+    else:
+        velocity = 1.0
+
+    def exponent(dataset, gadget_name, swift_name, default):
+        attrs = scaling.get(dataset, {})
+        for name in (gadget_name, swift_name):
+            if name in attrs:
+                return _scalar(attrs[name])
+        return default
+
+    return Units(length=_snap(length, (1.0, 1e-3)),
+                 h_exponent=exponent("Coordinates", "h_scaling", "h-scale exponent", 0.0 if swift else -1.0),
+                 velocity=_snap(velocity, (1.0,)),
+                 a_exponent=exponent("Velocities", "a_scaling", "a-scale exponent", 0.0 if swift else 0.5),
+                 source=f"{key} = {_scalar(header[key]):.7g} in {origin[key]}" if key else None)
+
+
+def _scalar(value):
+    """The first element of an attribute, as a float."""
+    return float(np.ravel(np.asarray(value, dtype=float))[0])
+
+
+def _snap(value, exact, rel_tol=1e-4):
+    """`value`, or the member of `exact` it equals within `rel_tol` (unit constants differ in
+    their last digits between codes)."""
+    return next((e for e in exact if math.isclose(value, e, rel_tol=rel_tol)), value)
 
 
 def _hdf5_total(header):
@@ -303,21 +410,44 @@ def _header_value(header, key):
     return None
 
 
-def _box_size(path, header, given, to_mpch):
+def _length_unit(path, units, given, h):
+    """Mpc/h per file length unit and its name: `given` (--length-unit) over the file's."""
+    if given is None:
+        return units.to_mpch(h), units.name
+    if units is BIGFILE_UNITS and given != "Mpc/h":
+        raise VelnetInputError(path, f"is a FastPM BigFile, always in Mpc/h; drop --length-unit {given}")
+    if units.source is not None and units.name != given:
+        log.warning("%s: --length-unit %s overrides the file's %s (%s)", path, given, units.name,
+                    units.source)
+    return LENGTH_UNITS[given], given
+
+
+def _box_size(path, header, given, to_mpch, unit):
+    """Box side in Mpc/h: the file's, checked against `given` (--box-size) and for plausibility."""
     found = _header_value(header, "box_size")
     if isinstance(found, tuple):
         raise VelnetInputError(path, f"box is not cubic: BoxSize = {found}")
     if found is None:
         if given is None:
-            raise VelnetInputError(path, "header has no BoxSize; pass box_size=")
-        return float(given)
-    found *= to_mpch
-    if given is not None and not math.isclose(found, given, rel_tol=1e-6):
-        hint = " (is the file in kpc/h? pass length_unit='kpc/h')" if math.isclose(
-            found, 1000 * given, rel_tol=1e-6) else ""
-        raise VelnetInputError(path, f"box size {found} Mpc/h in the file differs from "
-                                     f"box_size={given}{hint}")
-    return found
+            raise VelnetInputError(path, "header has no BoxSize; give it with --box-size (Mpc/h)")
+        box = float(given)
+    else:
+        box = found * to_mpch
+        if given is not None and not math.isclose(box, given, rel_tol=1e-6):
+            hint = ""
+            if math.isclose(box, 1000 * given, rel_tol=1e-6):
+                hint = " (is the file in kpc/h? pass --length-unit kpc/h)"
+            elif math.isclose(1000 * box, given, rel_tol=1e-6):
+                hint = " (is the file in Mpc/h? pass --length-unit Mpc/h)"
+            raise VelnetInputError(path, f"box size {box:g} Mpc/h in the file (BoxSize = {found:g} "
+                                         f"{unit}) differs from --box-size {given:g}{hint}")
+    lo, hi = PLAUSIBLE_BOX
+    if not lo <= box <= hi:
+        other = "kpc/h" if box > hi else "Mpc/h"
+        raise VelnetInputError(path, f"box size {box:g} Mpc/h (BoxSize read in {unit}) is implausible for a "
+                                     f"cosmological box ({lo:g} to {hi:g} Mpc/h): the file is probably in "
+                                     f"{other}; pass --length-unit {other}")
+    return box
 
 
 def _scale_factor(path, header, given_z):
@@ -327,10 +457,10 @@ def _scale_factor(path, header, given_z):
         a = None if z is None else 1.0 / (1.0 + z)
     if a is None:
         if given_z is None:
-            raise VelnetInputError(path, "header has no scale factor or redshift; pass redshift=")
+            raise VelnetInputError(path, "header has no scale factor or redshift; give it with --redshift")
         return 1.0 / (1.0 + given_z)
     if given_z is not None and abs((1.0 / a - 1.0) - given_z) > 1e-4 * (1.0 + given_z):
-        raise VelnetInputError(path, f"snapshot is at z={1.0 / a - 1.0:.6g}, not redshift={given_z}")
+        raise VelnetInputError(path, f"snapshot is at z={1.0 / a - 1.0:.6g}, not --redshift {given_z:g}")
     return a
 
 
@@ -338,20 +468,24 @@ def _cosmology(path, header, given):
     """Merge the header's cosmological parameters with those given; they must agree."""
     names = ("Omega_m", "Omega_b", "h", "sigma8", "n_s")
     found = {k: v for k in names if (v := _header_value(header, k)) is not None}
+    omega_l = _header_value(header, "Omega_L")
+    if omega_l is not None and "Omega_m" in found and abs(found["Omega_m"] + omega_l - 1.0) > 1e-3:
+        raise VelnetInputError(path, f"file has Omega_m={found['Omega_m']:.6g} and Omega_Lambda={omega_l:.6g}: "
+                                     f"not flat, and velnet assumes a flat LCDM universe")
     given = given.to_dict() if isinstance(given, Cosmology) else dict(given or {})
     unknown = set(given) - set(names)
     if unknown:
-        raise VelnetInputError(path, f"cosmology has unknown parameters {sorted(unknown)}; "
+        raise VelnetInputError(path, f"--cosmology has unknown parameters {sorted(unknown)}; "
                                      f"known: {list(names)}")
     for key, value in found.items():
         if key in given and not math.isclose(value, given[key], rel_tol=1e-4):
-            raise VelnetInputError(path, f"file has {key}={value:.6g} but cosmology "
+            raise VelnetInputError(path, f"file has {key}={value:.6g} but --cosmology "
                                          f"gives {given[key]}")
     merged = {**given, **found}
     missing = [k for k in names if k not in merged]
     if missing:
-        raise VelnetInputError(path, f"file lacks cosmological parameters {missing}; "
-                                     f"pass them with cosmology=")
+        raise VelnetInputError(path, f"file lacks cosmological parameters {missing}; give them with "
+                                     f"--cosmology (a preset such as wu2021, or JSON)")
     return Cosmology.from_dict(merged)
 
 
@@ -367,7 +501,7 @@ def _check_values(pos, vel, box):
     lo, hi = float(pos.min()), float(pos.max())
     if lo < -tol or hi > box + tol:
         return (f"positions span [{lo:.6g}, {hi:.6g}] Mpc/h, outside the box [0, {box:g}) "
-                f"beyond rounding (wrong length unit or box size?)")
+                f"beyond rounding (wrong --length-unit or --box-size?)")
     return None
 
 

@@ -1,5 +1,6 @@
 """read_particles: each format written here by hand, read back, units checked exactly."""
 import math
+import re
 
 import h5py
 import numpy as np
@@ -224,13 +225,198 @@ def test_bad_values(tmp_path, particles, column, value, match):
 def test_metadata_disagreements(tmp_path, particles):
     pos, vel, ids = particles
     path = write_gadget(tmp_path / "snap", pos, vel, ids)
-    with pytest.raises(VelnetInputError, match=r"differs from box_size=60"):
+    with pytest.raises(VelnetInputError, match=r"differs from --box-size 60"):
         read_particles(path, box_size=60.0, cosmology=MISSING)
     with pytest.raises(VelnetInputError, match=r"lacks cosmological parameters \['Omega_b', 'sigma8', 'n_s'\]"):
         read_particles(path)
-    with pytest.raises(VelnetInputError, match="Omega_m=0.31 but cosmology gives 0.3"):
+    with pytest.raises(VelnetInputError, match="Omega_m=0.31 but --cosmology gives 0.3"):
         read_particles(path, cosmology={**MISSING, "Omega_m": 0.3})
-    with pytest.raises(VelnetInputError, match="z=1, not redshift=0"):
+    with pytest.raises(VelnetInputError, match="z=1, not --redshift 0"):
         read_particles(path, cosmology=MISSING, redshift=0.0)
     p = read_particles(path, cosmology=WU2021, box_size=BOX, redshift=1.0)
     assert p.cosmology == WU2021
+
+
+# --- Other codes' files, painted from the command line and checked against a CIC made here ---
+
+KPC_CM, MPC_CM = 3.085678e21, 3.085678e24
+H = WU2021.h
+NMESH = 8
+
+
+def cic(pos, box, nmesh, weight=None):
+    """Plain CIC of particles onto grid points i * box / nmesh, per mean particle per cell."""
+    x = np.asarray(pos, np.float64) / (box / nmesh)
+    i0 = np.floor(x).astype(np.int64)
+    f = x - i0
+    out = np.zeros((nmesh,) * 3)
+    w = np.ones(len(x)) if weight is None else np.asarray(weight, np.float64)
+    for corner in np.ndindex(2, 2, 2):
+        share = np.prod([f[:, a] if c else 1 - f[:, a] for a, c in enumerate(corner)], axis=0)
+        np.add.at(out, tuple((i0[:, a] + c) % nmesh for a, c in enumerate(corner)), share * w)
+    return out * nmesh**3 / len(x)
+
+
+def assert_fields_are_cic(path, pos, vel, box):
+    """The fields file holds the CIC density and momentum of particles at `pos` (Mpc/h) with
+    peculiar velocities `vel` (km/s) in a box of `box` Mpc/h."""
+    from velnet.fields import load_fields
+
+    fields = load_fields(path)
+    assert fields["density"].box_size == pytest.approx(box, rel=1e-9)
+    density = cic(pos, box, NMESH)
+    np.testing.assert_allclose(fields["density"].value, density, rtol=1e-4, atol=1e-4)
+    for i in range(3):
+        momentum = cic(pos, box, NMESH, vel[:, i])
+        np.testing.assert_allclose(fields["momentum"].value[..., i], momentum, rtol=1e-4, atol=1e-2)
+
+
+def gadget4_groups(h5, box, a, units_in="Parameters"):
+    """Header, Parameters and Config groups as Gadget-4 writes them (AREPO: units in Header)."""
+    header = h5.create_group("Header")
+    header.attrs.update({"BoxSize": box, "Time": a, "Redshift": 1 / a - 1, "NumFilesPerSnapshot": 1,
+                         "NumPart_ThisFile": np.array([0, N, 0, 0, 0, 0], np.uint64),
+                         "NumPart_Total": np.array([0, N, 0, 0, 0, 0], np.uint64),
+                         "MassTable": [0, 1.0, 0, 0, 0, 0]})
+    params = h5.create_group("Parameters")
+    params.attrs.update({"BoxSize": box, "ComovingIntegrationOn": 1, "TimeBegin": 0.02, "TimeMax": 1.0,
+                         "Hubble": 0.1, "Sigma8": WU2021.sigma8, "PrimordialIndex": WU2021.n_s})
+    h5.create_group("Config").attrs["NTYPES"] = 6
+    cosmology = {"Omega0": WU2021.Omega_m, "OmegaLambda": 1 - WU2021.Omega_m,
+                 "OmegaBaryon": WU2021.Omega_b, "HubbleParam": H}
+    units = {"UnitLength_in_cm": KPC_CM, "UnitVelocity_in_cm_per_s": 1e5, "UnitMass_in_g": 1.989e43}
+    h5[units_in].attrs.update({**units, **cosmology})
+
+
+def write_gadget4(path, pos, vel, ids, layout="gadget4", scale=1000):
+    """A Gadget-4 (or AREPO) HDF5 snapshot declaring kpc/h, velocities stored as v / sqrt(a).
+
+    Positions and BoxSize are written as `scale` times their values in Mpc/h (1000: right).
+    """
+    with h5py.File(path, "w") as h5:
+        gadget4_groups(h5, BOX * scale, A, "Parameters" if layout == "gadget4" else "Header")
+        part = h5.create_group("PartType1")
+        part["Coordinates"] = (pos * scale).astype(np.float64)
+        part["Velocities"] = (vel / np.sqrt(A)).astype(np.float32)
+        part["ParticleIDs"] = ids.astype(np.uint64)
+        if layout == "gadget4":  # Gadget-4's conversion attributes (AREPO's older files lack them)
+            for name, a_scaling, h_scaling in (("Coordinates", 1.0, -1.0), ("Velocities", 0.5, 0.0)):
+                part[name].attrs.update({"a_scaling": a_scaling, "h_scaling": h_scaling,
+                                         "length_scaling": 1.0, "to_cgs": KPC_CM})
+    return path
+
+
+def write_swift(path, pos, vel, ids):
+    """A SWIFT snapshot: lengths in Mpc without h, peculiar velocities, Units and Cosmology groups."""
+    unit_length, unit_time = 3.08567758e24, 3.08567758e19
+    with h5py.File(path, "w") as h5:
+        header = h5.create_group("Header")
+        header.attrs.update({"BoxSize": np.full(3, BOX / H), "Scale-factor": [A], "Redshift": [1 / A - 1],
+                             "NumFilesPerSnapshot": [1], "Code": "SWIFT",
+                             "NumPart_ThisFile": np.array([0, N, 0, 0, 0, 0, 0], np.uint64),
+                             "NumPart_Total": np.array([0, N, 0, 0, 0, 0, 0], np.uint64),
+                             "NumPart_Total_HighWord": np.zeros(7, np.uint64)})
+        h5.create_group("Units").attrs.update({
+            "Unit length in cgs (U_L)": [unit_length], "Unit mass in cgs (U_M)": [1.98841e43],
+            "Unit time in cgs (U_t)": [unit_time], "Unit current in cgs (U_I)": [1.0],
+            "Unit temperature in cgs (U_T)": [1.0]})
+        h5.create_group("Cosmology").attrs.update({
+            "Omega_m": [WU2021.Omega_m], "Omega_lambda": [1 - WU2021.Omega_m - 9e-5], "Omega_r": [9e-5],
+            "Omega_b": [WU2021.Omega_b], "h": [H], "Scale-factor": [A], "Redshift": [1 / A - 1]})
+        part = h5.create_group("PartType1")
+        part["Coordinates"] = pos.astype(np.float64) / H
+        part["Velocities"] = vel.astype(np.float32)
+        part["ParticleIDs"] = ids.astype(np.uint64)
+        part["Masses"] = np.ones(N, np.float32)
+        for name, a_exponent in (("Coordinates", 1.0), ("Velocities", 0.0)):
+            part[name].attrs.update({"a-scale exponent": [a_exponent], "h-scale exponent": [0.0],
+                                     "U_L exponent": [1.0]})
+    return path
+
+
+def paint(*argv):
+    from velnet.cli import main
+
+    return main(["paint", *map(str, argv), "--nmesh", str(NMESH)])
+
+
+@pytest.mark.parametrize("layout", ["gadget4", "arepo"])
+def test_gadget4_hdf5_in_kpc_paints_with_no_flags(tmp_path, particles, layout):
+    pos, vel, ids = particles
+    path = write_gadget4(tmp_path / "snap_005.hdf5", pos, vel, ids, layout)
+    p = read_particles(path)
+    assert p.cosmology == WU2021  # Omega0, OmegaBaryon, HubbleParam, Sigma8, PrimordialIndex from the file
+    assert p.box_size == pytest.approx(BOX) and p.redshift == pytest.approx(1 / A - 1)
+    assert paint(path, "--out", tmp_path / "fields.h5") == 0
+    assert_fields_are_cic(tmp_path / "fields.h5", pos, vel, BOX)
+
+
+def test_gadget1_in_kpc_needs_and_takes_length_unit(tmp_path, particles, capsys):
+    pos, vel, ids = particles
+    path = write_gadget(tmp_path / "snap_005", pos * 1000, vel / np.float32(math.sqrt(A)), ids, box=BOX * 1000)
+    assert paint(path, "--cosmology", "wu2021", "--out", tmp_path / "wrong.h5") == 2
+    err = capsys.readouterr().err
+    assert "box size 50000 Mpc/h" in err and "implausible" in err and "--length-unit kpc/h" in err
+    assert not (tmp_path / "wrong.h5").exists()
+    assert paint(path, "--length-unit", "kpc/h", "--cosmology", "wu2021", "--out", tmp_path / "fields.h5") == 0
+    assert_fields_are_cic(tmp_path / "fields.h5", pos, vel, BOX)
+
+
+def test_swift_snapshot_in_mpc_without_h(tmp_path, particles):
+    pos, vel, ids = particles
+    path = write_swift(tmp_path / "snapshot_0005.hdf5", pos, vel, ids)
+    assert paint(path, "--cosmology", '{"sigma8": 0.83, "n_s": 0.96}', "--out", tmp_path / "fields.h5") == 0
+    assert_fields_are_cic(tmp_path / "fields.h5", pos, vel, BOX)  # Mpc x h = Mpc/h, velocities as stored
+
+
+def test_length_unit_flag_overrides_the_file(tmp_path, particles, caplog):
+    pos, vel, ids = particles
+    path = write_gadget4(tmp_path / "snap.hdf5", pos, vel, ids, scale=1)  # declares kpc/h, holds Mpc/h
+    with pytest.raises(VelnetInputError, match=r"box size 0.05 Mpc/h \(BoxSize read in kpc/h\) is implausible.*"
+                                               r"--length-unit Mpc/h"):
+        read_particles(path)
+    p = read_particles(path, length_unit="Mpc/h")
+    assert p.box_size == pytest.approx(BOX)
+    assert "--length-unit Mpc/h overrides the file's kpc/h (UnitLength_in_cm = 3.085678e+21 in Parameters)" in caplog.text
+
+
+def test_a_universe_that_is_not_flat_is_refused(tmp_path, particles):
+    pos, vel, ids = particles
+    path = write_gadget4(tmp_path / "snap.hdf5", pos, vel, ids)
+    with h5py.File(path, "a") as h5:
+        h5["Parameters"].attrs["OmegaLambda"] = 0.5
+    with pytest.raises(VelnetInputError, match="Omega_m=0.31 and Omega_Lambda=0.5: not flat"):
+        read_particles(path)
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    (dict(), "--cosmology"),
+    (dict(cosmology=MISSING, box_size=60.0), "--box-size"),
+    (dict(cosmology=MISSING, box_size=0.05), "--length-unit kpc/h"),
+    (dict(cosmology=MISSING, redshift=0.0), "--redshift"),
+    (dict(cosmology=MISSING, format="hdf5"), "--format"),
+    (dict(cosmology={**MISSING, "w0": -1}), "--cosmology"),
+    (dict(cosmology=MISSING, length_unit="pc"), "--length-unit"),
+])
+def test_every_metadata_error_names_the_flag_that_fixes_it(tmp_path, particles, kwargs, flag):
+    pos, vel, ids = particles
+    path = write_gadget(tmp_path / "snap", pos, vel, ids)
+    with pytest.raises(VelnetInputError) as err:
+        read_particles(path, **kwargs)
+    assert flag in str(err.value)
+    assert not re.search(r"\b(box_size|length_unit|cosmology|redshift|format)=", str(err.value))
+
+
+def test_missing_box_size_and_redshift_name_their_flags(tmp_path, particles):
+    pos, vel, ids = particles
+    path = write_gadget4(tmp_path / "snap.hdf5", pos, vel, ids)
+    with h5py.File(path, "a") as h5:
+        for group in ("Header", "Parameters"):
+            for key in ("BoxSize", "Time", "Redshift"):
+                if key in h5[group].attrs:
+                    del h5[group].attrs[key]
+    with pytest.raises(VelnetInputError, match="header has no BoxSize; give it with --box-size"):
+        read_particles(path)
+    with pytest.raises(VelnetInputError, match="no scale factor or redshift; give it with --redshift"):
+        read_particles(path, box_size=BOX)
+    assert read_particles(path, box_size=BOX, redshift=1.0).box_size == BOX

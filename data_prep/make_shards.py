@@ -32,7 +32,7 @@ CHUNK = 64
 """Tiles cut and encoded at a time (bounds the memory used)."""
 
 
-def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split="region",
+def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfield=None, split="region",
                 fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
                 target_scale=None, seed=0, linear_input=False, smoothing=0.0, context=0):
     """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
@@ -43,8 +43,10 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
             cosmology.
         outdir: dataset folder to create.
         target: "velocity" or "momentum".
-        tile: cells per side of a target tile; must divide the mesh.
+        tile: cells per side of a target tile; must divide the mesh (or the subfield).
         margin: input cells added on each side of a tile.
+        subfield: tile only the centred `subfield^3` of the mesh (`velnet.tiling.subfield_offset`;
+            Wu et al. 2021: 240 of 256, 1728 targets of 20^3 a box); None: the whole mesh.
         split: "region" (each box split spatially, see `velnet.tiling.split_tiles`) or
             "train", "val", "test" (whole boxes in that split).
         fractions: train, val, test shares of each box for `split="region"`.
@@ -85,10 +87,10 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
         raise VelnetInputError(None, f"{len(box_splits)} splits for {len(field_files)} fields files; "
                                      f"give one split, or one per file. Received: split={split}")
     try:
-        check_grid(nmesh, tile)
+        check_grid(nmesh, tile, subfield)
         check_context(nmesh, spec.get("context", 0))
-        origins = tile_origins(nmesh, tile)
-        per_box = [split_tiles(origins, nmesh, tile, margin, s, fractions) for s in box_splits]
+        origins = tile_origins(nmesh, tile, subfield)
+        per_box = [split_tiles(origins, nmesh, tile, margin, s, fractions, subfield) for s in box_splits]
     except VelnetInputError as err:
         raise VelnetInputError(field_files[0], err.problem) from None
     labels = [box_labels for box_labels, _ in per_box]
@@ -100,6 +102,8 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, split
               "target_scale": target_scale, "seed": seed}
     if spec != input_spec():  # only then, so datasets made before the option still match their config
         config[SPEC_KEY] = spec
+    if subfield is not None:
+        config["subfield"] = subfield
     sources = [{"file": str(f), "sha256": sha256(f)} for f in field_files]
     existing = _existing(outdir, config, sources, overwrite)
     if existing is not None:
@@ -216,7 +220,8 @@ def _manifest(meta, config, spec, sources, scale, totals, counts, shards, target
         "input_shape": [size, size, size, channels], "target_shape": [tile, tile, tile, 3],
         "input_vector_slices": vector_slices, "target_vector_slices": [[0, 3]],
         SPEC_KEY: spec,
-        "tile": {"input": size, "target": tile, "margin": margin},
+        "tile": {"input": size, "target": tile, "margin": margin,
+                 **({"subfield": config["subfield"]} if "subfield" in config else {})},
         "normalisation": {
             "input_transform": transform, "target_scale": scale, "target_units": "km/s",
             "undo": f"{target} [km/s] = stored target * target_scale"},

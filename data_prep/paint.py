@@ -10,6 +10,7 @@ cell, so the density has mean 1 and the momentum is (rho / rho_mean) v.
 import datetime
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from velnet.fields import Field, save_fields
 from velnet.provenance import versions
@@ -34,9 +35,13 @@ def paint_fields(particles, nmesh):
         "momentum" `(N, N, N, 3)`, (rho/rho_mean) v in km/s; "velocity" `(N, N, N, 3)`,
         momentum / density in km/s, the background velocity in empty cells.
     """
-    density = _paint(particles, nmesh)
-    momentum = np.stack([_paint(particles, nmesh, particles.velocity[:, i]) for i in range(3)],
-                        axis=-1)
+    rank = 0 if particles.comm is None else particles.comm.rank
+    with tqdm(total=4, desc=f"paint {nmesh}^3", unit="mesh", disable=rank != 0) as bar:
+        meshes = []
+        for value in (None, *particles.velocity.T):  # mass, then mass times each velocity component
+            meshes.append(_paint(particles, nmesh, value))
+            bar.update()
+    density, momentum = meshes[0], np.stack(meshes[1:], axis=-1)
     background = momentum.mean(axis=(0, 1, 2)) / density.mean()
     filled = density > 0
     velocity = np.where(filled[..., None],

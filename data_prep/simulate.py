@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from velnet.cosmology import HALO2024, WU2021, Cosmology
 from velnet.errors import VelnetInputError
@@ -179,12 +180,12 @@ def simulate(config, outdir):
     clock.lap("initial_conditions")
 
     paths = []
+    bar = tqdm(total=config.steps, desc="fastpm steps", unit="step", disable=comm.rank != 0)
 
     def monitor(action, ai, ac, af, state, event):
         if action == "F" and af > stages[0]:
-            step = int(np.searchsorted(stages, af))
-            _info(comm, "step %d/%d: a=%.4f z=%.3f (%.1f s)", step, config.steps, af,
-                  1 / af - 1, clock.since_start())
+            bar.set_postfix_str(f"z={1 / af - 1:.3f}")
+            bar.update()
         a = state.a["S"]
         if action == "K" and state.synchronized and any(math.isclose(a, o) for o in outputs):
             clock.lap("steps")
@@ -194,6 +195,7 @@ def simulate(config, outdir):
             _info(comm, "wrote %s", paths[-1])
 
     solver.nbody(state, leapfrog(stages), monitor=monitor)
+    bar.close()
     if comm.rank == 0:
         record = {"config": config.to_dict(), "snapshots": [p.name for p in paths],
                   "stages": [float(a) for a in stages], "nranks": comm.size,

@@ -1,5 +1,11 @@
-"""The command line as a user meets it: a whole small run, and bad input."""
+"""The command line as a user meets it: a whole small run, bad input, quiet logs, MPI errors."""
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -106,3 +112,56 @@ def test_halos_then_halo_fields(tiny_simulation, tmp_path):
                "--los", "x", "--weighting", "mass", "--nmin", 10, "--out", tmp_path / "f.h5") == 0
     with h5py.File(tmp_path / "f.h5") as h5:
         assert {f"halos_s_{i}" for i in range(4)} <= set(h5) and h5["linear_velocity_s"].shape == (16,) * 3 + (3,)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def velnet_process(*argv, mpi_ranks=0, timeout=180):
+    """`velnet ARGV` in a fresh process (under `mpirun -n RANKS` if asked): (returncode, stderr).
+
+    The process group is killed at `timeout`, which returns code None.
+    """
+    command = [sys.executable, "-m", "velnet.cli", *map(str, argv)]
+    if mpi_ranks:
+        mpirun = shutil.which("mpirun")
+        if mpirun is None:
+            pytest.skip("no mpirun")
+        command = [mpirun, "-n", str(mpi_ranks), *command]
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return None, err
+
+
+def test_other_packages_logs_only_with_verbose(tiny_simulation, tmp_path):
+    _, snapshots = tiny_simulation
+    code, quiet = velnet_process("paint", snapshots[-1], "--nmesh", 16, "--out", tmp_path / "quiet.h5")
+    assert code == 0, quiet
+    assert "paint 16^3: 100%" in quiet  # the progress bar
+    code, loud = velnet_process("-v", "paint", snapshots[-1], "--nmesh", 16, "--out", tmp_path / "loud.h5")
+    assert code == 0, loud
+    nbodykit = ("CatalogMesh", "MeshSource")
+    assert any(name in loud for name in nbodykit), loud[-3000:]
+    assert not any(name in quiet for name in nbodykit), quiet[-3000:]
+    assert len(quiet.splitlines()) < len(loud.splitlines())
+
+
+@pytest.mark.mpi
+def test_an_error_on_one_rank_stops_every_rank(tiny_simulation, tmp_path):
+    """Only rank 0 writes the fields file; if it cannot, rank 1 must not wait for it forever."""
+    _, snapshots = tiny_simulation
+    (tmp_path / "taken").write_text("a file, not a folder")
+    out = tmp_path / "taken" / "fields.h5"
+    code, err = velnet_process("paint", snapshots[-1], "--nmesh", 16, "--out", out, mpi_ranks=2, timeout=120)
+    assert code is not None, "the run hung: the other rank was left waiting\n" + err[-3000:]
+    assert code != 0
+    assert "velnet paint: error (rank 0 of 2)" in err and str(out) in err and "cannot be written" in err

@@ -145,3 +145,24 @@ def test_verify_shards_checks_every_tile_against_its_source(tmp_path):
     write_box(boxes[1][0], 40, seed=7)
     with pytest.raises(VelnetInputError, match="box1.h5.*changed"):
         verify_shards(tmp_path / "ds")
+
+
+def test_the_papers_subfield_from_the_command_line(tmp_path):
+    """`velnet prep --subfield`: the paper's 240 of 256 scaled down to 36 of 40 with 12^3 targets
+    (margin 2, so the 16^3 inputs stay inside the box); shards, manifest and check-shards agree."""
+    from velnet.cli import main
+
+    path, values = write_box(tmp_path / "box.h5", 40, seed=9)
+    assert main(["prep", str(path), "--split", "train", "--tile", "12", "--margin", "2", "--subfield", "36",
+                 "--out", str(tmp_path / "ds")]) == 0
+    manifest = read_manifest(tmp_path / "ds", verify=True)
+    assert manifest["split"]["counts"]["train"] == 27 and manifest["tile"]["subfield"] == 36
+    assert manifest["provenance"]["config"]["subfield"] == 36
+    x, y, origins, _ = read_split_arrays(tmp_path / "ds", "train")
+    assert origins.min() == 2 and origins.max() == 26
+    scale = manifest["normalisation"]["target_scale"]
+    np.testing.assert_array_equal(untile(y, origins - 2, 36) * scale, values["velocity"][2:38, 2:38, 2:38])
+    np.testing.assert_array_equal(x[..., 0], extract(np.log1p(values["density"]), origins, 16, -2))
+    assert main(["check-shards", str(tmp_path / "ds")]) == 0
+    assert main(["prep", str(path), "--split", "train", "--tile", "12", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -81,6 +81,31 @@ def test_parameter_count_of_tiny_and_other_shapes():
     assert model.count_params() == hand_count((8, 12, 16, 20), 3, in_channels=2, out_channels=1)
 
 
+def test_crop_layout_crops_each_transposed_convolution_on_both_sides():
+    """Section 3 to the letter: each deconvolution, then a cropping layer (the same on both
+    sides), then the concatenation; the parameters are those of the 'same' layout."""
+    model = unet_from_config(unet_config("tiny-crop"))
+    shape = {layer.name: tuple(layer.output.shape[1:4]) for layer in model.layers}
+    assert shape["dec2_up_conv"] == (18,) * 3 and shape["dec2_up_crop"] == (16,) * 3
+    assert shape["dec1_up_conv"] == (34,) * 3 and shape["dec1_up_crop"] == (32,) * 3
+    for i in (1, 2):
+        assert model.get_layer(f"dec{i}_up_crop").cropping == ((1, 1),) * 3
+        names = [layer.name for layer in model.layers]
+        assert names.index(f"dec{i}_up_conv") < names.index(f"dec{i}_up_crop") < names.index(f"dec{i}_up_bn") \
+            < names.index(f"dec{i}_concat")
+    assert "crop" not in " ".join(layer.name for layer in tiny().layers)
+    assert model.output_shape == (None, 20, 20, 20, 3)
+    assert model.count_params() == tiny().count_params() == hand_count((16, 32, 64), 6)
+    free = unet_from_config(unet_config("tiny-crop", input_shape=(None, None, None, 1)))
+    assert free.predict(np.zeros((1, 28, 36, 44, 1), "float32"), verbose=0).shape == (1, 16, 24, 32, 3)
+    with pytest.raises(ValueError, match="Received: upsampling='bilinear'"):
+        unet3d(upsampling="bilinear")
+
+
+def test_parameter_count_of_the_crop_layout_is_the_texts():
+    assert unet_from_config(unet_config("wu2021-text-crop")).count_params() == TEXT_LAYOUT_PARAMETERS
+
+
 def test_every_layer_is_named_by_its_role():
     names = [layer.name for layer in tiny().layers]
     assert len(set(names)) == len(names)
@@ -114,7 +139,7 @@ def test_unknown_preset_and_config_keys_are_refused():
 def test_config_round_trips():
     config = unet_config("tiny", n_valid=4, input_shape=(24, 24, 24, 1))
     assert set(config) == {"input_shape", "out_channels", "widths", "width_multiplier", "n_valid",
-                           "residual_channels", "name"}
+                           "residual_channels", "upsampling", "name"}
     model = unet_from_config(json.loads(json.dumps(config)))
     assert model.output_shape == (None, 16, 16, 16, 3)
     assert model.get_config() == unet_from_config(config).get_config()

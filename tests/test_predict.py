@@ -6,7 +6,9 @@ import pytest
 from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
 from velnet.fields import Field
+from velnet.models import physical_model, unet_config, unet_from_config
 from velnet.predict import inference_tile, predict_box
+from velnet.tiling import cover_origins, cover_owners, cover_starts, extract
 
 MARGIN = 6
 
@@ -28,7 +30,7 @@ def metadata(nmesh, box_size):
             "normalisation": {"target_scale": 300.0}}
 
 
-@pytest.mark.parametrize("nmesh,tile", [(40, 20), (40, 8), (36, None)])
+@pytest.mark.parametrize("nmesh,tile", [(40, 20), (40, 8), (36, None), (25, None), (27, 8), (30, None)])
 def test_prediction_stitches_every_cell_exactly_once(nmesh, tile):
     rng = np.random.default_rng(nmesh)
     density = Field(np.exp(rng.standard_normal((nmesh,) * 3)).astype(np.float32), "density",
@@ -40,12 +42,51 @@ def test_prediction_stitches_every_cell_exactly_once(nmesh, tile):
     assert out.box_size == density.box_size and out.cosmology == density.cosmology
 
 
-def test_inference_tile_is_the_largest_that_fits():
-    assert inference_tile(80, MARGIN) == 40      # 40 + 12 = 52, divisible by 4
+def test_inference_tile_is_the_fewest_smallest_that_fit():
+    assert inference_tile(80, MARGIN) == 40      # 2 per axis; 40 + 12 = 52, divisible by 4
     assert inference_tile(36, MARGIN) == 36      # one tile: the whole box
     assert inference_tile(256, MARGIN) == 64
-    with pytest.raises(VelnetInputError, match="30"):
-        inference_tile(30, MARGIN)               # no divisor t of 30 has t + 12 divisible by 4
+    assert inference_tile(250, MARGIN) == 64     # 4 per axis, overlapping by 6 cells in all
+    assert inference_tile(30, MARGIN) == 16      # 2 per axis; 15 + 12 is not divisible by 4
+    assert inference_tile(25, MARGIN) == 16
+    with pytest.raises(VelnetInputError, match="nmesh=2"):
+        inference_tile(2, MARGIN)                # 1 + 12 and 2 + 12: not divisible by 4
+
+
+def test_a_tile_that_does_not_fit_names_the_flag():
+    density = Field(np.ones((25,) * 3, np.float32), "density", 50.0, 0.0, WU2021)
+    with pytest.raises(VelnetInputError, match="--tile must be 1 to 25 cells.*--tile 15"):
+        predict_box(central_copy_model(), metadata(80, 160.0), density, tile=15)
+
+
+@pytest.mark.parametrize("nmesh", [25, 27])
+def test_stitched_prediction_is_each_cells_most_central_tile_prediction(nmesh):
+    """A U-net is not shift-invariant (stride 2), so overlapping tiles disagree where they
+    overlap: the stitched box must hold, at each cell, the prediction of the tile that owns it."""
+    keras.utils.set_random_seed(1)
+    tiny = unet_config("tiny", input_shape=[None, None, None, 1], n_valid=MARGIN)
+    model = physical_model(tiny, unet_from_config(tiny).get_weights(), 300.0, {})
+    rng = np.random.default_rng(nmesh)
+    density = Field(np.exp(0.5 * rng.standard_normal((nmesh,) * 3)).astype(np.float32), "density",
+                    2.0 * nmesh, 0.0, WU2021)
+    meta = {**metadata(80, 160.0), "model_config": tiny}
+    out = predict_box(model, meta, density).value
+    size = inference_tile(nmesh, MARGIN)
+    origins = cover_origins(nmesh, size)
+    windows = extract(np.log1p(density.value)[..., None], origins, size + 2 * MARGIN, -MARGIN)
+    tiles = model.predict(windows, verbose=0)
+    owner, offset = cover_owners(nmesh, size)
+    k = len(cover_starts(nmesh, size))
+    owned = 0
+    for n, (i, j, m) in enumerate(np.ndindex(k, k, k)):
+        cells = [np.flatnonzero(owner == a) for a in (i, j, m)]
+        here = np.ix_(*cells)
+        np.testing.assert_allclose(out[here], tiles[n][np.ix_(*[offset[c] for c in cells])], rtol=1e-5, atol=1e-3)
+        owned += np.prod([len(c) for c in cells])
+    assert owned == nmesh**3
+    # the choice matters: where tiles (0, 0, 0) and (1, 0, 0) overlap along x, they disagree
+    second = cover_starts(nmesh, size)[1]
+    assert second < size and not np.allclose(tiles[0][second:], tiles[k * k][:size - second], rtol=1e-5, atol=1e-3)
 
 
 def test_a_box_of_another_cell_size_is_refused():

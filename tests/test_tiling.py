@@ -4,8 +4,8 @@ import pytest
 
 from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
-from velnet.tiling import (GUARD, OH_ELEMENTS, check_grid, extract, oh_transform, periodic_pad,
-                           split_tiles, tile, tile_origins, untile)
+from velnet.tiling import (GUARD, OH_ELEMENTS, check_grid, cover_origins, cover_owners, cover_starts, extract,
+                           oh_transform, periodic_pad, split_tiles, stitch, tile, tile_origins, untile)
 
 RNG = np.random.default_rng(7)
 
@@ -46,8 +46,53 @@ def test_windows_wrap_periodically():
 def test_bad_grid_names_sizes_that_work():
     with pytest.raises(VelnetInputError, match=r"\[5, 10, 25, 50\]"):
         tile_origins(50, 20)
-    with pytest.raises(VelnetInputError, match="target=20"):
+    with pytest.raises(VelnetInputError, match="target=20.*--subfield 240|--subfield 240.*target=20"):
         check_grid(256, 20)
+    with pytest.raises(VelnetInputError, match="1 to 256 cells"):
+        check_grid(256, 20, subfield=260)
+
+
+def test_the_papers_subfield_gives_1728_cubes_whose_inputs_stay_in_the_box():
+    origins = tile_origins(256, 20, subfield=240)
+    assert len(origins) == 1728 == 12**3
+    assert origins.min() == 8 and origins.max() == 8 + 220
+    assert origins.min() - 6 >= 0 and origins.max() + 20 + 6 <= 256  # 32^3 inputs never wrap
+    box = RNG.standard_normal((40, 40, 40)).astype(np.float32)
+    targets = extract(box, tile_origins(40, 12, subfield=36), 12)
+    np.testing.assert_array_equal(untile(targets, tile_origins(40, 12, subfield=36) - 2, 36), box[2:38, 2:38, 2:38])
+    labels, counts = split_tiles(origins, 256, 20, 6, "region", subfield=240)
+    assert sum(counts.values()) == 1728 and counts["guard"] == 2 * 144
+    assert set(labels[origins[:, 0] == 8]) == {"train"} and set(labels[origins[:, 0] == 228]) == {GUARD}
+
+
+@pytest.mark.parametrize("nmesh, size", [(25, 16), (27, 8), (30, 29), (7, 7), (40, 20), (250, 64), (250, 20)])
+def test_cover_takes_each_cell_once_from_the_tile_where_it_is_most_central(nmesh, size):
+    starts = cover_starts(nmesh, size)
+    assert len(starts) == -(-nmesh // size) and starts[0] == 0
+    owner, offset = cover_owners(nmesh, size)
+    for x in range(nmesh):
+        covering = [i for i, s in enumerate(starts) if (x - s) % nmesh < size]
+        assert owner[x] in covering and offset[x] == (x - starts[owner[x]]) % nmesh
+        distance = [abs((x - starts[i]) % nmesh + 0.5 - size / 2) for i in covering]
+        assert abs(offset[x] + 0.5 - size / 2) == min(distance)
+    if nmesh <= 40:
+        box = RNG.standard_normal((nmesh,) * 3 + (2,)).astype(np.float32)
+        origins = cover_origins(nmesh, size)
+        np.testing.assert_array_equal(stitch(extract(box, origins, size), nmesh), box)
+        # each cell from its owner: tile n filled with n, stitched, gives the owners' index
+        index = stitch(np.broadcast_to(np.arange(len(origins))[:, None, None, None], (len(origins),) + (size,) * 3), nmesh)
+        k = len(starts)
+        np.testing.assert_array_equal(index, (owner[:, None, None] * k + owner[None, :, None]) * k + owner)
+
+
+def test_cover_is_the_exact_tiling_where_the_tile_divides():
+    np.testing.assert_array_equal(cover_origins(40, 20), tile_origins(40, 20))
+    tiles = RNG.standard_normal((8, 20, 20, 20, 3)).astype(np.float32)
+    np.testing.assert_array_equal(stitch(tiles, 40), untile(tiles, tile_origins(40, 20), 40))
+    with pytest.raises(VelnetInputError, match="1 to 40 cells"):
+        cover_starts(40, 41)
+    with pytest.raises(VelnetInputError, match="its cover has 8"):
+        stitch(tiles[:7], 40)
 
 
 def test_untile_rejects_incomplete_cover():

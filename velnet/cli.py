@@ -14,13 +14,18 @@
     velnet summary   print what a fields file holds
 
 Every command writes a JSON record of its config, versions and timings beside its outputs.
-Bad input exits with status 2 and a message naming the file and the problem.
+Bad input exits with status 2 and a message naming the file and the problem; under mpirun,
+an error on any rank aborts every rank. Other packages' logs (nbodykit, TensorFlow, absl)
+show from WARNING up; `-v` shows everything.
 """
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +55,31 @@ def _reader_kwargs(args):
     cosmology = args.cosmology
     if cosmology is not None:
         from .cosmology import PRESETS
-        cosmology = PRESETS[cosmology] if cosmology in PRESETS else json.loads(cosmology)
+        try:
+            cosmology = PRESETS[cosmology] if cosmology in PRESETS else json.loads(cosmology)
+        except json.JSONDecodeError:
+            raise VelnetInputError(None, f"--cosmology must be a preset ({', '.join(PRESETS)}) or "
+                                         f"JSON. Received: {cosmology!r}") from None
     return {k: v for k, v in {"format": args.format, "box_size": args.box_size,
-                              "cosmology": cosmology}.items() if v is not None}
+                              "cosmology": cosmology, "redshift": args.redshift,
+                              "length_unit": args.length_unit}.items() if v is not None}
+
+
+def _add_reader_flags(s):
+    """The snapshot reader's flags (`data_prep.readers.read_particles`), shared by the commands
+    that read snapshots."""
+    s.add_argument("--format", choices=["bigfile", "gadget", "hdf5"], help="default: detect")
+    s.add_argument("--length-unit", choices=["Mpc/h", "kpc/h"],
+                   help="length unit of positions and BoxSize; default: the unit the file states "
+                        "(Gadget-4, AREPO, SWIFT HDF5), else Mpc/h (Gadget-1 binaries state none)")
+    s.add_argument("--box-size", type=float, help="box size, Mpc/h: checked against the file, used "
+                                                  "where it has none")
+    s.add_argument("--redshift", type=float, help="redshift: checked against the file, used where "
+                                                  "it has no scale factor")
+    s.add_argument("--cosmology",
+                   help="what the snapshot header lacks (Gadget has no sigma8, n_s, Omega_b): "
+                        "a preset (wu2021, halo2024) or JSON, e.g. "
+                        "'{\"sigma8\": 0.83, \"n_s\": 0.96, \"Omega_b\": 0.05}'")
 
 
 def _check_shards(args):
@@ -70,11 +97,15 @@ def _halos(args):
 
 
 def _halo_fields(args):
+    from data_prep.catalogs import is_hbt, read_hbt_tracers
     from data_prep.halos import combine_catalogs, load_halos, read_catalog, write_halo_fields
     catalog = None
     if args.catalog:
         config = json.loads(Path(args.catalog_config).read_text()) if args.catalog_config else None
-        catalogs = [read_catalog(p, config) if config else load_halos(p) for p in args.catalog]
+        reader = _reader_kwargs(args)
+        catalogs = [read_hbt_tracers(p, reader.get("cosmology"), args.box_size, args.redshift)
+                    if is_hbt(p) else read_catalog(p, config) if config else load_halos(p)
+                    for p in args.catalog]
         catalog = catalogs[0] if len(catalogs) == 1 else combine_catalogs(catalogs)
     write_halo_fields(args.snapshot, args.out, args.nmesh, catalog=catalog, los=args.los,
                       weighting=args.weighting, linking_length=args.linking_length,
@@ -96,6 +127,7 @@ def _prep(args):
                 paint_snapshot(path, args.nmesh, target, **_reader_kwargs(args))
             field_files.append(target)
     make_shards(field_files, out, target=args.target, tile=args.tile, margin=args.margin,
+                subfield=args.subfield,
                 split=args.split[0] if len(args.split) == 1 else args.split,
                 tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite,
                 linear_input=args.linear_input, smoothing=args.smoothing, context=args.context)
@@ -192,7 +224,9 @@ def _summary(args):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="velnet", description=__doc__.split("\n\n")[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logging, with every package's logs and warnings (default: velnet's "
+                        "at INFO, the others' from WARNING up)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("simulate", help="run fastpm from a preset")
@@ -215,12 +249,7 @@ def build_parser():
         else:
             s.add_argument("inputs", nargs="+", help="snapshots, or fields .h5 files from `paint`")
         s.add_argument("--nmesh", type=int, default=128, help="CIC mesh per side (default 128)")
-        s.add_argument("--format", choices=["bigfile", "gadget", "hdf5"], help="default: detect")
-        s.add_argument("--box-size", type=float, help="expected box size, Mpc/h (checked)")
-        s.add_argument("--cosmology",
-                       help="what the snapshot header lacks (Gadget has no sigma8, n_s, Omega_b): "
-                            "a preset (wu2021, halo2024) or JSON, e.g. "
-                            "'{\"sigma8\": 0.83, \"n_s\": 0.96, \"Omega_b\": 0.05}'")
+        _add_reader_flags(s)
         s.add_argument("--out", required=True,
                        help="fields .h5 (paint) or shard folder (prep)")
         if name == "prep":
@@ -228,6 +257,10 @@ def build_parser():
             s.add_argument("--tile", type=int, default=20, help="target tile side, cells (20)")
             s.add_argument("--margin", type=int, default=6,
                            help="input margin per side, cells (6: 32^3 inputs)")
+            s.add_argument("--subfield", type=int,
+                           help="tile only the centred S^3 subfield of the mesh, S a multiple of --tile "
+                                "(the paper: --nmesh 256 --subfield 240, 1728 targets of 20^3 a box, "
+                                "inputs inside the box); default the whole mesh")
             s.add_argument("--split", nargs="+", default=["region"],
                            help="region (60/30/10 by spatial region within each box) or "
                                 "train/val/test for whole boxes; one value, or one per input")
@@ -252,10 +285,7 @@ def build_parser():
                             "real-space targets (the 2024 paper's inputs)", _halo_fields)):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("snapshot", help="snapshot path (FastPM BigFile, Gadget-1 or HDF5)")
-        s.add_argument("--format", choices=["bigfile", "gadget", "hdf5"], help="default: detect")
-        s.add_argument("--box-size", type=float, help="expected box size, Mpc/h (checked)")
-        s.add_argument("--cosmology", help="a preset (wu2021, halo2024) or JSON for what the "
-                                           "header lacks")
+        _add_reader_flags(s)
         s.add_argument("--linking-length", type=float, default=0.2,
                        help="FOF linking length, in mean particle separations (0.2)")
         s.add_argument("--nmin", type=int, default=20, help="fewest particles of a halo (20)")
@@ -267,6 +297,8 @@ def build_parser():
                            help="halo channels without (number) or with (mass) mass weighting")
             s.add_argument("--catalog", nargs="+",
                            help="halo catalogue(s) instead of FOF: velnet .h5 from `velnet halos`, "
+                                "HBT+ subhalos (SubSnap_SSS[.0].hdf5: halos and subhalos, as the "
+                                "2024 paper; --cosmology supplies h, Omega_b, sigma8, n_s), "
                                 "or other codes' files with --catalog-config")
             s.add_argument("--catalog-config",
                            help="JSON mapping another code's columns and units "
@@ -342,16 +374,59 @@ def build_parser():
     return p
 
 
+OWN_LOGGERS = ("velnet", "data_prep", "experiments", "benchmarks")
+"""Loggers of velnet's packages: INFO by default (DEBUG with -v)."""
+
+QUIET_WARNINGS = ("mcfit",)
+"""Modules whose Python warnings (notices of changed defaults) are hidden unless -v."""
+
+
+def _configure_logging(verbose):
+    """velnet's loggers at INFO, every other (nbodykit, TensorFlow, absl, ...) at WARNING;
+    with `verbose`, everything at DEBUG and every warning shown."""
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ log, read at its import
+        for module in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", module=module)
+
+
+def _mpi_world():
+    """MPI.COMM_WORLD when this process is one of several MPI ranks (mpi4py in use), else None."""
+    if "mpi4py.MPI" not in sys.modules:
+        return None
+    from mpi4py import MPI
+    if not MPI.Is_initialized() or MPI.Is_finalized() or MPI.COMM_WORLD.size < 2:
+        return None
+    return MPI.COMM_WORLD
+
+
+def _fail(command, message, code):
+    """Print an error; under MPI, abort every rank with `code` (others may be waiting on this one)."""
+    world = _mpi_world()
+    rank = f" (rank {world.rank} of {world.size})" if world else ""
+    print(f"velnet {command}: error{rank}: {message}", file=sys.stderr, flush=True)
+    if world:
+        sys.stdout.flush()
+        world.Abort(code)
+    return code
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _configure_logging(args.verbose)
     start = time.time()
     try:
         args.func(args)
     except VelnetInputError as err:
-        print(f"velnet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(args.command, err, 2)
+    except Exception:
+        if _mpi_world():
+            _fail(args.command, traceback.format_exc(), 1)
+        raise
     log.debug("%s took %.1f s", args.command, time.time() - start)
     return 0
 

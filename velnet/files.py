@@ -11,8 +11,7 @@ from .errors import VelnetInputError
 @contextlib.contextmanager
 def atomic_file(path):
     """Yield a temporary path beside `path`; rename it onto `path` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _with_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
@@ -30,8 +29,7 @@ def atomic_dir(path):
 
     An existing `path` is replaced only after the new one is complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _with_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
@@ -46,6 +44,17 @@ def atomic_dir(path):
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _with_parent(path):
+    """`path` as a Path, its folder made; VelnetInputError naming it where that fails."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VelnetInputError(path, f"cannot be written: its folder {path.parent} cannot be made "
+                                     f"({err.strerror or err})") from None
+    return path
 
 
 def _umask():

@@ -13,16 +13,27 @@ except the last, linear one.
     6 x conv 128 'valid'                                        -> 20^3
     transposed conv 3 stride 1 'same', linear                   -> 20^3 x 3
 
-'same' transposed convolutions of stride 2 double the size exactly, so with spatial sizes
-divisible by 2**(len(widths) - 1) the decoder and skip shapes always agree and no cropping
-layer is needed. The network is fully convolutional: any spatial size n with
-n % 2**(len(widths) - 1) == 0 and n > 2 * n_valid gives an output of n - 2 * n_valid.
+Upsampling (`upsampling`). "same" (the presets without "-crop", and the shipped models):
+'same' transposed convolutions of stride 2 double the size exactly and line the coarse cells
+up with the skip's (a coarse cell sits on the centre of the fine cells it was computed
+from), so no cropping layer is needed. "crop" follows the text to the letter: "each
+deconvolution is followed by a cropping layer ... we crop the both side with the same pixel":
+a 'valid' transposed convolution of 3^3 filters, stride 2, output padding 1, gives
+2n + 2 cells, Cropping3D(1) takes one from each side, then BatchNormalization and ReLU:
+
+    up 2:    transposed conv 256 -> 18^3, crop -> 16^3, concat skip 2, conv 256 'same'
+    up 1:    transposed conv 128 -> 34^3, crop -> 32^3, concat skip 1
+
+The parameters are the same; the upsampled features sit one fine cell lower on each axis
+than the skip's (the following 3^3 convolutions can learn the shift). Either way the
+network is fully convolutional: any spatial size n with n % 2**(len(widths) - 1) == 0 and
+n > 2 * n_valid gives an output of n - 2 * n_valid.
 
 Residual variant (`residual_channels`): with the linear-theory target in input channels
 1-3 (see `velnet.inputs`), the output is the network's output plus those channels cropped
 to the output region, so the network learns only the correction to linear theory.
 
-Parameter count: the text layout ("wu2021-text") has 27,016,195 parameters in Keras
+Parameter count: the text layout ("wu2021-text", "wu2021-text-crop") has 27,016,195 parameters in Keras
 (including the BatchNormalization moving statistics), not the 48,690,307 the paper states.
 No layout consistent with the text reproduces 48,690,307: with every width the text states
 held fixed, no choice of the unstated details (width and number of the valid convolutions,
@@ -37,12 +48,16 @@ import keras
 from keras import layers
 
 PRESETS = {
-    # Section 3 of Wu et al. 2021 as written: 27,016,195 parameters.
+    # Section 3 of Wu et al. 2021: 27,016,195 parameters; 'same' transposed convolutions.
     "wu2021-text": dict(widths=(128, 256, 512), width_multiplier=1.0, n_valid=6),
     # The same layout at 1/8 of the widths (16, 32, 64): about 0.43 M parameters, trains on a laptop.
     "tiny": dict(widths=(128, 256, 512), width_multiplier=1 / 8, n_valid=6),
-    # The same two, adding the linear-theory input channels 1-3 to the output (needs a dataset
-    # made with linear_input=True).
+    # The two as the text has them to the letter: a Cropping3D after each transposed convolution.
+    "wu2021-text-crop": dict(widths=(128, 256, 512), width_multiplier=1.0, n_valid=6,
+                             upsampling="crop"),
+    "tiny-crop": dict(widths=(128, 256, 512), width_multiplier=1 / 8, n_valid=6, upsampling="crop"),
+    # "wu2021-text" and "tiny", adding the linear-theory input channels 1-3 to the output (needs
+    # a dataset made with linear_input=True).
     "wu2021-text-residual": dict(widths=(128, 256, 512), width_multiplier=1.0, n_valid=6,
                                  residual_channels=(1, 4)),
     "tiny-residual": dict(widths=(128, 256, 512), width_multiplier=1 / 8, n_valid=6,
@@ -51,22 +66,30 @@ PRESETS = {
 OUTPUT_LAYER = "to_physical"
 
 
-def conv_block(x, filters, name, strides=1, padding="same", transpose=False):
+def conv_block(x, filters, name, strides=1, padding="same", transpose=False, crop=0):
     """3^3 convolution (or transposed convolution), BatchNormalization, ReLU.
 
     Args:
         x: channels-last 5D tensor.
         filters: number of output channels.
-        name: prefix of the three layer names (`{name}_conv`, `{name}_bn`, `{name}_relu`).
+        name: prefix of the layer names (`{name}_conv`, `{name}_crop`, `{name}_bn`, `{name}_relu`).
         strides: convolution stride.
         padding: "same" or "valid".
         transpose: use Conv3DTranspose instead of Conv3D.
+        crop: with `transpose`, a 'valid' transposed convolution with output padding
+            `strides + 2 crop - 3` (so that it gives `strides` n + 2 crop cells), then
+            Cropping3D of `crop` cells on every side: exactly `strides` n cells.
 
     Returns:
         The activated tensor.
     """
-    conv = layers.Conv3DTranspose if transpose else layers.Conv3D
-    x = conv(filters, 3, strides=strides, padding=padding, name=f"{name}_conv")(x)
+    if crop:
+        x = layers.Conv3DTranspose(filters, 3, strides=strides, padding="valid",
+                                   output_padding=strides + 2 * crop - 3, name=f"{name}_conv")(x)
+        x = layers.Cropping3D(crop, name=f"{name}_crop")(x)
+    else:
+        conv = layers.Conv3DTranspose if transpose else layers.Conv3D
+        x = conv(filters, 3, strides=strides, padding=padding, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -76,8 +99,16 @@ def scaled_widths(widths, width_multiplier):
     return tuple(max(1, round(w * width_multiplier)) for w in widths)
 
 
-def _validate(input_shape, out_channels, widths, width_multiplier, n_valid, residual_channels):
+UPSAMPLING = ("same", "crop")
+
+
+def _validate(input_shape, out_channels, widths, width_multiplier, n_valid, residual_channels,
+              upsampling):
     """Raise ValueError ending in "Received: ..." for arguments the U-net cannot take."""
+    if upsampling not in UPSAMPLING:
+        raise ValueError(
+            f"`upsampling` must be one of {UPSAMPLING}. Received: upsampling={upsampling!r}"
+        )
     if not (isinstance(n_valid, int) and n_valid >= 0):
         raise ValueError(f"`n_valid` must be an integer >= 0. Received: n_valid={n_valid}")
     if len(widths) < 2 or not all(isinstance(w, int) and w > 0 for w in widths):
@@ -123,6 +154,7 @@ def unet3d(
     width_multiplier=1.0,
     n_valid=6,
     residual_channels=None,
+    upsampling="same",
     name="velnet_unet",
 ):
     """Build the Wu et al. 2021 U-net: ln(1 + rho/rho_mean) tiles to velocity or momentum tiles.
@@ -139,6 +171,8 @@ def unet3d(
         residual_channels: None, or `(start, stop)`: input channels (the linear-theory
             target, in normalised units) added to the output after cropping n_valid cells
             from every face; `stop - start` must equal `out_channels`.
+        upsampling: "same" ('same' transposed convolutions, skips aligned) or "crop" (the
+            text's 'valid' transposed convolution and Cropping3D of one cell a side).
         name: model name.
 
     Returns:
@@ -155,7 +189,8 @@ def unet3d(
     """
     input_shape = tuple(input_shape)
     widths = tuple(widths)
-    _validate(input_shape, out_channels, widths, width_multiplier, n_valid, residual_channels)
+    _validate(input_shape, out_channels, widths, width_multiplier, n_valid, residual_channels,
+              upsampling)
     *levels, bottom = scaled_widths(widths, width_multiplier)
 
     inputs = keras.Input(shape=input_shape, name="ln_density")
@@ -170,7 +205,7 @@ def unet3d(
     x = conv_block(x, bottom, "bottom_conv2")
     for i in range(len(levels), 0, -1):
         w = levels[i - 1]
-        x = conv_block(x, w, f"dec{i}_up", strides=2, transpose=True)
+        x = conv_block(x, w, f"dec{i}_up", strides=2, transpose=True, crop=int(upsampling == "crop"))
         x = layers.Concatenate(name=f"dec{i}_concat")([skips[i - 1], x])
         if i > 1:
             x = conv_block(x, w, f"dec{i}_conv")

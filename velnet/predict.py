@@ -2,7 +2,8 @@
 
 The trained U-net is fully convolutional, so inference may use target tiles larger than the
 training ones (fewer overlapping margins to compute); the input windows wrap around the
-periodic box exactly as in training.
+periodic box exactly as in training. Any mesh size is predicted: where the tile does not
+divide it, the tiles overlap and each cell comes from the tile where it is most central.
 """
 import logging
 import time
@@ -16,24 +17,35 @@ from .fields import load_fields, save_fields
 from .inputs import InputWindows, box_inputs, input_layout, read_spec
 from .linear import linear_momentum
 from .provenance import write_record
-from .tiling import tile_origins, untile
+from .tiling import cover_origins, stitch
 
 log = logging.getLogger(__name__)
 
 
 def inference_tile(nmesh, margin, multiple=4, largest=64):
-    """The largest target tile for inference that divides `nmesh`.
+    """The target tile for inference: the fewest tiles of at most `largest` cells, each as small
+    as that number allows (they cover the box with overlaps, see `velnet.tiling.cover_starts`).
 
     The input window (tile + 2 margin) must be divisible by `multiple` (2**levels of the U-net).
 
     Raises:
-        VelnetInputError: no such tile exists.
+        VelnetInputError: no tile of at most `nmesh` cells has such a window.
     """
-    for t in range(min(largest, nmesh), 0, -1):
-        if nmesh % t == 0 and (t + 2 * margin) % multiple == 0:
-            return t
-    raise VelnetInputError(None, f"no target tile divides the {nmesh}^3 mesh with inputs "
-                                 f"divisible by {multiple}. Received: nmesh={nmesh}")
+    fits = [t for t in range(1, min(largest, nmesh) + 1) if (t + 2 * margin) % multiple == 0]
+    if not fits:
+        raise VelnetInputError(None, f"no target tile of at most {min(largest, nmesh)} cells has an "
+                                     f"input window (tile + {2 * margin}) divisible by {multiple}. "
+                                     f"Received: nmesh={nmesh}")
+    count = -(-nmesh // fits[-1])
+    return next(t for t in fits if t * count >= nmesh)
+
+
+def _check_tile(tile, nmesh, margin, multiple):
+    """Raise unless `tile` (--tile) is a usable inference tile for an `nmesh^3` box."""
+    if not (1 <= tile <= nmesh and (tile + 2 * margin) % multiple == 0):
+        raise VelnetInputError(None, f"--tile must be 1 to {nmesh} cells with tile + {2 * margin} "
+                                     f"divisible by {multiple} (the U-net's downsampling). "
+                                     f"Received: --tile {tile}")
 
 
 def predict_box(model, metadata, density, tile=None, batch_size=4):
@@ -45,15 +57,18 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
             input spec and target scale for the input channels, see `velnet.inputs`).
         density: `Field` of rho/rho_mean on an N^3 mesh with the training cell size; the
             whole box (linear-theory input channels are computed from all of it).
-        tile: target tile side for inference, cells; default: the largest that fits.
+        tile: target tile side for inference, cells: any from 1 to N whose input window
+            (tile + 2 margin) the U-net takes; default `inference_tile`. Tiles that do not
+            divide N overlap; each cell is taken from the tile where it is most central
+            (`velnet.tiling.stitch`), so any N is predicted.
         batch_size: tiles per model call.
 
     Returns:
         `Field` `(N, N, N, 3)` named after the model's target, in km/s.
 
     Raises:
-        VelnetInputError: the cell size differs from the training data's, or the input
-            channels from the model's.
+        VelnetInputError: the cell size differs from the training data's, the input
+            channels from the model's, or `tile` does not fit.
     """
     trained_cell = metadata["box_size"] / metadata["nmesh"]
     if not np.isclose(density.cell_size, trained_cell, rtol=1e-3):
@@ -74,14 +89,17 @@ def predict_box(model, metadata, density, tile=None, batch_size=4):
             density.attrs.get("path"), f"input spec {spec} gives {channels} input channel(s), "
                                        f"the model takes {model.input_shape[-1]}")
     margin = metadata["tile"]["margin"]
-    tile = tile or inference_tile(density.nmesh, margin)
-    origins = tile_origins(density.nmesh, tile)
+    multiple = 2 ** (len(metadata.get("model_config", {}).get("widths", (0, 0, 0))) - 1)  # 4
+    if tile:
+        _check_tile(tile, density.nmesh, margin, multiple)
+    tile = tile or inference_tile(density.nmesh, margin, multiple)
+    origins = cover_origins(density.nmesh, tile)
     outputs = np.empty((len(origins), tile, tile, tile, 3), np.float32)
     for start in tqdm(range(0, len(origins), batch_size), desc=f"predict {metadata['target_name']}",
                       unit="batch"):
         batch = windows(origins[start:start + batch_size], tile + 2 * margin, margin)
         outputs[start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
-    box = untile(outputs, origins, density.nmesh)
+    box = stitch(outputs, density.nmesh)
     return density.with_value(box, metadata["target_name"])
 
 

@@ -21,34 +21,55 @@ GUARD = "guard"
 """Label of tiles dropped so that held-out inputs never overlap training inputs."""
 
 
-def check_grid(nmesh, target):
-    """Raise VelnetInputError unless `target` divides the mesh size `nmesh`.
+def check_grid(nmesh, target, subfield=None):
+    """Raise VelnetInputError unless `target` divides the region tiled: the mesh of `nmesh`
+    cells per side, or its centred `subfield^3` (see `subfield_offset`).
 
     Raises:
-        VelnetInputError: naming the tile sizes that would work.
+        VelnetInputError: naming the tile sizes and the subfield that would work.
     """
-    if target < 1 or nmesh % target:
-        ok = [t for t in range(4, nmesh + 1) if nmesh % t == 0]
+    size = nmesh if subfield is None else subfield
+    if not 1 <= size <= nmesh:
+        raise VelnetInputError(None, f"a subfield must hold 1 to {nmesh} cells per side of the "
+                                     f"{nmesh}^3 mesh. Received: subfield={subfield}")
+    if target < 1 or size % target:
+        ok = [t for t in range(4, size + 1) if size % t == 0]
+        region = f"{size}^3 subfield of the {nmesh}^3 mesh" if subfield else f"{nmesh}^3 mesh"
+        hint = (f"; or tile a centred subfield (--subfield {nmesh - nmesh % target}: a multiple of "
+                f"the tile, as the paper's 240 of 256)" if 1 <= target <= nmesh else "")
         raise VelnetInputError(
-            None, f"target tile of {target} cells does not divide the {nmesh}^3 mesh; "
-                  f"tile sizes that would: {ok}. Received: target={target}, nmesh={nmesh}")
+            None, f"target tile of {target} cells does not divide the {region}; tile sizes that would: "
+                  f"{ok}{hint}. Received: target={target}, nmesh={nmesh}, subfield={subfield}")
 
 
-def tile_origins(nmesh, target):
-    """Corners of the `target^3` tiles that cover an `nmesh^3` box exactly once.
+def subfield_offset(nmesh, subfield=None):
+    """First cell, on each axis, of the centred `subfield^3` of an `nmesh^3` mesh (0 without one).
+
+    Wu et al. 2021 cut 1728 targets of 20^3 from a 240^3 subfield of each 256^3 box: centred,
+    it leaves 8 cells on each side, so the 32^3 inputs (6 cells of margin) stay inside the box.
+    """
+    return 0 if subfield is None else (nmesh - subfield) // 2
+
+
+def tile_origins(nmesh, target, subfield=None):
+    """Corners of the `target^3` tiles that cover an `nmesh^3` box, or its centred
+    `subfield^3`, exactly once.
 
     Args:
         nmesh: cells per side of the box.
-        target: cells per side of a target tile; must divide `nmesh`.
+        target: cells per side of a target tile; must divide `nmesh` (or `subfield`).
+        subfield: cells per side of the centred region tiled; None: the whole box.
 
     Returns:
-        int64 array `(n, 3)`, n = (nmesh / target)^3, in C order (x slowest).
+        int64 array `(n, 3)`, n = (nmesh / target)^3 (or (subfield / target)^3), in C order
+        (x slowest).
 
     Raises:
-        VelnetInputError: `target` does not divide `nmesh`.
+        VelnetInputError: `target` does not divide the region.
     """
-    check_grid(nmesh, target)
-    starts = np.arange(0, nmesh, target, dtype=np.int64)
+    check_grid(nmesh, target, subfield)
+    size = nmesh if subfield is None else subfield
+    starts = subfield_offset(nmesh, subfield) + np.arange(0, size, target, dtype=np.int64)
     return np.stack(np.meshgrid(starts, starts, starts, indexing="ij"), -1).reshape(-1, 3)
 
 
@@ -116,6 +137,75 @@ def untile(tiles, origins, nmesh):
     return out
 
 
+def cover_starts(nmesh, tile):
+    """Starts of the fewest `tile`-cell intervals that cover a periodic axis of `nmesh` cells.
+
+    k = ceil(nmesh / tile) intervals start at floor(i * nmesh / k), i = 0 .. k - 1: spread
+    evenly, so neighbours overlap by k tile - nmesh cells in all. With `tile` dividing `nmesh`
+    they are the exact tiling of `tile_origins`.
+
+    Raises:
+        VelnetInputError: `tile` is not between 1 and `nmesh`.
+    """
+    if not 1 <= tile <= nmesh:
+        raise VelnetInputError(None, f"a target tile must hold 1 to {nmesh} cells. "
+                                     f"Received: tile={tile}")
+    k = -(-nmesh // tile)
+    return np.arange(k, dtype=np.int64) * nmesh // k
+
+
+def cover_origins(nmesh, tile):
+    """Corners `(k^3, 3)` of overlapping periodic `tile^3` tiles covering an `nmesh^3` box (C order).
+
+    Any `tile <= nmesh` works; see `cover_starts`. `stitch` puts their outputs together.
+    """
+    starts = cover_starts(nmesh, tile)
+    return np.stack(np.meshgrid(starts, starts, starts, indexing="ij"), -1).reshape(-1, 3)
+
+
+def cover_owners(nmesh, tile):
+    """For each cell of an axis, the interval of `cover_starts` it is taken from: the one whose
+    centre is nearest the cell's (the first on ties).
+
+    Returns:
+        `(owner, offset)`: int64 `(nmesh,)` arrays, the interval's index and the cell's place in it.
+    """
+    starts = cover_starts(nmesh, tile)
+    offset = (np.arange(nmesh)[:, None] - starts[None, :]) % nmesh
+    distance = np.where(offset < tile, np.abs(offset + 0.5 - tile / 2), np.inf)
+    owner = np.argmin(distance, axis=1)
+    return owner, offset[np.arange(nmesh), owner]
+
+
+def stitch(tiles, nmesh):
+    """A box from the target tiles of `cover_origins(nmesh, t)`, each cell from the tile where it
+    is most central (`cover_owners` on each axis); `untile` where t divides nmesh.
+
+    Args:
+        tiles: `(k^3, t, t, t[, C])` in the order of `cover_origins(nmesh, t)`.
+        nmesh: cells per side of the box.
+
+    Returns:
+        array `(nmesh, nmesh, nmesh[, C])` of the dtype of `tiles`.
+
+    Raises:
+        VelnetInputError: the number of tiles is not that of `cover_origins(nmesh, t)`.
+    """
+    tiles = np.asarray(tiles)
+    size = tiles.shape[1]
+    k = len(cover_starts(nmesh, size))
+    if len(tiles) != k**3:
+        raise VelnetInputError(None, f"{len(tiles)} tiles of {size}^3 for a {nmesh}^3 box; its cover "
+                                     f"has {k**3}")
+    owner, offset = cover_owners(nmesh, size)
+    cells = [np.flatnonzero(owner == i) for i in range(k)]
+    out = np.empty((nmesh,) * 3 + tiles.shape[4:], dtype=tiles.dtype)
+    for n, (i, j, m) in enumerate(np.ndindex(k, k, k)):
+        out[np.ix_(cells[i], cells[j], cells[m])] = tiles[n][np.ix_(offset[cells[i]], offset[cells[j]],
+                                                                     offset[cells[m]])]
+    return out
+
+
 def periodic_pad(array, margin):
     """Pad the three spatial axes of a box periodically by `margin` cells on each side.
 
@@ -129,7 +219,8 @@ def periodic_pad(array, margin):
     return np.pad(array, [(margin, margin)] * 3 + [(0, 0)] * (array.ndim - 3), mode="wrap")
 
 
-def split_tiles(origins, nmesh, target, margin, split="region", fractions=(0.6, 0.3, 0.1)):
+def split_tiles(origins, nmesh, target, margin, split="region", fractions=(0.6, 0.3, 0.1),
+                subfield=None):
     """Assign the tiles of one box to train/val/test.
 
     Wu et al. 2021 split their 32^3 samples 60/30/10 without saying how. Neighbouring input
@@ -142,15 +233,17 @@ def split_tiles(origins, nmesh, target, margin, split="region", fractions=(0.6, 
     validation or test tile overlaps the input window of a training tile. The `fractions`
     are shares of the slabs left after the guards (each non-zero share gets at least one
     slab). Validation and test regions may touch. `split="train"`, `"val"` or `"test"` puts
-    the whole box in one split (for separate test boxes), with no guards.
+    the whole box in one split (for separate test boxes), with no guards. With a `subfield`
+    the slabs are those of the subfield.
 
     Args:
-        origins: `(n, 3)` tile corners from `tile_origins(nmesh, target)`.
+        origins: `(n, 3)` tile corners from `tile_origins(nmesh, target, subfield)`.
         nmesh: cells per side of the box.
         target: cells per side of a target tile.
         margin: extra input cells on each side of a tile.
         split: "region", or one of "train", "val", "test".
         fractions: shares of train, val and test for "region"; non-negative, summing to 1.
+        subfield: cells per side of the centred region tiled (None: the whole box).
 
     Returns:
         `(labels, counts)`: a str array `(n,)` of "train", "val", "test" or "guard", and a
@@ -164,8 +257,8 @@ def split_tiles(origins, nmesh, target, margin, split="region", fractions=(0.6, 
     if split in SPLITS:
         labels = np.full(len(origins), split)
     elif split == "region":
-        slab_labels = _slab_labels(nmesh, target, margin, fractions)
-        labels = slab_labels[origins[:, 0] // target]
+        slab_labels = _slab_labels(nmesh if subfield is None else subfield, target, margin, fractions)
+        labels = slab_labels[(origins[:, 0] - subfield_offset(nmesh, subfield)) // target]
     else:
         raise VelnetInputError(None, f"split must be 'region' or one of {SPLITS}. Received: split={split!r}")
     counts = {name: int(np.count_nonzero(labels == name)) for name in (*SPLITS, GUARD)}

@@ -329,14 +329,15 @@ def _hdf5_meta(path):
                 if key not in header:
                     header[key], origin[key] = np.asarray(value), group
         part = h5["PartType1"]
-        scaling = {name: dict(part[name].attrs) for name in ("Coordinates", "Velocities") if name in part}
+        scaling = {n: dict(part[n].attrs) for n in ("Coordinates", "Velocities") if n in part}
     return header, _hdf5_units(header, origin, scaling)
 
 
 def _hdf5_units(header, origin, scaling):
     """`Units` from Gadget-4/AREPO or SWIFT unit attributes and the datasets' scaling attributes."""
     swift = "Unit length in cgs (U_L)" in header  # SWIFT writes its units in these words
-    key = "UnitLength_in_cm" if "UnitLength_in_cm" in header else "Unit length in cgs (U_L)" if swift else None
+    key = ("UnitLength_in_cm" if "UnitLength_in_cm" in header
+           else "Unit length in cgs (U_L)" if swift else None)
     length = _scalar(header[key]) / MPC_CM if key else 1.0
     if "UnitVelocity_in_cm_per_s" in header:
         velocity = _scalar(header["UnitVelocity_in_cm_per_s"]) / 1e5
@@ -353,9 +354,11 @@ def _hdf5_units(header, origin, scaling):
         return default
 
     return Units(length=_snap(length, (1.0, 1e-3)),
-                 h_exponent=exponent("Coordinates", "h_scaling", "h-scale exponent", 0.0 if swift else -1.0),
+                 h_exponent=exponent("Coordinates", "h_scaling", "h-scale exponent",
+                                     0.0 if swift else -1.0),
                  velocity=_snap(velocity, (1.0,)),
-                 a_exponent=exponent("Velocities", "a_scaling", "a-scale exponent", 0.0 if swift else 0.5),
+                 a_exponent=exponent("Velocities", "a_scaling", "a-scale exponent",
+                                     0.0 if swift else 0.5),
                  source=f"{key} = {_scalar(header[key]):.7g} in {origin[key]}" if key else None)
 
 
@@ -444,9 +447,9 @@ def _box_size(path, header, given, to_mpch, unit):
     lo, hi = PLAUSIBLE_BOX
     if not lo <= box <= hi:
         other = "kpc/h" if box > hi else "Mpc/h"
-        raise VelnetInputError(path, f"box size {box:g} Mpc/h (BoxSize read in {unit}) is implausible for a "
-                                     f"cosmological box ({lo:g} to {hi:g} Mpc/h): the file is probably in "
-                                     f"{other}; pass --length-unit {other}")
+        raise VelnetInputError(path, f"box size {box:g} Mpc/h (BoxSize read in {unit}) is implausible "
+                                     f"for a cosmological box ({lo:g} to {hi:g} Mpc/h): the file is "
+                                     f"probably in {other}; pass --length-unit {other}")
     return box
 
 
@@ -457,7 +460,8 @@ def _scale_factor(path, header, given_z):
         a = None if z is None else 1.0 / (1.0 + z)
     if a is None:
         if given_z is None:
-            raise VelnetInputError(path, "header has no scale factor or redshift; give it with --redshift")
+            raise VelnetInputError(path, "header has no scale factor or redshift; give it with "
+                                         "--redshift")
         return 1.0 / (1.0 + given_z)
     if given_z is not None and abs((1.0 / a - 1.0) - given_z) > 1e-4 * (1.0 + given_z):
         raise VelnetInputError(path, f"snapshot is at z={1.0 / a - 1.0:.6g}, not --redshift {given_z:g}")
@@ -470,8 +474,9 @@ def _cosmology(path, header, given):
     found = {k: v for k in names if (v := _header_value(header, k)) is not None}
     omega_l = _header_value(header, "Omega_L")
     if omega_l is not None and "Omega_m" in found and abs(found["Omega_m"] + omega_l - 1.0) > 1e-3:
-        raise VelnetInputError(path, f"file has Omega_m={found['Omega_m']:.6g} and Omega_Lambda={omega_l:.6g}: "
-                                     f"not flat, and velnet assumes a flat LCDM universe")
+        raise VelnetInputError(path, f"file has Omega_m={found['Omega_m']:.6g} and "
+                                     f"Omega_Lambda={omega_l:.6g}: not flat, and velnet assumes a flat "
+                                     "LCDM universe")
     given = given.to_dict() if isinstance(given, Cosmology) else dict(given or {})
     unknown = set(given) - set(names)
     if unknown:

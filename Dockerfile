@@ -18,11 +18,11 @@ ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
 
 # --- build stage: the virtual environment, from the wheelhouse alone ---
 FROM ${BASE_IMAGE} AS build
-# Runtime libraries of the wheels compiled on the host (Open MPI, GSL, FFTW) and Python.
+# Runtime libraries of the wheels compiled on the host (Open MPI, GSL, OpenMP) and Python.
 # Kept identical to the final stage's line so that Docker reuses the layer.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 libopenmpi3 openmpi-bin libgsl27 libfftw3-double3 ca-certificates \
+        python3 libopenmpi3 openmpi-bin libgsl27 libgomp1 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG WHEELHOUSE=dist/wheelhouse-docker-py3.11
@@ -62,7 +62,7 @@ RUN set -eu; W=/tmp/wheelhouse; V=/opt/velnet/venv; \
 FROM ${BASE_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 libopenmpi3 openmpi-bin libgsl27 libfftw3-double3 ca-certificates \
+        python3 libopenmpi3 openmpi-bin libgsl27 libgomp1 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/velnet /opt/velnet
 COPY benchmarks /opt/velnet/lib/benchmarks

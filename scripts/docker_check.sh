@@ -109,21 +109,20 @@ in_image() { docker run --rm -v "$DIR/job:/runs" "$IMAGE" "$@"; }
 
 check_help() { in_image velnet --help; }
 
-check_backends() {
-  local backends
-  backends=$(in_image cat /opt/velnet/backends)
-  log "the image claims the Keras backends: $backends"
-  for b in $backends; do
-    in_image env KERAS_BACKEND="$b" python -c "
+check_backends() {  # in one container: each backend the image claims (/opt/velnet/backends) and the stack
+  in_image bash -euc '
+    echo "the image claims the Keras backends: $(cat /opt/velnet/backends)"
+    for b in $(cat /opt/velnet/backends); do
+      KERAS_BACKEND=$b python -c "
 import keras
-assert keras.backend.backend() == '$b', keras.backend.backend()
+assert keras.backend.backend() == \"$b\", keras.backend.backend()
 x = keras.ops.convert_to_tensor([[1.0, 2.0], [3.0, 4.0]])
-print('$b: keras', keras.__version__, 'matmul sum', float(keras.ops.sum(keras.ops.matmul(x, x))))"
-  done
-  in_image python -c "
+print(\"$b: keras\", keras.__version__, \"matmul sum\", float(keras.ops.sum(keras.ops.matmul(x, x))))"
+    done
+    python -c "
 import importlib.metadata as m
-import fastpm, mpi4py.MPI, nbodykit.lab, keras_tuner, velnet.cli
-print('imports:', ', '.join(f'{p} {m.version(p)}' for p in ('nbodykit', 'fastpm', 'mpi4py', 'keras', 'keras-tuner', 'velnet')))"
+import fastpm, mpi4py.MPI, nbodykit.lab, keras_tuner, tensorboard, velnet.cli
+print(\"imports:\", \", \".join(f\"{p} {m.version(p)}\" for p in (\"nbodykit\", \"fastpm\", \"mpi4py\", \"keras\", \"keras-tuner\", \"velnet\")))"'
 }
 
 tiny_job() {

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from velnet.classical import ClassicalEstimator
 from velnet.errors import VelnetInputError
 from velnet.fields import load_fields, read_meta
 from velnet.files import atomic_dir
@@ -34,7 +35,7 @@ CHUNK = 64
 
 def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfield=None, split="region",
                 fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
-                target_scale=None, seed=0, linear_input=False, smoothing=0.0, context=0):
+                target_scale=None, seed=0, linear_input=False, smoothing=0.0, context=0, base=None):
     """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
 
     Args:
@@ -60,6 +61,8 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
         linear_input: add the linear-theory target, computed from each whole box and
             divided by the target scale, as input channels 1-3 (`velnet.inputs`).
         smoothing: Gaussian radius of that linear theory, Mpc/h (0: none).
+        base: a fitted `velnet.classical.ClassicalEstimator` whose velocity replaces linear
+            theory in those channels (needs `linear_input`, no smoothing).
         context: coarsening factor of a context-window channel (0: none; see
             `velnet.inputs.InputWindows`); it must divide the mesh.
 
@@ -79,7 +82,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
         raise VelnetInputError(None, f"target must be one of {TARGETS}. Received: target={target!r}")
     if tiles_per_shard < 1:
         raise VelnetInputError(None, f"tiles_per_shard must be >= 1. Received: tiles_per_shard={tiles_per_shard}")
-    spec = input_spec(linear_input, smoothing, context)
+    spec = input_spec(linear_input, smoothing, context, base)
     meta = _common_meta(field_files)
     nmesh = meta["nmesh"]
     box_splits = [split] * len(field_files) if isinstance(split, str) else list(split)
@@ -207,8 +210,9 @@ def _manifest(meta, config, spec, sources, scale, totals, counts, shards, target
     channels, vector_slices = input_layout(spec)
     transform = "ln(1 + rho/rho_mean)"
     if spec["linear"]:
-        transform = (f"channel 0: {transform}; channels 1-3: linear-theory {target} of the whole box "
-                     f"(Gaussian R = {spec['smoothing']:g} Mpc/h) / target_scale")
+        origin = (f"classical estimator ({ClassicalEstimator.from_dict(spec['base']).label}, per-k weights)"
+                  if spec.get("base") else f"linear theory (Gaussian R = {spec['smoothing']:g} Mpc/h)")
+        transform = f"channel 0: {transform}; channels 1-3: {target} of the whole box from {origin} / target_scale"
     if spec.get("context"):
         transform += (f"; channel {channels - 1}: ln(1 + rho/rho_mean) of {spec['context']}^3-cell "
                       f"blocks in a {size}^3-block window with the same centre")

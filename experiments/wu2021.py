@@ -92,10 +92,10 @@ def run(out, config=CONFIG, ship=False):
     train = [fields_for_seed(out, config, s) for s in config["train_seeds"]]
     val = [fields_for_seed(out, config, s) for s in config["val_seeds"]]
     test = fields_for_seed(out, config, config["test_seed"])
-    baseline = out / "baseline.json"
-    if not baseline.exists():
-        run_velnet("baseline", *train, "--radii", *config["smoothing_radii"], "--out", baseline)
-    radius = json.loads(baseline.read_text())["smoothing"]
+    classical = out / "classical.json"
+    if not classical.exists():
+        run_velnet("baseline", *train, "--radii", *config["smoothing_radii"], "--out", classical)
+    radius = json.loads(classical.read_text())["attrs"]["linear_smoothing"]["radius"]
     splits = ["train"] * len(train) + ["val"] * len(val)
     models = {}
     for variant, settings in config["variants"].items():
@@ -114,18 +114,19 @@ def run(out, config=CONFIG, ship=False):
                            "--learning-rate", settings.get("learning_rate", config["learning_rate"]))
             models[variant][target] = run_dir / "model.keras"
         if ship and variant in config["ship"]:
-            ship_models(config, variant, models[variant], baseline)
+            ship_models(config, variant, models[variant])
     write_validation(out, models)
-    reports = [evaluate_box(out, test, models, radius, "report")]
+    reports = [evaluate_box(out, test, models, classical, "report")]
     if config.get("other_cosmology"):
         other = fields_for_seed(out, config, config["test_seed"], config["other_cosmology"])
-        reports.append(evaluate_box(out, other, models, radius, f"report-{config['other_cosmology']}"))
+        reports.append(evaluate_box(out, other, models, classical, f"report-{config['other_cosmology']}"))
     return reports
 
 
-def evaluate_box(out, fields, models, radius, name):
+def evaluate_box(out, fields, models, classical, name):
     """Predict a test box with every variant's models (variant -> target -> model path) and
-    evaluate them against the baselines.
+    evaluate them against the classical estimator `classical` (fitted on the training boxes),
+    linear theory and linear theory smoothed at the radius fitted with it.
 
     Returns:
         path of the report, `out/<name>/report.md`.
@@ -136,7 +137,7 @@ def evaluate_box(out, fields, models, radius, name):
         run_velnet("predict", fields, *paths.values(), "--out", predictions[-1])
     report = out / name
     run_velnet("evaluate", fields, *predictions, "--names", *(f"U-net {v}" for v in models),
-               "--smoothing", radius, "--out", report)
+               "--baseline", classical, "--out", report)
     return report / "report.md"
 
 
@@ -162,16 +163,14 @@ def write_validation(out, models):
     (out / "validation.json").write_text(json.dumps(table, indent=1) + "\n")
 
 
-def ship_models(config, variant, models, baseline):
-    """Copy trained models (target -> path), their logs and the fitted baseline into
-    velnet/pretrained/<name>-<variant>/."""
+def ship_models(config, variant, models):
+    """Copy trained models (target -> path) and their logs into velnet/pretrained/<name>-<variant>/."""
     folder = PRETRAINED / f"{config['name']}-{variant}"
     folder.mkdir(parents=True, exist_ok=True)
     for target, model in models.items():
         shutil.copy(model, folder / f"{target}.keras")
         for log_file in ("history.csv", "train_config.json"):
             shutil.copy(model.parent / log_file, folder / f"{target}-{log_file}")
-    shutil.copy(baseline, folder / "baseline.json")
     (folder / "experiment.json").write_text(
         json.dumps({**config, "variants": {variant: config["variants"][variant]}}, indent=1) + "\n")
 

@@ -15,3 +15,27 @@ def tiny_simulation(tmp_path_factory):
     config = SimulationConfig.from_preset("wu2021", box_size=64.0, nparticles=32, steps=3,
                                           output_redshifts=(1.0, 0.0), seed=7)
     return config, simulate(config, tmp_path_factory.mktemp("tiny_simulation"))
+
+
+@pytest.fixture(scope="session")
+def nonlinear_boxes(tmp_path_factory):
+    """Three FastPM boxes at the Wu et al. 2021 resolution, painted once per session.
+
+    64 Mpc/h, 64^3 particles (1 Mpc/h spacing), 10 steps to z = 0, CIC on 32^3 (2 Mpc/h
+    cells), seeds 1-3: small, but non-linear where the classical estimators differ.
+
+    Returns:
+        list of fields file paths (density, velocity, momentum).
+    """
+    pytest.importorskip("fastpm")
+    from data_prep.paint import paint_snapshot
+    from data_prep.simulate import SimulationConfig, simulate
+
+    root = tmp_path_factory.mktemp("nonlinear_boxes")
+    files = []
+    for seed in (1, 2, 3):
+        config = SimulationConfig.from_preset("wu2021", box_size=64.0, nparticles=64, seed=seed,
+                                              output_redshifts=(0.0,))
+        snapshot = simulate(config, root / f"sim{seed}")[0]
+        files.append(paint_snapshot(snapshot, 32, root / f"box{seed}.h5"))
+    return files

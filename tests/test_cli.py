@@ -45,8 +45,8 @@ def test_simulate_prep_train_predict_evaluate(boxes, capsys):
                "--steps-per-epoch", 2) == 0
     assert (root / "run" / "model.keras").exists() and (root / "run" / "history.csv").exists()
 
-    assert run("baseline", train, "--radii", 0, 2, 4, "--out", root / "baseline.json") == 0
-    radius = json.loads((root / "baseline.json").read_text())["smoothing"]
+    assert run("baseline", train, "--radii", 0, 2, 4, "--out", root / "classical.json") == 0
+    radius = json.loads((root / "classical.json").read_text())["attrs"]["linear_smoothing"]["radius"]
     assert radius in (0, 2, 4)
 
     assert run("predict", test, root / "run" / "model.keras", "--out", root / "pred.h5") == 0
@@ -54,11 +54,11 @@ def test_simulate_prep_train_predict_evaluate(boxes, capsys):
         assert h5["velocity"].shape == (32, 32, 32, 3) and np.all(np.isfinite(h5["velocity"][...]))
     assert (root / "pred.json").exists()
 
-    assert run("evaluate", test, root / "pred.h5", "--names", "U-net", "--smoothing", 2,
-               "--out", root / "report") == 0
+    assert run("evaluate", test, root / "pred.h5", "--names", "U-net", "--baseline", root / "classical.json",
+               "--smoothing", 2, "--out", root / "report") == 0
     report = (root / "report" / "report.md").read_text()
     metrics = json.loads((root / "report" / "metrics.json").read_text())
-    for method in ("U-net", "linear", "linear R=2"):
+    for method in ("U-net", "classical (linear + bernardeau)", "linear", "linear R=2"):
         assert method in report
     assert "T(k)" in report and metrics
     assert str(root / "report" / "report.md") in capsys.readouterr().out

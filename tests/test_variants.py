@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from data_prep.make_shards import make_shards
+from velnet.classical import ClassicalEstimator, absolute_kedges
 from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
 from velnet.fields import Field, load_fields, save_fields
@@ -155,26 +156,38 @@ def test_bad_residual_channels_are_refused(kwargs):
         unet3d(**kwargs)
 
 
+def classical_base():
+    """A classical estimator (linear theory + Bernardeau, weights varying with |k|) for 2 Mpc/h cells."""
+    kedges = absolute_kedges(BOX / NMESH, 8)
+    weights = np.stack([np.linspace(1.0, 0.4, 8), np.linspace(0.0, 0.5, 8)], axis=1)
+    return ClassicalEstimator([{"name": "linear", "smoothing": 0.0}, {"name": "bernardeau", "smoothing": 0.0}],
+                              kedges, weights, BOX / NMESH, np.full(8, 100.0))
+
+
 @pytest.mark.parametrize("target", ["velocity", "momentum"])
-def test_residual_model_with_zero_network_gives_linear_theory(tmp_path, target):
+@pytest.mark.parametrize("base", [None, "classical"])
+def test_residual_model_with_zero_network_gives_its_base(tmp_path, target, base):
+    """A residual U-net whose output layer is zero returns linear theory, or the classical
+    estimator it was given as base (for momentum, (rho/rho_mean) times it)."""
     density = density_field(3)
     scale = 321.0
     config = tiny_residual()
     network = unet_from_config(config)
     layer = network.get_layer("output")
     layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
-    metadata = {"input_spec": input_spec(True, R), "target_name": target,
+    spec = input_spec(True, R) if base is None else input_spec(True, 0.0, base=classical_base())
+    metadata = {"input_spec": spec, "target_name": target,
                 "normalisation": {"target_scale": scale}, "tile": {"input": 8, "target": 4, "margin": 2},
                 "box_size": BOX, "nmesh": NMESH}
     physical_model(config, network.get_weights(), scale, metadata).save(tmp_path / "model.keras")
     model, metadata = load_model(tmp_path / "model.keras")
-    linear = linear_velocity(density, R)
+    expected = linear_velocity(density, R) if base is None else classical_base().velocity(density)
     if target == "momentum":
-        linear = linear_momentum(density, linear)
+        expected = linear_momentum(density, expected)
     for tile in (None, 4):  # the largest tile that fits (24), and the training tile
         predicted = predict_box(model, metadata, density, tile=tile)
         assert predicted.name == target
-        np.testing.assert_allclose(predicted.value, linear.value, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(predicted.value, expected.value, rtol=1e-5, atol=1e-4)
 
     if target == "velocity":  # a velocity model alone also gives (rho/rho_mean) v
         save_fields(tmp_path / "box.h5", [density])
@@ -186,6 +199,20 @@ def test_residual_model_with_zero_network_gives_linear_theory(tmp_path, target):
     plain = {**metadata, "input_spec": {"linear": False}}
     with pytest.raises(VelnetInputError, match="1 input channel.*takes 4"):
         predict_box(model, plain, density)
+
+
+def test_a_classical_base_replaces_the_linear_channels_in_prep(tmp_path):
+    path, density = write_box(tmp_path / "box.h5", seed=4)
+    manifest = make_shards([path], tmp_path / "ds", fractions=(0.5, 0.25, 0.25), linear_input=True,
+                           base=classical_base(), **TILES)
+    assert manifest["input_spec"]["base"] == classical_base().to_dict()
+    inputs = box_inputs(density, read_spec(manifest), "velocity", manifest["normalisation"]["target_scale"])
+    np.testing.assert_allclose(inputs[..., 1:4] * manifest["normalisation"]["target_scale"],
+                               classical_base().velocity(density).value, rtol=1e-5, atol=1e-3)
+    with pytest.raises(VelnetInputError, match="no --smoothing"):
+        input_spec(True, R, base=classical_base())
+    with pytest.raises(VelnetInputError, match="--linear-input"):
+        input_spec(False, base=classical_base())
 
 
 def test_residual_model_on_a_one_channel_dataset_is_refused(tmp_path):

@@ -10,7 +10,8 @@
     velnet tune      search its hyperparameters (keras-tuner)
     velnet predict   reconstruct a whole box with a trained model
     velnet evaluate  truth vs predictions vs linear theory -> a report folder
-    velnet baseline  fit the smoothing radius of the linear-theory baseline on training boxes
+    velnet baseline  fit the classical estimator (linear theory + Bernardeau per k) on training boxes
+    velnet calibrate fit a model's power-preserving correction on validation boxes
     velnet summary   print what a fields file holds
 
 Every command writes a JSON record of its config, versions and timings beside its outputs.
@@ -115,6 +116,8 @@ def _halo_fields(args):
 
 def _prep(args):
     from data_prep.make_shards import make_shards
+
+    from .classical import ClassicalEstimator
     from data_prep.paint import paint_snapshot
     out = Path(args.out)
     field_files = []
@@ -130,7 +133,8 @@ def _prep(args):
                 subfield=args.subfield,
                 split=args.split[0] if len(args.split) == 1 else args.split,
                 tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite,
-                linear_input=args.linear_input, smoothing=args.smoothing, context=args.context)
+                linear_input=args.linear_input or bool(args.base), smoothing=args.smoothing, context=args.context,
+                base=ClassicalEstimator.load(args.base) if args.base else None)
     print(out / "manifest.json")
 
 
@@ -169,10 +173,11 @@ def _tune(args):
 def _predict(args):
     from .predict import predict_file
     print(predict_file(args.models, args.fields, args.out, tile=args.tile,
-                       batch_size=args.batch_size))
+                       batch_size=args.batch_size, power_preserving=args.power_preserving))
 
 
 def _evaluate(args):
+    from .classical import ClassicalEstimator
     from .evaluate import evaluate
     from .fields import load_fields
     from .linear import linear_prediction
@@ -184,9 +189,15 @@ def _evaluate(args):
     if len(names) != len(args.predictions):
         raise VelnetInputError(None, f"{len(names)} names for {len(args.predictions)} predictions")
     methods = {name: load_fields(path) for name, path in zip(names, args.predictions)}
+    smoothing = args.smoothing
+    if args.baseline:
+        classical = ClassicalEstimator.load(args.baseline)
+        methods[f"classical ({classical.label})"] = classical.prediction(density)
+        if smoothing is None:
+            smoothing = classical.attrs.get("linear_smoothing", {}).get("radius")
     methods["linear"] = linear_prediction(density)
-    if args.smoothing:
-        methods[f"linear R={args.smoothing:g}"] = linear_prediction(density, args.smoothing)
+    if smoothing:
+        methods[f"linear R={smoothing:g}"] = linear_prediction(density, smoothing)
     # The paper's three 40x40 (Mpc/h)^2 slices; a small box holds fewer distinct ones.
     across = round(40.0 / density.cell_size)
     slices = max(1, min(3, (density.nmesh // (2 * across - 1)) ** 2))
@@ -195,21 +206,51 @@ def _evaluate(args):
 
 
 def _baseline(args):
+    from .classical import ClassicalEstimator
     from .fields import load_fields
-    from .files import atomic_file
-    from .linear import fit_smoothing
-    boxes = [load_fields(p, ["density", "velocity"]) for p in args.fields]
-    radius, errors = fit_smoothing([b["density"] for b in boxes], [b["velocity"] for b in boxes],
-                                   args.radii)
-    result = {"smoothing": float(radius), "units": "Mpc/h",
-              "rule": "Gaussian radius minimising the mean squared linear-theory velocity error "
-                      "over the given (training) boxes",
-              "radii": [float(r) for r in args.radii],
-              "rms_error_km_s": [float(e) ** 0.5 for e in errors],
-              "fields": [str(p) for p in args.fields]}
-    with atomic_file(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"smoothing R = {radius:g} Mpc/h -> {args.out}")
+    from .provenance import versions
+    densities, velocities = [], []
+    for path in args.fields:
+        box = load_fields(path, ["density", "velocity"])
+        box["density"].attrs["path"] = str(path)
+        densities.append(box["density"])
+        velocities.append(box["velocity"])
+    estimator = ClassicalEstimator.fit(densities, velocities, [_estimator(e) for e in args.estimators],
+                                       n_bins=args.bins, prior_modes=args.prior_modes,
+                                       smoothing_radii=args.radii)
+    estimator.attrs["versions"] = versions(("velnet", "numpy", "nbodykit"))
+    estimator.save(args.out)
+    radius = estimator.attrs["linear_smoothing"]["radius"]
+    print(f"classical estimator {estimator.label} (per-k weights, {len(estimator.weights)} bins) fitted on "
+          f"{len(args.fields)} box(es) -> {args.out}; linear theory's best Gaussian radius R = {radius:g} Mpc/h")
+
+
+def _estimator(text):
+    """'bernardeau' or 'bernardeau:1.5' (Gaussian radius in Mpc/h) -> estimator dict."""
+    name, _, radius = text.partition(":")
+    try:
+        return {"name": name, "smoothing": float(radius or 0.0)}
+    except ValueError:
+        raise VelnetInputError(None, f"--estimators takes NAME or NAME:R (R in Mpc/h). Received: {text!r}") from None
+
+
+def _calibrate(args):
+    from .fields import load_fields
+    from .power_correction import PowerCorrection, correction_path
+    from .predict import predict_with
+    predictions, truths = [], []
+    for path in args.fields:
+        box = load_fields(path, ["density", "velocity"])
+        box["density"].attrs["path"] = str(path)
+        predictions.append(predict_with(args.model, box["density"]))
+        truths.append(box["velocity"])
+    correction = PowerCorrection.fit(predictions, truths)
+    correction.attrs = {"model": str(args.model), "fitted_on": [str(p) for p in args.fields]}
+    out = correction.save(correction_path(args.model))
+    centres = 0.5 * (correction.kedges[1:] + correction.kedges[:-1])
+    gains = " / ".join(f"{np.interp(k, centres, correction.gain):.2f}" for k in (0.2, 0.6, 1.0))
+    print(f"power correction of {args.model} on {len(args.fields)} box(es): gain {gains} at k = 0.2 / 0.6 / "
+          f"1.0 h/Mpc -> {out}")
 
 
 def _summary(args):
@@ -271,6 +312,10 @@ def build_parser():
             s.add_argument("--smoothing", type=float, default=0.0,
                            help="Gaussian radius of that linear theory, Mpc/h (default 0: none; "
                                 "`velnet baseline` fits one)")
+            s.add_argument("--base", metavar="FILE",
+                           help="a classical estimator from `velnet baseline`: its velocity (for momentum "
+                                "(rho/rho_mean) times it) fills channels 1-3 instead of linear theory, and the "
+                                "residual presets learn the correction to it; implies --linear-input")
             s.add_argument("--context", type=int, default=0, metavar="F",
                            help="add a context channel: the density averaged over F^3-cell blocks in "
                                 "a window of the input's shape around each tile (F = 4: 32^3 inputs "
@@ -346,7 +391,11 @@ def build_parser():
     s = sub.add_parser("predict", help="reconstruct a whole box")
     s.add_argument("fields", help="fields .h5 with a 'density' field")
     s.add_argument("models", nargs="+",
-                   help="trained model(s) (.keras) from `velnet train`, e.g. velocity and momentum")
+                   help="model(s): networks (.keras) from `velnet train`, e.g. velocity and momentum, or "
+                        "a classical estimator (.json) from `velnet baseline`")
+    s.add_argument("--power-preserving", action="store_true",
+                   help="write the velocity with its power restored per k (T(k) about 1) by the model's "
+                        "correction from `velnet calibrate`, instead of the minimum-variance field")
     s.add_argument("--out", required=True, help="output .h5 with the predicted field")
     s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--tile", type=int, help="target tile side for inference (default: the model's)")
@@ -356,17 +405,33 @@ def build_parser():
     s.add_argument("truth", help="fields .h5 with the true density, velocity, momentum")
     s.add_argument("predictions", nargs="*", help="predicted fields .h5 files")
     s.add_argument("--names", nargs="*", help="method names for the predictions")
+    s.add_argument("--baseline", metavar="FILE",
+                   help="classical estimator from `velnet baseline`: compared as the reference, and its "
+                        "fitted radius used for the smoothed linear baseline unless --smoothing is given")
     s.add_argument("--smoothing", type=float,
                    help="Gaussian radius (Mpc/h) of the smoothed linear baseline")
     s.add_argument("--out", required=True, help="report folder")
     s.set_defaults(func=_evaluate)
 
-    s = sub.add_parser("baseline", help="fit the smoothing radius of linear theory on training boxes")
+    s = sub.add_parser("baseline", help="fit the classical estimator (per-k combination) on training boxes")
     s.add_argument("fields", nargs="+", help="training fields .h5 files (density, velocity)")
-    s.add_argument("--radii", type=float, nargs="+",
-                   default=[0, 1, 2, 3, 4, 5, 6, 8], help="candidate Gaussian radii, Mpc/h")
-    s.add_argument("--out", required=True, help="output JSON with the fitted radius")
+    s.add_argument("--estimators", nargs="+", default=["linear", "bernardeau"], metavar="NAME[:R]",
+                   help="estimators to combine, each optionally smoothed at R Mpc/h: linear, bernardeau, "
+                        "2lpt-log (default: linear bernardeau; the first is the large-scale prior)")
+    s.add_argument("--bins", type=int, default=64, help="|k| bins from 0 to the grid's corner (64)")
+    s.add_argument("--prior-modes", type=float, default=30.0,
+                   help="pull towards the first estimator alone, in modes (30): matters where a bin "
+                        "holds few training modes")
+    s.add_argument("--radii", type=float, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 8],
+                   help="candidate Gaussian radii (Mpc/h) of the smoothed linear baseline, also fitted")
+    s.add_argument("--out", required=True, help="output classical estimator .json (a model for "
+                                                 "`velnet predict`)")
     s.set_defaults(func=_baseline)
+
+    s = sub.add_parser("calibrate", help="fit a model's power-preserving correction on validation boxes")
+    s.add_argument("model", help="network (.keras) or classical estimator (.json) predicting velocity")
+    s.add_argument("fields", nargs="+", help="validation fields .h5 files (density, velocity)")
+    s.set_defaults(func=_calibrate)
 
     s = sub.add_parser("summary", help="print what a fields file holds")
     s.add_argument("fields")

@@ -7,6 +7,11 @@ box with a Gaussian of radius R Mpc/h and divided by the dataset's target scale,
 are in the normalised units of the target. A 32^3 window is smaller than the bulk flows
 that carry most of the velocity variance; v_L from the whole box brings them in.
 
+With {"linear": True, "smoothing": 0, "base": E}, channels 1-3 hold instead the velocity of
+the classical estimator E (a `velnet.classical.ClassicalEstimator` as a dict, fitted on
+training boxes), or (rho/rho_mean) times it for momentum: the residual presets then learn
+the correction to the best classical estimate.
+
 With {"context": f} a last channel holds the context window (issue 8, variant 3): ln(1 +
 rho/rho_mean) averaged over f^3 blocks, in a window of the input tile's shape centred on the
 same point, so an s^3 input of 2 Mpc/h cells also sees s f cells (e.g. 32 x 8 = 256 Mpc/h
@@ -22,6 +27,7 @@ import math
 
 import numpy as np
 
+from .classical import ClassicalEstimator
 from .errors import VelnetInputError
 from .fields import ln_density
 from .linear import linear_momentum, linear_velocity
@@ -33,24 +39,34 @@ LINEAR_CHANNELS = [1, 4]
 """Channel range [start, stop) of the linear-theory vector, when there is one."""
 
 
-def input_spec(linear=False, smoothing=0.0, context=0):
-    """A checked input spec: `{"linear": False}` or `{"linear": True, "smoothing": R}`, with
-    `"context": f` added when there is a context channel.
+def input_spec(linear=False, smoothing=0.0, context=0, base=None):
+    """A checked input spec: `{"linear": False}` or `{"linear": True, "smoothing": R}` (and
+    `"base": E` for a classical estimator), with `"context": f` added when there is a
+    context channel.
 
     Args:
         linear: add the linear-theory field of the target as channels 1-3.
         smoothing: Gaussian radius R of the linear theory, Mpc/h (0: none); e.g. the
             radius `velnet baseline` fits on the training boxes.
         context: coarsening factor f of the context window (0: no context channel).
+        base: a `ClassicalEstimator` (or its dict) whose velocity replaces linear theory
+            in channels 1-3; needs `linear` and no smoothing.
 
     Raises:
-        VelnetInputError: a negative or non-finite radius, a radius without `linear`, or a
-            context factor that is not an integer >= 2 (or 0).
+        VelnetInputError: a negative or non-finite radius, a radius without `linear`, a base
+            without `linear` or with a radius, a malformed base, or a context factor that is
+            not an integer >= 2 (or 0).
     """
     if context not in (0, None) and not (float(context).is_integer() and int(context) >= 2):
         raise VelnetInputError(None, f"context must be a coarsening factor, an integer >= 2 (0: none). "
                                      f"Received: context={context}")
     spec = _linear_spec(linear, smoothing)
+    if base is not None:
+        if not linear or spec["smoothing"]:
+            raise VelnetInputError(None, "a classical base replaces the linear-theory input: ask for that input "
+                                         "(velnet prep --linear-input) with no --smoothing")
+        base = base if isinstance(base, ClassicalEstimator) else ClassicalEstimator.from_dict(base)
+        spec["base"] = base.to_dict()
     if context:
         spec["context"] = int(context)
     return spec
@@ -76,11 +92,12 @@ def read_spec(mapping, path=None):
         VelnetInputError: naming `path`, for a malformed spec.
     """
     spec = mapping.get(SPEC_KEY, DEFAULT_SPEC)
-    if not isinstance(spec, dict) or set(spec) - {"linear", "smoothing", "context"}:
-        raise VelnetInputError(path, f"{SPEC_KEY} must be a dict with keys linear, smoothing and "
-                                     f"context. Received: {SPEC_KEY}={spec!r}")
+    if not isinstance(spec, dict) or set(spec) - {"linear", "smoothing", "context", "base"}:
+        raise VelnetInputError(path, f"{SPEC_KEY} must be a dict with keys linear, smoothing, context and "
+                                     f"base. Received: {SPEC_KEY}={spec!r}")
     try:
-        return input_spec(spec.get("linear", False), spec.get("smoothing", 0.0), spec.get("context", 0))
+        return input_spec(spec.get("linear", False), spec.get("smoothing", 0.0), spec.get("context", 0),
+                          spec.get("base"))
     except VelnetInputError as err:
         raise VelnetInputError(path, err.problem) from None
 
@@ -107,8 +124,9 @@ def box_inputs(density, spec, target, target_scale):
 
     Returns:
         float32 `(N, N, N, C)`: ln(1 + rho/rho_mean), then, with `spec["linear"]`, the
-        linear-theory velocity or momentum (Gaussian radius `spec["smoothing"]`) computed
-        on the whole periodic box, divided by `target_scale`.
+        linear-theory velocity or momentum (Gaussian radius `spec["smoothing"]`, or the
+        classical estimator `spec["base"]`) computed on the whole periodic box, divided by
+        `target_scale`.
 
     Raises:
         VelnetInputError: an unknown target or a non-positive scale.
@@ -120,7 +138,8 @@ def box_inputs(density, spec, target, target_scale):
                                          "it must be 'velocity' or 'momentum'")
         if not target_scale > 0:
             raise VelnetInputError(None, f"target_scale must be > 0 km/s. Received: target_scale={target_scale}")
-        field = linear_velocity(density, spec["smoothing"])
+        field = (ClassicalEstimator.from_dict(spec["base"]).velocity(density) if spec.get("base")
+                 else linear_velocity(density, spec["smoothing"]))
         if target == "momentum":
             field = linear_momentum(density, field)
         channels.append((field.value.astype(np.float64) / target_scale).astype(np.float32))

@@ -17,25 +17,25 @@ import numpy as np
 from .errors import VelnetInputError
 
 
-def _wavevectors(nmesh, box_size):
+def wavevectors(nmesh, box_size):
     """Wave-vector components (h/Mpc) of a real FFT, broadcastable to the rfftn grid.
 
     Returns:
-        (kx, ky, kz) with the Nyquist entries of each set to zero (for odd derivatives)
-        and k2 = |k|^2 over the full components.
+        `(full, odd, k2)`: the components (kx, ky, kz); the same with the Nyquist entries
+        of each set to zero (for odd derivatives); and k2 = |k|^2 over the full components.
     """
     kf = 2 * np.pi / box_size
-    full = np.fft.fftfreq(nmesh, 1.0 / nmesh) * kf
-    half = np.fft.rfftfreq(nmesh, 1.0 / nmesh) * kf
-    axes = [full[:, None, None], full[None, :, None], half[None, None, :]]
-    k2 = axes[0] ** 2 + axes[1] ** 2 + axes[2] ** 2
+    full = [np.fft.fftfreq(nmesh, 1.0 / nmesh)[:, None, None] * kf,
+            np.fft.fftfreq(nmesh, 1.0 / nmesh)[None, :, None] * kf,
+            np.fft.rfftfreq(nmesh, 1.0 / nmesh)[None, None, :] * kf]
+    k2 = full[0] ** 2 + full[1] ** 2 + full[2] ** 2
     odd = []
-    for k in axes:
+    for k in full:
         k = k.copy()
         if nmesh % 2 == 0:
             k[np.isclose(np.abs(k), np.pi * nmesh / box_size)] = 0.0
         odd.append(k)
-    return odd, k2
+    return full, odd, k2
 
 
 def _require(field, vector, what):
@@ -45,7 +45,7 @@ def _require(field, vector, what):
                                f"{what} needs a {kind} field; {field.name!r} has shape {field.value.shape}")
 
 
-def _growth_factor(field):
+def growth_velocity_factor(field):
     """f a H in km/s per Mpc/h at the field's redshift."""
     a = 1.0 / (1.0 + field.redshift)
     cosmo = field.cosmology
@@ -71,13 +71,24 @@ def linear_velocity(density, smoothing=0.0):
     if smoothing < 0:
         raise VelnetInputError(None, f"smoothing radius must be >= 0 Mpc/h; received {smoothing}")
     delta_k = np.fft.rfftn(np.asarray(density.value, dtype=np.float64) - 1.0)
-    return density.with_value(_velocity_from_delta_k(delta_k, density, smoothing), "velocity")
+    return density.with_value(velocity_from_source(delta_k, density, smoothing), "velocity")
 
 
-def _velocity_from_delta_k(delta_k, density, smoothing):
-    (kx, ky, kz), k2 = _wavevectors(density.nmesh, density.box_size)
+def velocity_from_source(source_k, density, smoothing=0.0):
+    """The curl-free velocity whose divergence is -f a H s: v(k) = i f a H k s(k) / k^2.
+
+    Args:
+        source_k: `np.fft.rfftn` of the dimensionless source s on the density's mesh
+            (s = delta gives linear theory).
+        density: the `Field` whose mesh, box, redshift and cosmology set k and f a H.
+        smoothing: Gaussian radius R in Mpc/h applied to s (0: none).
+
+    Returns:
+        float32 `(N, N, N, 3)` velocity in km/s.
+    """
+    _, (kx, ky, kz), k2 = wavevectors(density.nmesh, density.box_size)
     k2_safe = np.where(k2 > 0, k2, 1.0)
-    scale = 1j * _growth_factor(density) * delta_k / k2_safe
+    scale = 1j * growth_velocity_factor(density) * source_k / k2_safe
     if smoothing > 0:
         scale *= np.exp(-0.5 * k2 * smoothing**2)
     scale[0, 0, 0] = 0.0
@@ -114,7 +125,7 @@ def divergence(vector):
         scalar numpy array `(N, N, N)` float32, in the field's units per Mpc/h.
     """
     _require(vector, True, "divergence")
-    (kx, ky, kz), _ = _wavevectors(vector.nmesh, vector.box_size)
+    _, (kx, ky, kz), _ = wavevectors(vector.nmesh, vector.box_size)
     total = sum(1j * k * np.fft.rfftn(vector.value[..., i].astype(np.float64))
                 for i, k in enumerate((kx, ky, kz)))
     return np.fft.irfftn(total, s=vector.value.shape[:3], axes=(0, 1, 2)).astype(np.float32)
@@ -130,7 +141,7 @@ def curl(vector):
         vector numpy array `(N, N, N, 3)` float32, in the field's units per Mpc/h.
     """
     _require(vector, True, "curl")
-    k, _ = _wavevectors(vector.nmesh, vector.box_size)
+    _, k, _ = wavevectors(vector.nmesh, vector.box_size)
     comp = [np.fft.rfftn(vector.value[..., i].astype(np.float64)) for i in range(3)]
     shape = vector.value.shape[:3]
     out = [np.fft.irfftn(1j * (k[(i + 1) % 3] * comp[(i + 2) % 3] - k[(i + 2) % 3] * comp[(i + 1) % 3]), s=shape,
@@ -170,7 +181,7 @@ def fit_smoothing(density_fields, velocity_fields, radii):
                                    "velocity and density of one box differ in mesh or box size")
         delta_k = np.fft.rfftn(np.asarray(density.value, dtype=np.float64) - 1.0)
         for i, radius in enumerate(radii):
-            v = _velocity_from_delta_k(delta_k, density, radius)
+            v = velocity_from_source(delta_k, density, radius)
             errors[i] += np.mean((v - velocity.value) ** 2)
     errors /= len(density_fields)
     return float(radii[np.argmin(errors)]), errors

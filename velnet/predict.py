@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .classical import ClassicalEstimator, is_classical_file
 from .errors import VelnetInputError
 from .fields import load_fields, save_fields
 from .inputs import InputWindows, box_inputs, input_layout, read_spec
 from .linear import linear_momentum
+from .power_correction import PowerCorrection, correction_path
 from .provenance import write_record
 from .tiling import cover_origins, stitch
 
@@ -118,42 +120,73 @@ def _warn_if_out_of_training(metadata, density):
                     density.attrs.get("path", "box"), density.redshift, metadata["redshift"])
 
 
-def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4):
-    """Predict with one or more trained models and write their fields to one HDF5 file.
+def predict_with(path, density, tile=None, batch_size=4):
+    """One model's field for a whole box.
+
+    Args:
+        path: a trained network (`.keras` from `velnet train`) or a classical estimator
+            file (`.json` from `velnet baseline`).
+        density: scalar `Field` of rho/rho_mean.
+        tile, batch_size: as `predict_box` (networks only).
+
+    Returns:
+        `Field` `(N, N, N, 3)` named after the model's target, km/s.
+    """
+    if is_classical_file(path):
+        return ClassicalEstimator.load(path).velocity(density)
+    from .train import load_model
+
+    model, metadata = load_model(path)
+    return predict_box(model, metadata, density, tile, batch_size)
+
+
+def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False):
+    """Predict with one or more models and write their fields to one HDF5 file.
 
     Without a momentum model, the momentum written is (rho/rho_mean) times the predicted
     velocity (on our test boxes this beats a separately trained momentum model).
 
     Args:
-        model_paths: `model.keras` path(s) from `velnet train` (e.g. a velocity and a momentum
-            model).
+        model_paths: model path(s), networks (`.keras`) or classical estimators (`.json`),
+            e.g. a velocity and a momentum network.
         fields_path: fields file with a "density" field.
         out_path: output `.h5`; written atomically, with a `.json` run record beside it.
+        power_preserving: write the velocity model's power-preserving output (its
+            `correction_path` file from `velnet calibrate`) instead of the minimum-variance one.
 
     Returns:
         `out_path`.
-    """
-    from .train import load_model
 
+    Raises:
+        VelnetInputError: a bad model or fields file, two models of one target, or a
+            power-preserving request without a velocity model, with a momentum model, or
+            without the model's correction file.
+    """
     start = time.time()
     density = load_fields(fields_path, ["density"])["density"]
     density.attrs["path"] = str(fields_path)
-    predicted, models = {}, []
-    for path in [model_paths] if isinstance(model_paths, (str, Path)) else model_paths:
-        model, metadata = load_model(path)
-        field = predict_box(model, metadata, density, tile, batch_size)
+    paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
+    predicted, sources = {}, {}
+    for path in paths:
+        field = predict_with(path, density, tile, batch_size)
         if field.name in predicted:
             raise VelnetInputError(path, f"a second model for {field.name!r}")
-        field.attrs = {"model": str(path)}
-        predicted[field.name] = field
-        models.append(str(path))
+        field.attrs = {**field.attrs, "model": str(path)}
+        predicted[field.name], sources[field.name] = field, path
+    if power_preserving:
+        if "velocity" not in predicted or "momentum" in predicted:
+            raise VelnetInputError(None, "--power-preserving needs one velocity model and no momentum model "
+                                         "(the momentum is then (rho/rho_mean) v)")
+        predicted["velocity"] = PowerCorrection.load(correction_path(sources["velocity"])).apply(predicted["velocity"])
     if "velocity" in predicted and "momentum" not in predicted:
         predicted["momentum"] = linear_momentum(density, predicted["velocity"])
         predicted["momentum"].attrs = {"model": "(rho/rho_mean) x the predicted velocity"}
     save_fields(out_path, list(predicted.values()),
-                attrs={"source": str(fields_path), "models": models})
+                attrs={"source": str(fields_path), "models": [str(p) for p in paths],
+                       "output": "power-preserving" if power_preserving else "minimum-variance"})
     write_record(Path(out_path).with_suffix(".json"), "predict",
-                 {"models": models, "fields": str(fields_path), "tile": tile,
-                  "batch_size": batch_size}, {"wall": round(time.time() - start, 3)})
+                 {"models": [str(p) for p in paths], "fields": str(fields_path), "tile": tile,
+                  "batch_size": batch_size, "power_preserving": power_preserving},
+                 {"wall": round(time.time() - start, 3)})
     log.info("wrote %s (%s)", out_path, ", ".join(predicted))
     return out_path

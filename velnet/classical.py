@@ -26,6 +26,7 @@ a JSON file that `velnet predict` applies like a trained network.
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -37,6 +38,8 @@ FORMAT = "velnet classical estimator"
 ESTIMATORS = ("linear", "bernardeau", "2lpt-log")
 DEFAULT_SET = ({"name": "linear", "smoothing": 0.0}, {"name": "bernardeau", "smoothing": 0.0})
 """The combination velnet fits by default (the best found on its test boxes)."""
+SHIPPED = Path(__file__).resolve().parent / "pretrained" / "classical-wu2021" / "velocity.json"
+"""The estimator velnet ships: fitted on its training boxes (2 Mpc/h cells, z = 0; experiments.classical)."""
 LOG_FLOOR = 0.01
 """rho/rho_mean below this is raised to it before the logarithm of "2lpt-log"."""
 

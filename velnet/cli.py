@@ -177,7 +177,7 @@ def _predict(args):
 
 
 def _evaluate(args):
-    from .classical import ClassicalEstimator
+    from .classical import SHIPPED, ClassicalEstimator
     from .evaluate import evaluate
     from .fields import load_fields
     from .linear import linear_prediction
@@ -189,19 +189,26 @@ def _evaluate(args):
     if len(names) != len(args.predictions):
         raise VelnetInputError(None, f"{len(names)} names for {len(args.predictions)} predictions")
     methods = {name: load_fields(path) for name, path in zip(names, args.predictions)}
-    smoothing = args.smoothing
-    if args.baseline:
-        classical = ClassicalEstimator.load(args.baseline)
-        methods[f"classical ({classical.label})"] = classical.prediction(density)
-        if smoothing is None:
-            smoothing = classical.attrs.get("linear_smoothing", {}).get("radius")
+    smoothing, reference = args.smoothing, None
+    baseline = SHIPPED if args.baseline == "shipped" else (None if args.baseline == "none" else args.baseline)
+    if baseline is not None:
+        classical = ClassicalEstimator.load(baseline)
+        if args.baseline == "shipped" and not np.isclose(classical.cell_size, density.cell_size, rtol=1e-3):
+            log.warning("the shipped classical estimator is fitted for %g Mpc/h cells, not %g: no classical reference "
+                        "(fit one with `velnet baseline` and pass it with --baseline)", classical.cell_size,
+                        density.cell_size)
+        else:
+            reference = f"classical ({classical.label})"
+            methods[reference] = classical.prediction(density)
+            if smoothing is None:
+                smoothing = classical.attrs.get("linear_smoothing", {}).get("radius")
     methods["linear"] = linear_prediction(density)
     if smoothing:
         methods[f"linear R={smoothing:g}"] = linear_prediction(density, smoothing)
     # The paper's three 40x40 (Mpc/h)^2 slices; a small box holds fewer distinct ones.
     across = round(40.0 / density.cell_size)
     slices = max(1, min(3, (density.nmesh // (2 * across - 1)) ** 2))
-    evaluate(truth, methods, args.out, density=density, n_slices=slices, progress=log.info)
+    evaluate(truth, methods, args.out, density=density, n_slices=slices, progress=log.info, reference=reference)
     print(Path(args.out) / "report.md")
 
 
@@ -405,9 +412,10 @@ def build_parser():
     s.add_argument("truth", help="fields .h5 with the true density, velocity, momentum")
     s.add_argument("predictions", nargs="*", help="predicted fields .h5 files")
     s.add_argument("--names", nargs="*", help="method names for the predictions")
-    s.add_argument("--baseline", metavar="FILE",
-                   help="classical estimator from `velnet baseline`: compared as the reference, and its "
-                        "fitted radius used for the smoothed linear baseline unless --smoothing is given")
+    s.add_argument("--baseline", metavar="FILE", default="shipped",
+                   help="classical estimator from `velnet baseline`, the reference every method is measured "
+                        "against; its fitted radius is the smoothed linear baseline's unless --smoothing is "
+                        "given (default: the one velnet ships, for 2 Mpc/h cells; 'none': no reference)")
     s.add_argument("--smoothing", type=float,
                    help="Gaussian radius (Mpc/h) of the smoothed linear baseline")
     s.add_argument("--out", required=True, help="report folder")

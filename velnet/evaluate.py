@@ -258,9 +258,29 @@ def _phase_sentences(metrics):
                    f"{PHASE_FRACTION:.0%} or more of the bins over {WORST_RANGE[0]} < k < {WORST_RANGE[1]} h/Mpc."]
 
 
+def _reference_table(metrics, reference):
+    """Each method's mean abs(v_res) and band errors as ratios to the reference's."""
+    errors, pixel = metrics["error_spectrum"], metrics["pixel"]
+    ref = errors[reference]["columns"]
+    bands = [f"{lo:g}-{hi:g}" for lo, hi in zip(ref["k_lo"], ref["k_hi"])]
+    lines = [f"Ratios to {reference} (below 1: better than the reference). Its own values: mean abs(v_res) "
+             f"{_num(pixel[reference]['abs_v_residual']['mean'], '{:.1f}')} km/s; band errors "
+             + " / ".join(_num(v, "{:.1f}") for v in ref["rms_error"]) + " km/s.", "",
+             "| method | mean abs(v_res) | " + " | ".join(bands) + " |", "|---" * (len(bands) + 2) + "|"]
+    for name in metrics["methods"]:
+        if name == reference:
+            continue
+        ratio = pixel[name]["abs_v_residual"]["mean"] / pixel[reference]["abs_v_residual"]["mean"]
+        cells = [_num(e / r if r else None, "{:.2f}") for e, r in zip(errors[name]["columns"]["rms_error"],
+                                                                      ref["rms_error"])]
+        lines.append(f"| {name} | {ratio:.2f} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _report(metrics, density, figures):
     methods = metrics["methods"]
     cfg = metrics["config"]
+    reference = cfg.get("reference")
     sub = next(iter(metrics["subboxes"]["abs_v"]["results"].values()))["attrs"]
     lines = [
         "# velnet evaluation report", "",
@@ -281,6 +301,8 @@ def _report(metrics, density, figures):
     ]
     for q in stats.QUANTITIES:
         lines += _spectrum_table(q, metrics["spectra"][q]["table"], methods)
+    if reference:
+        lines += ["## Against the classical reference", "", *_reference_table(metrics, reference)]
     lines += ["## Power right, phases wrong?", "", *_phase_sentences(metrics), "",
               "## Where the error lives: rms of one velocity component per k band (km/s)", "",
               "Band variances come from FFTPower's band power times its mode count over the volume (Parseval); "
@@ -360,7 +382,8 @@ def _provenance(seconds):
             "versions": versions(("velnet", "numpy", "matplotlib", "nbodykit"))}
 
 
-def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, progress=None):
+def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, progress=None,
+             reference=None):
     """Compare reconstructions with the truth and write a report folder.
 
     Args:
@@ -374,6 +397,8 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
         subbox_size: side of the sub-boxes for the sub-box spectra, Mpc/h.
         n_slices: number of densest slices for the slice statistics and figures.
         progress: optional callable taking a short message, called before each step.
+        reference: name of the method every other is measured against (the fitted classical
+            estimator); adds a table of ratios to the report.
 
     Returns:
         the metrics dict written to metrics.json (numbers that do not exist, such as T(k)
@@ -387,7 +412,9 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
     start = time.time()
     progress = progress or (lambda message: None)
     density, entries = _check_inputs(truth_fields, predictions, density)
-    config = {"subbox_size": subbox_size, "n_slices": n_slices, "table_k": list(TABLE_K),
+    if reference is not None and reference not in predictions:
+        raise VelnetInputError(None, f"the reference {reference!r} is not among the methods {list(predictions)}")
+    config = {"reference": reference, "subbox_size": subbox_size, "n_slices": n_slices, "table_k": list(TABLE_K),
               "worst_range": list(WORST_RANGE), "t_near": T_NEAR, "r_low": R_LOW, "phase_fraction": PHASE_FRACTION,
               "box_size": density.box_size, "nmesh": density.nmesh, "redshift": density.redshift,
               "cosmology": density.cosmology.to_dict()}

@@ -1,12 +1,15 @@
 """The Python steps of scripts/gpu_campaign.sh (a GPU node's short window), one subcommand each.
 
+    pack OUTDIR --seeds ...         simulate (fastpm) and paint boxes, packed as below (MPI-aware)
     pack-fields IN.h5 OUT.h5        a fields file as float16 density + velocity (to carry)
     unpack-fields IN.h5 OUT.h5      back to float32, momentum = density * velocity
     install --wheelhouse W --site S install the wheels of W whose packages are missing (--target S)
     throughput LOG                  the benchmark's table -> JSON with the Keras / PyTorch ratio
-    train DATA RUN --deadline T     velnet's training, stopped at an epoch's end before T
-    metrics TRUTH PRED              whole-box rms velocity errors: U-net, classical, linear
+    train DATA RUN --deadline T     velnet's training, stopped at an epoch's end before T; with
+                                    --export-to, then its float16 weights (as export-weights)
     export-weights MODEL DIR        float16 weights in parts of at most --part-bytes, + JSON
+    evaluate-box WORK OUT           the model rebuilt from OUT's parts predicts the test box;
+                                    whole-box rms errors against the classical estimator
     import-model RESULTS DEST       those parts -> DEST/velocity.keras (velnet/pretrained layout)
     report WORK OUT                 every step's JSON -> OUT/campaign.json and OUT/report.md
 
@@ -50,6 +53,36 @@ def fail(path, problem):
 
 # --- data ------------------------------------------------------------------------------------
 
+def pack(args):
+    """Simulate and paint each seed's box (velnet's fastpm driver, wu2021 preset, z = 0) and pack
+    it as OUTDIR/<split>-seed<seed>.h5; collective under mpirun, rank 0 packs."""
+    from data_prep.paint import paint_snapshot
+    from data_prep.simulate import SimulationConfig, simulate
+    from nbodykit import CurrentMPIComm
+
+    rank = CurrentMPIComm.get().rank
+    out, work = Path(args.out), Path(args.work)
+    for split, seeds in (("train", args.train), ("val", args.val), ("test", args.test)):
+        for seed in seeds:
+            start = time.time()
+            sim, fields = work / "sims" / f"seed{seed}", work / "fields" / f"seed{seed}.h5"
+            if not (sim / "snapshot_z0.000").exists():
+                config = SimulationConfig.from_preset("wu2021", box_size=args.box, nparticles=args.particles,
+                                                      steps=args.steps, output_redshifts=(0.0,), seed=seed)
+                simulate(config, sim)
+            if not fields.exists():
+                paint_snapshot(sim / "snapshot_z0.000", args.nmesh, fields)
+            if rank == 0:
+                pack_fields(argparse.Namespace(input=fields, output=out / f"{split}-seed{seed}.h5",
+                                               fields=["density", "velocity"]))
+                say(f"seed {seed} ({split}): {time.time() - start:.0f} s")
+    if rank == 0:
+        write_json(out / "data.json", {
+            "box": args.box, "particles": args.particles, "steps": args.steps, "nmesh": args.nmesh,
+            "redshift": 0.0, "preset": "wu2021", "train": args.train, "val": args.val, "test": args.test,
+            "commit": args.commit, "format": "float16 density and velocity (scripts/campaign.py pack-fields)"})
+
+
 def pack_fields(args):
     """float16 density and velocity (or --fields) with the file's attributes: 8 bytes a cell
     instead of 28."""
@@ -71,6 +104,7 @@ def pack_fields(args):
         if not np.all(np.isfinite(value)) or np.abs(value).max() > 6e4:
             fail(src, f"field {name!r} is not finite or exceeds float16's range")
     tmp = Path(args.output).with_suffix(".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(tmp, "w") as h5:
         h5.attrs.update(attrs)
         h5.attrs["velnet_campaign_packed"] = f"float16 {' and '.join(args.fields)}"
@@ -211,47 +245,58 @@ def train_step(args):
 
     start = time.time()
     path = train(args.data, args.run, args.preset, epochs=args.max_epochs, batch_size=args.batch_size,
-                 learning_rate=args.learning_rate, seed=args.seed, callbacks=[Deadline()])
+                 learning_rate=args.learning_rate, seed=args.seed, callbacks=[Deadline()],
+                 steps_per_epoch=args.steps_per_epoch, validation_steps=args.validation_steps)
     record = json.loads((Path(args.run) / "train_config.json").read_text())
     write_json(Path(args.state) / "train.json", {
         "model": str(path), "preset": args.preset, "dtype_policy": args.dtype,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "parameters": record.get("parameters"), "best": record.get("best"),
-        "epochs": epochs_log, "seconds": round(time.time() - start, 1),
+        "steps_per_epoch": args.steps_per_epoch, "parameters": record.get("parameters"),
+        "best": record.get("best"), "epochs": epochs_log, "seconds": round(time.time() - start, 1),
         "backend": keras.backend.backend(), "device": keras.distribution.list_devices()[0]})
+    if args.export_to:  # in this process: no second start-up of Keras and the backend
+        export_weights(argparse.Namespace(model=path, out=args.export_to, part_bytes=args.part_bytes,
+                                          state=args.state))
 
 
-# --- evaluation without nbodykit -------------------------------------------------------------
+# --- the test box, without nbodykit ---------------------------------------------------------
 
-def metrics(args):
-    """Whole-box rms error of one velocity component (km/s): U-net, classical base, linear theory.
-
-    A pixel statistic (what `velnet evaluate` calls the "all k" error), so it needs no power
-    spectra and runs where nbodykit is not installed.
-    """
+def evaluate_box(args):
+    """Rebuild the model from OUT's float16 parts (what ships), predict the test box with it and
+    with the classical estimator, write OUT/prediction-f16.h5 and the whole-box rms error of one
+    velocity component (km/s) of each: a pixel statistic (`velnet evaluate`'s "all k" error),
+    so no power spectra and no nbodykit are needed."""
     from velnet.fields import load_fields
     from velnet.linear import linear_prediction
+    from velnet.predict import predict_file
 
-    truth = load_fields(args.truth, ["density", "velocity"])
+    work, out = Path(args.work), Path(args.out)
+    shipped = work / "shipped"
+    import_model(argparse.Namespace(results=out, dest=shipped, variant="gpu-residual"))
+    test = work / "test.h5"
+    start = time.time()
+    predict_file([shipped / "velocity.keras"], test, work / "pred.h5")
+    predict_seconds = time.time() - start
+    predict_file([work / "classical.json"], test, work / "classical-pred.h5")
+    pack_fields(argparse.Namespace(input=work / "pred.h5", output=out / "prediction-f16.h5",
+                                   fields=["velocity"]))
+
+    truth = load_fields(test, ["density", "velocity"])
     v = truth["velocity"].value.astype(np.float64)
     rms = lambda pred: float(np.sqrt(np.mean((np.asarray(pred, np.float64) - v) ** 2)))  # noqa: E731
-    out = {"truth_rms": float(np.sqrt(np.mean((v - v.mean(axis=(0, 1, 2))) ** 2))),
-           "unet": rms(load_fields(args.pred, ["velocity"])["velocity"].value),
-           "linear": rms(linear_prediction(truth["density"])["velocity"].value)}
-    if args.classical_pred:
-        out["classical"] = rms(load_fields(args.classical_pred, ["velocity"])["velocity"].value)
-        out["classical_name"] = f"classical estimator ({Path(args.classical_base).name})"
-    elif args.smoothing is not None:
-        out["classical"] = rms(linear_prediction(truth["density"], args.smoothing)["velocity"].value)
-        out["classical_name"] = f"linear theory, R = {args.smoothing:g} Mpc/h (fitted)"
-    if "classical" in out:
-        out["unet_over_classical"] = out["unet"] / out["classical"]
-        out["goal"] = "U-net whole-box error at least 20 % below the classical estimator's"
-        out["goal_met"] = out["unet_over_classical"] <= 0.8
-    out["test_box"] = str(args.truth)
+    result = {"truth_rms": float(np.sqrt(np.mean((v - v.mean(axis=(0, 1, 2))) ** 2))),
+              "unet": rms(load_fields(work / "pred.h5", ["velocity"])["velocity"].value),
+              "classical": rms(load_fields(work / "classical-pred.h5", ["velocity"])["velocity"].value),
+              "classical_name": "classical estimator (velnet baseline, fitted on the training boxes)",
+              "linear": rms(linear_prediction(truth["density"])["velocity"].value),
+              "predict_seconds": round(predict_seconds, 1), "test_box": str(test.resolve())}
+    result["unet_over_classical"] = result["unet"] / result["classical"]
+    result["goal"] = "U-net whole-box error at least 20 % below the classical estimator's"
+    result["goal_met"] = result["unet_over_classical"] <= 0.8
     say("whole-box rms error of one velocity component: " + ", ".join(
-        f"{k} {out[k]:.1f} km/s" for k in ("truth_rms", "unet", "classical", "linear") if k in out))
-    write_json(Path(args.state) / "metrics.json", out)
+        f"{k} {result[k]:.1f} km/s" for k in ("truth_rms", "unet", "classical", "linear")) +
+        f"; U-net / classical {result['unet_over_classical']:.3f}")
+    write_json(Path(args.state) / "metrics.json", result)
 
 
 # --- weights out and back --------------------------------------------------------------------
@@ -330,14 +375,12 @@ def import_model(args):
         "device": state.get("env", {}).get("device"),
         "variants": {variant: {"preset": train.get("preset"), "linear_input": bool(spec.get("linear")),
                                "context": spec.get("context", 0), "targets": [target],
-                               "classical_base": data.get("classical"),
-                               "smoothing": data.get("smoothing")}},
+                               "base": "classical.json"}},
         "train": {k: train.get(k) for k in ("batch_size", "learning_rate", "dtype_policy", "best")},
         "weights": "float16 on the node, stored here as float32",
         "test_metrics": state.get("metrics")}, indent=1) + "\n")
     if data.get("classical_model"):
-        name = "classical.json" if data.get("interface") == "classical" else "baseline.json"
-        (dest / name).write_text(json.dumps(data["classical_model"], indent=1) + "\n")
+        (dest / "classical.json").write_text(json.dumps(data["classical_model"], indent=1) + "\n")
     if train.get("epochs"):
         rows = ["epoch,loss,val_loss"] + [f"{e['epoch'] - 1},{e['loss']},{e['val_loss']}" for e in train["epochs"]]
         (dest / f"{target}-history.csv").write_text("\n".join(rows) + "\n")
@@ -413,6 +456,16 @@ def report(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("pack")
+    s.add_argument("out"); s.add_argument("--work", required=True)  # noqa: E702
+    for name in ("train", "val", "test"):
+        s.add_argument(f"--{name}", type=int, nargs="+", required=True, help=f"{name} seeds")
+    s.add_argument("--box", type=float, required=True)
+    s.add_argument("--particles", type=int, required=True)
+    s.add_argument("--steps", type=int, default=10)
+    s.add_argument("--nmesh", type=int, required=True)
+    s.add_argument("--commit", default="unknown")
+    s.set_defaults(func=pack)
     s = sub.add_parser("pack-fields"); s.add_argument("input"); s.add_argument("output")  # noqa: E702
     s.add_argument("--fields", nargs="+", default=["density", "velocity"])
     s.set_defaults(func=pack_fields)
@@ -433,16 +486,17 @@ def main(argv=None):
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--learning-rate", type=float, default=3e-4)
     s.add_argument("--max-epochs", type=int, default=10000)
+    s.add_argument("--steps-per-epoch", type=int)
+    s.add_argument("--validation-steps", type=int)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--export-to", help="then export the float16 weights into this folder")
+    s.add_argument("--part-bytes", type=int, default=15 * MiB)
     s.add_argument("--state", required=True)
     s.set_defaults(func=train_step)
-    s = sub.add_parser("metrics")
-    s.add_argument("truth"); s.add_argument("pred")  # noqa: E702
-    s.add_argument("--classical-pred")
-    s.add_argument("--classical-base", default="")
-    s.add_argument("--smoothing", type=float)
+    s = sub.add_parser("evaluate-box")
+    s.add_argument("work"); s.add_argument("out")  # noqa: E702
     s.add_argument("--state", required=True)
-    s.set_defaults(func=metrics)
+    s.set_defaults(func=evaluate_box)
     s = sub.add_parser("export-weights")
     s.add_argument("model"); s.add_argument("out")  # noqa: E702
     s.add_argument("--part-bytes", type=int, default=15 * MiB)

@@ -60,13 +60,15 @@ if [ "${1:-}" != __step ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   # Sizes: the node's, or the dry run's toy ones (same steps, same code).
   if [ "$MODE" = tiny ]; then
-    export BOX=64 PARTICLES=32 SIM_STEPS=4 NMESH=32 TILE=16 TRAIN_SEEDS=1 VAL_SEEDS=2 TEST_SEEDS=3
-    export PRESET=tiny-residual BATCH=4 MAX_EPOCHS=2 PART_BYTES=$((256 * 1024))
-    export BENCH_ARGS="--preset tiny --tile 16 --batch-sizes 2 --dtypes mixed_bfloat16 --steps 2 --warmup 1"
+    # (mixed bf16 is emulated on a CPU, slowly: the training keeps it, at one batch an epoch)
+    export BOX=64 PARTICLES=32 SIM_STEPS=4 NMESH=32 TILE=8 TRAIN_SEEDS=1 VAL_SEEDS=2 TEST_SEEDS=3
+    export PRESET=tiny-residual BATCH=2 MAX_EPOCHS=2 STEPS_PER_EPOCH=1 PART_BYTES=$((256 * 1024))
+    export BENCH_ARGS="--preset tiny --tile 16 --batch-sizes 2 --dtypes float32 --steps 1 --warmup 1"
     export DATA=$WORK/pack
   else
     export BOX=160 PARTICLES=160 SIM_STEPS=10 NMESH=80 TILE=20 TRAIN_SEEDS="1 2 3 4 5 6" VAL_SEEDS=7
-    export TEST_SEEDS=100 PRESET=wu2021-text-residual BATCH=32 MAX_EPOCHS=100000 PART_BYTES=$((15 << 20))
+    export TEST_SEEDS=100 PRESET=wu2021-text-residual BATCH=32 MAX_EPOCHS=100000 STEPS_PER_EPOCH=""
+    export PART_BYTES=$((15 << 20))
     export BENCH_ARGS="--preset wu2021-text --batch-sizes 32 --dtypes mixed_bfloat16 --steps 20 --warmup 3"
   fi
   export CONTEXT=${CAMPAIGN_CONTEXT:-0} LR=${CAMPAIGN_LR:-3e-4} DTYPE=${CAMPAIGN_DTYPE:-mixed_bfloat16}
@@ -90,7 +92,9 @@ def version(name):
         return None
 names = ("jax", "jaxlib", "jax-cuda13-plugin", "torch", "keras", "numpy", "h5py", "nbodykit")
 versions = {"python": platform.python_version(), **{n: version(n) for n in names if version(n)}}
-device = "cpu: " + platform.processor()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+           platform.machine())
+device = f"cpu: {cpu}"
 if shutil.which("nvidia-smi"):
     out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                           "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
@@ -129,7 +133,7 @@ step_throughput() {
 }
 
 step_data() {
-  local f name train=() val=() test=() splits=() base=() interface
+  local f name train=() val=() test=() splits=() base=()
   [ -f "$DATA/data.json" ] || { echo "gpu_campaign: error: $DATA/data.json: no data pack (make it with --pack and carry it)" >&2; return 2; }
   mkdir -p "$WORK/fields"
   for f in "$DATA"/*.h5; do
@@ -145,29 +149,20 @@ step_data() {
   [ ${#train[@]} -gt 0 ] && [ ${#val[@]} -gt 0 ] && [ ${#test[@]} -gt 0 ] \
     || { echo "gpu_campaign: error: $DATA: needs train-*, val-* and test-* fields files" >&2; return 2; }
   for _ in "${val[@]}"; do splits+=(val); done
-  # The classical estimator fitted on the training boxes: the per-k model of `velnet baseline`
-  # where velnet has it (prep --base), else linear theory at the fitted smoothing radius.
-  if "${VELNET[@]}" prep --help | grep -q -- '--base'; then
-    interface=classical
-    "${VELNET[@]}" baseline "${train[@]}" --out "$WORK/classical.json"
-    base=(--base "$WORK/classical.json")
-  else
-    interface=smoothing
-    "${VELNET[@]}" baseline "${train[@]}" --out "$WORK/classical.json"
-    base=(--smoothing "$("$PYTHON" -c "import json; print(json.load(open('$WORK/classical.json'))['smoothing'])")")
-  fi
+  # The classical estimator (linear theory and Bernardeau's relation combined per k), fitted on
+  # the training boxes: the v_L input channels and the residual base of the network.
+  "${VELNET[@]}" baseline "${train[@]}" --out "$WORK/classical.json"
+  base=(--base "$WORK/classical.json")
   local context=()
   [ "$CONTEXT" = 0 ] || context=(--context "$CONTEXT")
   "${VELNET[@]}" prep "${train[@]}" "${val[@]}" --split "${splits[@]}" --tile "$TILE" \
     --linear-input "${base[@]}" "${context[@]}" --out "$WORK/data"
   ln -sf "${test[0]}" "$WORK/test.h5"
-  "$PYTHON" - "$interface" "${base[@]}" <<'EOF'
+  "$PYTHON" - <<'EOF'
 import json, os, sys
 work, state = os.environ["WORK"], os.environ["STATE"]
 manifest = json.load(open(os.path.join(work, "data", "manifest.json")))
-interface, option, value = sys.argv[1:4]
-data = {"interface": interface, "classical": "classical.json", "prep_option": f"{option} {value}",
-        "smoothing": float(value) if option == "--smoothing" else None,
+data = {"classical": "classical.json", "prep": "--linear-input --base classical.json",
         "classical_model": json.load(open(os.path.join(work, "classical.json"))),
         "counts": manifest["split"]["counts"], "input_shape": manifest["input_shape"],
         "target_scale": manifest["normalisation"]["target_scale"],
@@ -177,49 +172,42 @@ pack = data["pack"]
 data["summary"] = (f"{len(pack['train'])} training, {len(pack['val'])} validation and {len(pack['test'])} "
                    f"test boxes of {pack['box']:g} Mpc/h on {pack['nmesh']}^3 cells (fastpm, seeds "
                    f"{pack['train']} / {pack['val']} / {pack['test']}); tiles {data['counts']}, "
-                   f"inputs {data['input_shape']}; classical base: {interface} ({option} {value})")
+                   f"inputs {data['input_shape']}; the classical estimator fitted on the training "
+                   "boxes is the v_L input and residual base")
 json.dump(data, open(os.path.join(state, "data.json"), "w"), indent=1)
 print(data["summary"])
 EOF
 }
 
 step_train() {
-  # Stop training so that it has ended, and saved, 20 s before this step's own time box ends.
-  "${CAMPAIGN[@]}" train "$WORK/data" "$WORK/run" --deadline "$(( $(now) + STEP_CAP - 20 ))" \
+  # Stop training so that it has ended, and saved and exported the weights, 25 s before this
+  # step's own time box ends.
+  local steps=()
+  [ -z "$STEPS_PER_EPOCH" ] || steps=(--steps-per-epoch "$STEPS_PER_EPOCH" --validation-steps "$STEPS_PER_EPOCH")
+  "${CAMPAIGN[@]}" train "$WORK/data" "$WORK/run" --deadline "$(( $(now) + STEP_CAP - 25 ))" \
     --preset "$PRESET" --batch-size "$BATCH" --learning-rate "$LR" --dtype "$DTYPE" \
-    --max-epochs "$MAX_EPOCHS" --state "$STATE"
+    --max-epochs "$MAX_EPOCHS" "${steps[@]}" --export-to "$OUT_DIR" --part-bytes "$PART_BYTES" \
+    --state "$STATE"
 }
 
-step_export() {
+step_export() {  # only where training stopped before exporting (model.keras, else best.keras)
+  if [ -f "$STATE/weights.json" ]; then
+    echo "the weights were exported by the training step"
+    return
+  fi
   "${CAMPAIGN[@]}" export-weights "$WORK/run/model.keras" "$OUT_DIR" --part-bytes "$PART_BYTES" \
     --state "$STATE"
 }
 
 step_evaluate() {
   # What ships is the model rebuilt from the float16 parts: that one predicts the test box.
-  "${CAMPAIGN[@]}" report "$WORK" "$OUT_DIR"
-  "${CAMPAIGN[@]}" import-model "$OUT_DIR" "$WORK/shipped"
-  "${VELNET[@]}" predict "$WORK/test.h5" "$WORK/shipped/velocity.keras" --out "$WORK/pred.h5"
-  "${CAMPAIGN[@]}" pack-fields "$WORK/pred.h5" "$OUT_DIR/prediction-f16.h5" --fields velocity
-  local interface classical=() baseline=()
-  interface=$("$PYTHON" -c "import json; print(json.load(open('$STATE/data.json'))['interface'])")
-  if [ "$interface" = classical ]; then
-    "${VELNET[@]}" predict "$WORK/test.h5" "$WORK/classical.json" --out "$WORK/classical-pred.h5"
-    classical=(--classical-pred "$WORK/classical-pred.h5" --classical-base "$WORK/classical.json")
-    baseline=(--baseline "$WORK/classical.json")
-  else
-    local r
-    r=$("$PYTHON" -c "import json; print(json.load(open('$STATE/data.json'))['smoothing'])")
-    classical=(--smoothing "$r")
-    baseline=(--smoothing "$r")
-  fi
-  "${CAMPAIGN[@]}" metrics "$WORK/test.h5" "$WORK/pred.h5" "${classical[@]}" --state "$STATE"
+  "${CAMPAIGN[@]}" evaluate-box "$WORK" "$OUT_DIR" --state "$STATE"
   if "$PYTHON" -c "import nbodykit" 2>/dev/null; then
-    "${VELNET[@]}" evaluate "$WORK/test.h5" "$WORK/pred.h5" --names "U-net $PRESET" "${baseline[@]}" \
-      --out "$WORK/report"
+    "${VELNET[@]}" evaluate "$WORK/test.h5" "$WORK/pred.h5" --names "U-net $PRESET" \
+      --baseline "$WORK/classical.json" --out "$WORK/report"
   else
-    log "nbodykit is not installed here: no power spectra; evaluate the returned prediction with"
-    log "  velnet evaluate TEST.h5 prediction-f16.h5 ... on a machine with it (README)"
+    log "nbodykit is not installed here: no power spectra; evaluate the returned prediction"
+    log "(prediction-f16.h5) with velnet evaluate on a machine with it (README)"
   fi
 }
 
@@ -267,35 +255,13 @@ run_step() {  # run_step NAME CAP_S [NEEDS...]: time-boxed at min(CAP_S, time le
   record "$name" "$status" "$(( $(now) - t0 ))" "$cap"
 }
 
-pack() {  # simulate, paint and pack the carried boxes into $DATA
-  local split seed sim fields t0
-  mkdir -p "$DATA" "$WORK/sims" "$WORK/fields"
+pack() {  # simulate, paint and pack the carried boxes into $DATA (one process, or NP under mpirun)
   local mpi=()
   [ "$NP" -gt 1 ] && mpi=(mpirun -n "$NP")
-  for split in train val test; do
-    local seeds_var=${split^^}_SEEDS
-    for seed in ${!seeds_var}; do
-      sim=$WORK/sims/seed$seed; fields=$WORK/fields/seed$seed.h5
-      t0=$(now)
-      [ -e "$sim/snapshot_z0.000" ] || "${mpi[@]}" "${VELNET[@]}" simulate --box "$BOX" \
-        --particles "$PARTICLES" --steps "$SIM_STEPS" --z 0 --seed "$seed" --out "$sim" >/dev/null
-      [ -e "$fields" ] || "${VELNET[@]}" paint "$sim/snapshot_z0.000" --nmesh "$NMESH" --out "$fields" >/dev/null
-      "${CAMPAIGN[@]}" pack-fields "$fields" "$DATA/$split-seed$seed.h5"
-      log "seed $seed ($split): $(( $(now) - t0 )) s"
-    done
-  done
-  local commit
-  commit=$(git -C "$HERE" rev-parse HEAD 2>/dev/null || echo unknown)
-  "$PYTHON" - "$commit" <<'EOF'
-import json, os, sys
-e = os.environ
-split = lambda v: [int(s) for s in e[v].split()]
-json.dump({"box": float(e["BOX"]), "particles": int(e["PARTICLES"]), "steps": int(e["SIM_STEPS"]),
-           "nmesh": int(e["NMESH"]), "redshift": 0.0, "preset": "wu2021", "train": split("TRAIN_SEEDS"),
-           "val": split("VAL_SEEDS"), "test": split("TEST_SEEDS"), "commit": sys.argv[1],
-           "format": "float16 density and velocity (scripts/campaign.py pack-fields)"},
-          open(os.path.join(e["DATA"], "data.json"), "w"), indent=1)
-EOF
+  # shellcheck disable=SC2086  # the seed lists are lists
+  "${mpi[@]}" "${CAMPAIGN[@]}" pack "$DATA" --work "$WORK" --train $TRAIN_SEEDS --val $VAL_SEEDS \
+    --test $TEST_SEEDS --box "$BOX" --particles "$PARTICLES" --steps "$SIM_STEPS" --nmesh "$NMESH" \
+    --commit "$(git -C "$HERE" rev-parse HEAD 2>/dev/null || echo unknown)"
 }
 
 upload_size() {  # what goes up to the node: the working tree and the carried folders
@@ -345,15 +311,15 @@ fi
 DEADLINE=$(( START + BUDGET ))
 bash "$SELF" __step env
 # Time boxes (s) on the node: install 90, throughput 210, data 120, then training takes what
-# is left but 100 s, which export (30) and evaluate (the rest) share.
+# is left but 90 s, which evaluate needs (export runs only where training did not export).
 run_step install 90
 run_step throughput 210 install
 "${CAMPAIGN[@]}" throughput "$WORK/throughput.log" --state "$STATE" && "${CAMPAIGN[@]}" report "$WORK" "$OUT_DIR" || true
 run_step data 120 install
-TRAIN_CAP=$(( DEADLINE - $(now) - 100 ))
+TRAIN_CAP=$(( DEADLINE - $(now) - 90 ))
 [ "$MODE" != tiny ] || TRAIN_CAP=$(( TRAIN_CAP > 300 ? 300 : TRAIN_CAP ))
 run_step train "$TRAIN_CAP" data
-run_step export 30 train
+run_step export 60 data
 run_step evaluate $(( DEADLINE - $(now) )) export
 "${CAMPAIGN[@]}" report "$WORK" "$OUT_DIR"
 

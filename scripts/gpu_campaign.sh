@@ -9,8 +9,9 @@
 #   3 data        the carried float16 fields -> the fitted classical estimator -> shards with
 #                 its prediction as the v_L input and residual base
 #   4 train       the full-width residual U-net (wu2021-text-residual) with KERAS_BACKEND=jax,
-#                 stopped at an epoch's end before the time left for step 5
-#   5 export      its weights as float16, in parts of at most 15 MiB
+#                 mixed bf16, batch 32, stopped at an epoch's end so that 90 s remain; then,
+#                 in the same process, its weights as float16 in parts of at most 15 MiB
+#   5 export      the same, only where training ended without exporting
 #   6 evaluate    the model rebuilt from those parts predicts the test box; whole-box errors
 #                 against the classical estimator (and `velnet evaluate` where nbodykit is)
 # $OUT then holds at most 8 files: report.md, campaign.json, campaign.log,
@@ -21,20 +22,23 @@
 #   bash scripts/gpu_campaign.sh                 # on the node (env OUT; see README)
 #   bash scripts/gpu_campaign.sh --tiny          # here, on a CPU: the same steps at toy sizes
 #   bash scripts/gpu_campaign.sh --import DIR --name NAME   # here: DIR's model -> velnet/pretrained/NAME
-# Options: --out DIR (default $OUT, else runs/gpu-campaign/out), --work DIR (scratch; default
-#   /tmp/velnet-campaign), --budget S (seconds for the whole run; default 540), --data DIR
-#   (default dist/campaign-data), --wheelhouse DIR (default dist/wheelhouse-gpu-node-py3.12;
-#   "none": install nothing), --np N (MPI ranks of --pack's simulations; default 1).
-# Environment: PYTHON (default python3; tests: .venv/bin/python).
+# Options: --out DIR (default $OUT, else runs/gpu-campaign/out); --work DIR (scratch; default
+#   /tmp/velnet-campaign, --pack's runs/gpu-campaign/pack); --budget S (seconds for the whole
+#   run, default 555: one command of at most 10 minutes); --data DIR (default
+#   dist/campaign-data); --wheelhouse DIR (default dist/wheelhouse-gpu-node-py3.12; "none":
+#   install nothing); --np N (MPI ranks of --pack's simulations; default 1); --skip STEP,...
+#   (e.g. throughput, in a second window that measured it already).
+# Environment: PYTHON (default python3; tests: .venv/bin/python); CAMPAIGN_LR (3e-4),
+#   CAMPAIGN_DTYPE (mixed_bfloat16), CAMPAIGN_CONTEXT (0; F adds prep's --context F).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 SELF="$HERE/scripts/gpu_campaign.sh"
 
 if [ "${1:-}" != __step ]; then
-  MODE=run; OUT_DIR=${OUT:-$HERE/runs/gpu-campaign/out}; WORK=/tmp/velnet-campaign; BUDGET=540
+  MODE=run; OUT_DIR=${OUT:-$HERE/runs/gpu-campaign/out}; WORK=""; BUDGET=555
   DATA=$HERE/dist/campaign-data; WHEELHOUSE=$HERE/dist/wheelhouse-gpu-node-py3.12; NP=1
-  IMPORT=""; NAME=""
+  IMPORT=""; NAME=""; SKIP=""
   while [ $# -gt 0 ]; do
     case $1 in
       --tiny) MODE=tiny; shift ;;
@@ -47,11 +51,14 @@ if [ "${1:-}" != __step ]; then
       --data) DATA=$2; shift 2 ;;
       --wheelhouse) WHEELHOUSE=$2; shift 2 ;;
       --np) NP=$2; shift 2 ;;
+      --skip) SKIP=$2; shift 2 ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
       *) echo "gpu_campaign: unknown argument $1 (--help lists them)" >&2; exit 2 ;;
     esac
   done
-  export MODE WORK BUDGET DATA WHEELHOUSE NP HERE SELF
+  # --pack keeps its simulations and float32 fields (the test box, to evaluate with here).
+  [ -n "$WORK" ] || { [ "$MODE" = pack ] && WORK=$HERE/runs/gpu-campaign/pack || WORK=/tmp/velnet-campaign; }
+  export MODE WORK BUDGET DATA WHEELHOUSE NP HERE SELF SKIP
   export OUT_DIR=$(realpath -m "$OUT_DIR") WORK=$(realpath -m "$WORK")
   export PYTHON=${PYTHON:-python3}
   export SITE=$WORK/site STATE=$WORK/state
@@ -66,7 +73,9 @@ if [ "${1:-}" != __step ]; then
     export BENCH_ARGS="--preset tiny --tile 16 --batch-sizes 2 --dtypes float32 --steps 1 --warmup 1"
     export DATA=$WORK/pack
   else
-    export BOX=160 PARTICLES=160 SIM_STEPS=10 NMESH=80 TILE=20 TRAIN_SEEDS="1 2 3 4 5 6" VAL_SEEDS=7
+    # 10 boxes of 160 Mpc/h, 3.5 MiB each packed: with the tree (5 MiB) and the gpu-node
+    # wheelhouse (16 MiB), 56 MiB go up. Seed 100 is velnet's own test box (experiments/wu2021.py).
+    export BOX=160 PARTICLES=160 SIM_STEPS=10 NMESH=80 TILE=20 TRAIN_SEEDS="1 2 3 4 5 6 7 8" VAL_SEEDS=9
     export TEST_SEEDS=100 PRESET=wu2021-text-residual BATCH=32 MAX_EPOCHS=100000 STEPS_PER_EPOCH=""
     export PART_BYTES=$((15 << 20))
     export BENCH_ARGS="--preset wu2021-text --batch-sizes 32 --dtypes mixed_bfloat16 --steps 20 --warmup 3"
@@ -230,6 +239,10 @@ record() {  # record NAME STATUS SECONDS CAP
 
 run_step() {  # run_step NAME CAP_S [NEEDS...]: time-boxed at min(CAP_S, time left)
   local name=$1 cap=$2 t0 rc left; shift 2
+  if [[ ",$SKIP," == *",$name,"* ]]; then
+    log "=== $name: skipped (--skip)"; record "$name" "skipped (--skip)" 0 0
+    return 0
+  fi
   for need in "$@"; do
     if [[ " ${FAILED[*]:-} " == *" $need "* ]]; then
       log "=== $name: skipped ($need failed)"; record "$name" "skipped ($need failed)" 0 0; FAILED+=("$name")

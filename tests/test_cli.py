@@ -58,7 +58,7 @@ def test_simulate_prep_train_predict_evaluate(boxes, capsys):
                "--smoothing", 2, "--out", root / "report") == 0
     report = (root / "report" / "report.md").read_text()
     metrics = json.loads((root / "report" / "metrics.json").read_text())
-    for method in ("U-net", "classical (linear + bernardeau)", "linear", "linear R=2"):
+    for method in ("U-net", "classical (linear + bernardeau + 2lpt-log)", "linear", "linear R=2"):
         assert method in report
     assert "T(k)" in report and metrics
     assert str(root / "report" / "report.md") in capsys.readouterr().out

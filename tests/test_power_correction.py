@@ -69,7 +69,7 @@ def test_baseline_calibrate_and_predict_from_the_command_line(nonlinear_boxes, t
     train, val, test = nonlinear_boxes
     model = tmp_path / "classical.json"
     assert run("baseline", train, "--radii", 0, 2, 4, "--out", model) == 0
-    assert "linear + bernardeau" in capsys.readouterr().out
+    assert "linear + bernardeau + 2lpt-log" in capsys.readouterr().out
     assert run("predict", test, model, "--power-preserving", "--out", tmp_path / "pp.h5") == 2
     assert "classical.power.json" in capsys.readouterr().err
     assert run("calibrate", model, val) == 0

@@ -18,10 +18,10 @@ Each may first smooth delta with a Gaussian of radius R (Mpc/h).
 `ClassicalEstimator` sums the velocities of several estimators with real weights per bin
 of |k|, fitted by least squares on training boxes (the weighted sum is the best isotropic
 filter of the set). The bins are absolute (h/Mpc, fixed by the cell size), so the weights
-apply to boxes of any size with the same cells. Bins with few training modes (the largest
-scales of small boxes) are pulled towards the first estimator alone (weight 1, the others
-0): the fit adds `prior_modes` pseudo-modes that prefer it. The fitted estimator saves to
-a JSON file that `velnet predict` applies like a trained network.
+apply to boxes of any size with the same cells. Bins with fewer than `min_modes` training
+modes (the largest scales, which small training boxes lack) keep the first estimator
+alone (weight 1, the others 0), linear theory in the default set. The fitted estimator
+saves to a JSON file that `velnet predict` applies like a trained network.
 """
 import json
 import math
@@ -36,8 +36,9 @@ from .linear import fit_smoothing, linear_momentum, velocity_from_source, waveve
 
 FORMAT = "velnet classical estimator"
 ESTIMATORS = ("linear", "bernardeau", "2lpt-log")
-DEFAULT_SET = ({"name": "linear", "smoothing": 0.0}, {"name": "bernardeau", "smoothing": 0.0})
-"""The combination velnet fits by default (the best found on its test boxes)."""
+DEFAULT_SET = ({"name": "linear", "smoothing": 0.0}, {"name": "bernardeau", "smoothing": 0.0},
+               {"name": "2lpt-log", "smoothing": 0.0})
+"""The combination velnet fits by default: the best on the validation box of experiments.classical."""
 SHIPPED = Path(__file__).resolve().parent / "pretrained" / "classical-wu2021" / "velocity.json"
 """The estimator velnet ships: fitted on its training boxes (2 Mpc/h cells, z = 0; experiments.classical)."""
 LOG_FLOOR = 0.01
@@ -197,21 +198,21 @@ class ClassicalEstimator:
         return {"velocity": velocity, "momentum": linear_momentum(density, velocity)}
 
     @classmethod
-    def fit(cls, densities, velocities, estimators=DEFAULT_SET, n_bins=64, prior_modes=30.0,
+    def fit(cls, densities, velocities, estimators=DEFAULT_SET, n_bins=64, min_modes=20,
             smoothing_radii=(0, 1, 2, 3, 4, 5, 6, 8)):
         """Least-squares weights per |k| bin on training boxes.
 
-        In each bin the weights minimise the summed squared velocity error over the
-        training modes plus `prior_modes` pseudo-modes that favour the first estimator
-        alone; the normal equations come from nbodykit cross power spectra of the
-        estimators' velocities with each other and with the truth.
+        In each bin with at least `min_modes` training modes the weights minimise the summed
+        squared velocity error over those modes; the normal equations come from nbodykit
+        cross power spectra of the estimators' velocities with each other and with the
+        truth. Other bins keep the first estimator alone.
 
         Args:
             densities: list of scalar rho/rho_mean `Field`s, all with the same cell size.
             velocities: list of the true velocity `Field`s (km/s), one per density.
-            estimators: list of {"name", "smoothing"}; the first is the large-scale prior.
+            estimators: list of {"name", "smoothing"}; the first is the large-scale limit.
             n_bins: |k| bins from 0 to the grid's corner.
-            prior_modes: strength of the pull towards the first estimator, in modes.
+            min_modes: fewest training modes (k and -k both counted) for a fitted bin.
             smoothing_radii: Gaussian radii (Mpc/h) among which the smoothed linear
                 baseline's is fitted too (stored in attrs["linear_smoothing"]); empty: none.
 
@@ -242,15 +243,14 @@ class ClassicalEstimator:
                     normal[:, i, j] += pij
                     normal[:, j, i] += pij if j != i else 0.0
             modes += count
-        prior = np.zeros(m)
-        prior[0] = 1.0
-        weights = np.tile(prior, (n_bins, 1))
-        for b in np.flatnonzero((modes > 0) & (normal[:, 0, 0] > 0)):  # (the k = 0 mode carries no velocity)
-            strength = prior_modes * normal[b, 0, 0] / modes[b]
-            weights[b] = np.linalg.lstsq(normal[b] + strength * np.eye(m), rhs[b] + strength * prior, rcond=None)[0]
+        limit = np.zeros(m)
+        limit[0] = 1.0
+        weights = np.tile(limit, (n_bins, 1))
+        for b in np.flatnonzero((modes >= min_modes) & (normal[:, 0, 0] > 0)):  # (k = 0 carries no velocity)
+            weights[b] = np.linalg.lstsq(normal[b], rhs[b], rcond=None)[0]
         attrs = {"fitted_on": [str(d.attrs.get("path", "")) for d in densities],
                  "cosmology": densities[0].cosmology.to_dict(), "redshift": float(densities[0].redshift),
-                 "prior_modes": float(prior_modes)}
+                 "min_modes": int(min_modes)}
         if len(smoothing_radii):
             radius, errors = fit_smoothing(densities, velocities, smoothing_radii)
             attrs["linear_smoothing"] = {"radius": radius, "radii": [float(r) for r in smoothing_radii],

@@ -223,7 +223,7 @@ def _baseline(args):
         densities.append(box["density"])
         velocities.append(box["velocity"])
     estimator = ClassicalEstimator.fit(densities, velocities, [_estimator(e) for e in args.estimators],
-                                       n_bins=args.bins, prior_modes=args.prior_modes,
+                                       n_bins=args.bins, min_modes=args.min_modes,
                                        smoothing_radii=args.radii)
     estimator.attrs["versions"] = versions(("velnet", "numpy", "nbodykit"))
     estimator.save(args.out)
@@ -423,13 +423,13 @@ def build_parser():
 
     s = sub.add_parser("baseline", help="fit the classical estimator (per-k combination) on training boxes")
     s.add_argument("fields", nargs="+", help="training fields .h5 files (density, velocity)")
-    s.add_argument("--estimators", nargs="+", default=["linear", "bernardeau"], metavar="NAME[:R]",
+    s.add_argument("--estimators", nargs="+", default=["linear", "bernardeau", "2lpt-log"], metavar="NAME[:R]",
                    help="estimators to combine, each optionally smoothed at R Mpc/h: linear, bernardeau, "
-                        "2lpt-log (default: linear bernardeau; the first is the large-scale prior)")
+                        "2lpt-log (default: all three; the first alone where training modes are few)")
     s.add_argument("--bins", type=int, default=64, help="|k| bins from 0 to the grid's corner (64)")
-    s.add_argument("--prior-modes", type=float, default=30.0,
-                   help="pull towards the first estimator alone, in modes (30): matters where a bin "
-                        "holds few training modes")
+    s.add_argument("--min-modes", type=int, default=20,
+                   help="fewest training modes of a fitted |k| bin (20); bins with fewer keep the first "
+                        "estimator alone")
     s.add_argument("--radii", type=float, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 8],
                    help="candidate Gaussian radii (Mpc/h) of the smoothed linear baseline, also fitted")
     s.add_argument("--out", required=True, help="output classical estimator .json (a model for "

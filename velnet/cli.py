@@ -252,7 +252,7 @@ def _calibrate(args):
         predictions.append(predict_with(args.model, box["density"]))
         truths.append(box["velocity"])
     correction = PowerCorrection.fit(predictions, truths)
-    correction.attrs = {"model": str(args.model), "fitted_on": [str(p) for p in args.fields]}
+    correction.attrs.update(model=str(args.model), fitted_on=[str(p) for p in args.fields])
     out = correction.save(correction_path(args.model))
     centres = 0.5 * (correction.kedges[1:] + correction.kedges[:-1])
     gains = " / ".join(f"{np.interp(k, centres, correction.gain):.2f}" for k in (0.2, 0.6, 1.0))

@@ -6,7 +6,10 @@ That field is the right one for kSZ stacking and velocity reconstruction; power 
 PDFs want a field with the true power. `PowerCorrection` multiplies the Fourier modes of a
 predicted velocity by g(k) = sqrt(P_true / P_pred) of the velocity divergence theta_v,
 summed over validation boxes, in absolute |k| bins: T(k) of theta_v becomes about 1, the
-error grows (to sqrt(2 (1 - r)) of the truth's rms per mode at best).
+error grows (to sqrt(2 (1 - r)) of the truth's rms per mode at best). The speed |v| is a
+non-linear function of the field whose small-scale power comes mostly from coupling with
+the bulk flow: an isotropic gain moves it little, and where r(k) is low (k near 1 h/Mpc at
+2 Mpc/h cells) matching theta_v leaves T(k) of |v| some 10-20 % high (docs/results-wu2021.md).
 
 The correction of a model lives beside it (`correction_path`): `velnet calibrate` fits it,
 `velnet predict --power-preserving` applies it.

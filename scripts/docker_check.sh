@@ -88,7 +88,9 @@ ensure_base() {
   if ! debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$DIR/debootstrap.log" 2>&1; then
     tail -20 "$DIR/debootstrap.log" >&2; rm -rf "$rootfs"; die "debootstrap failed"
   fi
-  tar -C "$rootfs" -c . | docker import -q - "$BASE" >/dev/null
+  if ! tar -C "$rootfs" -c . | docker import - "$BASE" >/dev/null; then
+    rm -rf "$rootfs"; die "docker import of the debootstrapped tree failed"
+  fi
   rm -rf "$rootfs"
   log "base image $BASE: $(docker image inspect -f '{{.Size}}' "$BASE" | awk '{printf "%.0f MB", $1/1e6}')"
 }
@@ -136,7 +138,7 @@ tiny_job() {
     velnet baseline box1.h5 --radii 0 2 4 --out baseline.json
     velnet train data --preset tiny --epochs 1 --steps-per-epoch 2 --out model
     velnet predict box3.h5 model/model.keras --out pred3.h5
-    velnet evaluate box3.h5 pred3.h5 --names U-net --smoothing 2 --out report
+    velnet evaluate box3.h5 pred3.h5 --names U-net --baseline baseline.json --smoothing 2 --out report
     head -20 report/report.md'
   [ -s "$DIR/job/report/report.md" ] || die "the tiny job wrote no report"
 }

@@ -18,11 +18,13 @@ ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
 
 # --- build stage: the virtual environment, from the wheelhouse alone ---
 FROM ${BASE_IMAGE} AS build
-# Runtime libraries of the wheels compiled on the host (Open MPI, GSL, OpenMP) and Python.
+# Runtime libraries of the wheels compiled on the host (Open MPI through openmpi-bin, GSL,
+# OpenMP), and Python where the base has none (never apt's python3 over the base's own).
 # Kept identical to the final stage's line so that Docker reuses the layer.
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 libopenmpi3 openmpi-bin libgsl27 libgomp1 ca-certificates \
+RUN pkgs="openmpi-bin libgsl27 libgomp1 ca-certificates"; \
+    command -v python3 >/dev/null || pkgs="python3 $pkgs"; \
+    apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs \
  && rm -rf /var/lib/apt/lists/*
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG WHEELHOUSE=dist/wheelhouse-docker-py3.11
@@ -60,9 +62,10 @@ RUN set -eu; W=/tmp/wheelhouse; V=/opt/velnet/venv; \
 
 # --- the image ---
 FROM ${BASE_IMAGE}
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 libopenmpi3 openmpi-bin libgsl27 libgomp1 ca-certificates \
+RUN pkgs="openmpi-bin libgsl27 libgomp1 ca-certificates"; \
+    command -v python3 >/dev/null || pkgs="python3 $pkgs"; \
+    apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/velnet /opt/velnet
 COPY benchmarks /opt/velnet/lib/benchmarks

@@ -6,8 +6,8 @@
 #   1 install     the carried wheelhouse's packages the node lacks (--target, never replacing its own)
 #   2 throughput  the Wu et al. U-net (wu2021-text, 27.0 M parameters), Keras on JAX against the
 #                 plain PyTorch reference, mixed bf16, batch 32, in one run; the ratio
-#   3 data        the carried float16 fields -> the fitted classical estimator -> shards with
-#                 its prediction as the v_L input and residual base
+#   3 data        the carried float16 fields -> shards with the carried classical estimator
+#                 (fitted on the training boxes by --pack) as the v_L input and residual base
 #   4 train       the full-width residual U-net (wu2021-text-residual) with KERAS_BACKEND=jax,
 #                 mixed bf16, batch 32, stopped at an epoch's end so that 90 s remain; then,
 #                 in the same process, its weights as float16 in parts of at most 15 MiB
@@ -74,7 +74,7 @@ if [ "${1:-}" != __step ]; then
     export DATA=$WORK/pack
   else
     # 10 boxes of 160 Mpc/h, 3.5 MiB each packed: with the tree (5 MiB) and the gpu-node
-    # wheelhouse (16 MiB), 56 MiB go up. Seed 100 is velnet's own test box (experiments/wu2021.py).
+    # wheelhouse (16 MiB), 55 MiB go up. Seed 100 is velnet's own test box (experiments/wu2021.py).
     export BOX=160 PARTICLES=160 SIM_STEPS=10 NMESH=80 TILE=20 TRAIN_SEEDS="1 2 3 4 5 6 7 8" VAL_SEEDS=9
     export TEST_SEEDS=100 PRESET=wu2021-text-residual BATCH=32 MAX_EPOCHS=100000 STEPS_PER_EPOCH=""
     export PART_BYTES=$((15 << 20))
@@ -158,9 +158,11 @@ step_data() {
   [ ${#train[@]} -gt 0 ] && [ ${#val[@]} -gt 0 ] && [ ${#test[@]} -gt 0 ] \
     || { echo "gpu_campaign: error: $DATA: needs train-*, val-* and test-* fields files" >&2; return 2; }
   for _ in "${val[@]}"; do splits+=(val); done
-  # The classical estimator (linear theory and Bernardeau's relation combined per k), fitted on
-  # the training boxes: the v_L input channels and the residual base of the network.
-  "${VELNET[@]}" baseline "${train[@]}" --out "$WORK/classical.json"
+  # The classical estimator (velnet baseline: classical estimators combined per k), fitted on
+  # the training boxes where the pack was made (its fit needs nbodykit, which the node lacks):
+  # the v_L input channels and the residual base of the network.
+  [ -f "$DATA/classical.json" ] || { echo "gpu_campaign: error: $DATA/classical.json: no classical estimator in the data pack (--pack fits it)" >&2; return 2; }
+  cp "$DATA/classical.json" "$WORK/classical.json"
   base=(--base "$WORK/classical.json")
   local context=()
   [ "$CONTEXT" = 0 ] || context=(--context "$CONTEXT")
@@ -211,9 +213,10 @@ step_export() {  # only where training stopped before exporting (model.keras, el
 step_evaluate() {
   # What ships is the model rebuilt from the float16 parts: that one predicts the test box.
   "${CAMPAIGN[@]}" evaluate-box "$WORK" "$OUT_DIR" --state "$STATE"
-  if "$PYTHON" -c "import nbodykit" 2>/dev/null; then
-    "${VELNET[@]}" evaluate "$WORK/test.h5" "$WORK/pred.h5" --names "U-net $PRESET" \
-      --baseline "$WORK/classical.json" --out "$WORK/report"
+  # (the dry run hides nbodykit from the steps, but not from this optional report)
+  if VELNET_HIDE_MODULES=tensorflow "$PYTHON" -c "import nbodykit" 2>/dev/null; then
+    VELNET_HIDE_MODULES=tensorflow "${VELNET[@]}" evaluate "$WORK/test.h5" "$WORK/pred.h5" \
+      --names "U-net $PRESET" --baseline "$WORK/classical.json" --out "$WORK/report"
   else
     log "nbodykit is not installed here: no power spectra; evaluate the returned prediction"
     log "(prediction-f16.h5) with velnet evaluate on a machine with it (README)"
@@ -263,7 +266,7 @@ run_step() {  # run_step NAME CAP_S [NEEDS...]: time-boxed at min(CAP_S, time le
   set -e
   local status=ok
   if [ $rc = 124 ] || [ $rc = 137 ]; then status="stopped at its time box"; elif [ $rc != 0 ]; then status="failed (exit $rc)"; fi
-  [ $status = ok ] || FAILED+=("$name")
+  [ "$status" = ok ] || FAILED+=("$name")
   log "=== $name: $status, $(( $(now) - t0 )) s"
   record "$name" "$status" "$(( $(now) - t0 ))" "$cap"
 }
@@ -275,6 +278,10 @@ pack() {  # simulate, paint and pack the carried boxes into $DATA (one process, 
   "${mpi[@]}" "${CAMPAIGN[@]}" pack "$DATA" --work "$WORK" --train $TRAIN_SEEDS --val $VAL_SEEDS \
     --test $TEST_SEEDS --box "$BOX" --particles "$PARTICLES" --steps "$SIM_STEPS" --nmesh "$NMESH" \
     --commit "$(git -C "$HERE" rev-parse HEAD 2>/dev/null || echo unknown)"
+  # The classical estimator, fitted here on the float32 training fields (nbodykit does its FFTs).
+  local seed train=()
+  for seed in $TRAIN_SEEDS; do train+=("$WORK/fields/seed$seed.h5"); done
+  "${VELNET[@]}" baseline "${train[@]}" --out "$DATA/classical.json"
 }
 
 upload_size() {  # what goes up to the node: the working tree and the carried folders
@@ -320,6 +327,9 @@ if [ "$MODE" = tiny ]; then
   log "dry run: packing toy boxes first"
   pack
   START=$(now)  # the budget covers the campaign's own steps, as on the node
+  # As on the node, the steps see no TensorFlow and no nbodykit (scripts/as_node).
+  export VELNET_HIDE_MODULES="tensorflow nbodykit" PYTHONPATH=$HERE/scripts/as_node:$PYTHONPATH
+  log "dry run: tensorflow and nbodykit hidden from the steps, as on the node"
 fi
 DEADLINE=$(( START + BUDGET ))
 bash "$SELF" __step env

@@ -46,13 +46,13 @@ docker-check: $(STAMP)
 	PYTHON=$(PY) bash scripts/docker_check.sh
 
 # The GPU campaign (scripts/gpu_campaign.sh): gpu-campaign-pack here makes the data it
-# carries (dist/campaign-data); gpu-campaign runs it on the node (CAMPAIGN_ARGS=--tiny: the
-# CPU dry run here).
+# carries (dist/campaign-data); gpu-campaign runs it on the node with its python3, or with
+# $(PY) where that exists (CAMPAIGN_ARGS=--tiny: the CPU dry run here).
 gpu-campaign-pack: $(STAMP)
 	PYTHON=$(PY) bash scripts/gpu_campaign.sh --pack $(CAMPAIGN_ARGS)
 
 gpu-campaign:
-	bash scripts/gpu_campaign.sh $(CAMPAIGN_ARGS)
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) bash scripts/gpu_campaign.sh $(CAMPAIGN_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

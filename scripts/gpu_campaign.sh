@@ -29,7 +29,8 @@
 #   install nothing); --np N (MPI ranks of --pack's simulations; default 1); --skip STEP,...
 #   (e.g. throughput, in a second window that measured it already).
 # Environment: PYTHON (default python3; tests: .venv/bin/python); CAMPAIGN_LR (3e-4),
-#   CAMPAIGN_DTYPE (mixed_bfloat16), CAMPAIGN_CONTEXT (0; F adds prep's --context F).
+#   CAMPAIGN_DTYPE (mixed_bfloat16), CAMPAIGN_CONTEXT (0; F adds prep's --context F),
+#   CAMPAIGN_REPEAT (4: each training box given to prep that many times; an epoch is longer).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,7 +70,7 @@ if [ "${1:-}" != __step ]; then
   if [ "$MODE" = tiny ]; then
     # (mixed bf16 is emulated on a CPU, slowly: the training keeps it, at one batch an epoch)
     export BOX=64 PARTICLES=32 SIM_STEPS=4 NMESH=32 TILE=8 TRAIN_SEEDS=1 VAL_SEEDS=2 TEST_SEEDS=3
-    export PRESET=tiny-residual BATCH=2 MAX_EPOCHS=2 STEPS_PER_EPOCH=1 PART_BYTES=$((256 * 1024))
+    export PRESET=tiny-residual BATCH=2 MAX_EPOCHS=2 STEPS_PER_EPOCH=1 PART_BYTES=$((256 * 1024)) REPEAT=2
     export BENCH_ARGS="--preset tiny --tile 16 --batch-sizes 2 --dtypes float32 --steps 1 --warmup 1"
     export DATA=$WORK/pack
   else
@@ -77,7 +78,7 @@ if [ "${1:-}" != __step ]; then
     # wheelhouse (16 MiB), 55 MiB go up. Seed 100 is velnet's own test box (experiments/wu2021.py).
     export BOX=160 PARTICLES=160 SIM_STEPS=10 NMESH=80 TILE=20 TRAIN_SEEDS="1 2 3 4 5 6 7 8" VAL_SEEDS=9
     export TEST_SEEDS=100 PRESET=wu2021-text-residual BATCH=32 MAX_EPOCHS=100000 STEPS_PER_EPOCH=""
-    export PART_BYTES=$((15 << 20))
+    export PART_BYTES=$((15 << 20)) REPEAT=${CAMPAIGN_REPEAT:-4}
     export BENCH_ARGS="--preset wu2021-text --batch-sizes 32 --dtypes mixed_bfloat16 --steps 20 --warmup 3"
   fi
   export CONTEXT=${CAMPAIGN_CONTEXT:-0} LR=${CAMPAIGN_LR:-3e-4} DTYPE=${CAMPAIGN_DTYPE:-mixed_bfloat16}
@@ -164,9 +165,15 @@ step_data() {
   [ -f "$DATA/classical.json" ] || { echo "gpu_campaign: error: $DATA/classical.json: no classical estimator in the data pack (--pack fits it)" >&2; return 2; }
   cp "$DATA/classical.json" "$WORK/classical.json"
   base=(--base "$WORK/classical.json")
-  local context=()
+  local context=() repeated=() r
   [ "$CONTEXT" = 0 ] || context=(--context "$CONTEXT")
-  "${VELNET[@]}" prep "${train[@]}" "${val[@]}" --split "${splits[@]}" --tile "$TILE" \
+  # Each training box REPEAT times (each copy drawn its own rotations): longer epochs, so that
+  # velnet's per-epoch checkpoints (a 325 MB .keras with Adam's state, and the backup) cost
+  # less of the window.
+  for ((r = 1; r < REPEAT; r++)); do
+    repeated+=("${train[@]}"); for _ in "${train[@]}"; do splits=(train "${splits[@]}"); done
+  done
+  "${VELNET[@]}" prep "${train[@]}" "${repeated[@]}" "${val[@]}" --split "${splits[@]}" --tile "$TILE" \
     --linear-input "${base[@]}" "${context[@]}" --out "$WORK/data"
   ln -sf "${test[0]}" "$WORK/test.h5"
   "$PYTHON" - <<'EOF'
@@ -174,6 +181,7 @@ import json, os, sys
 work, state = os.environ["WORK"], os.environ["STATE"]
 manifest = json.load(open(os.path.join(work, "data", "manifest.json")))
 data = {"classical": "classical.json", "prep": "--linear-input --base classical.json",
+        "training_boxes_repeated": int(os.environ["REPEAT"]),
         "classical_model": json.load(open(os.path.join(work, "classical.json"))),
         "counts": manifest["split"]["counts"], "input_shape": manifest["input_shape"],
         "target_scale": manifest["normalisation"]["target_scale"],
@@ -182,7 +190,8 @@ data = {"classical": "classical.json", "prep": "--linear-input --base classical.
 pack = data["pack"]
 data["summary"] = (f"{len(pack['train'])} training, {len(pack['val'])} validation and {len(pack['test'])} "
                    f"test boxes of {pack['box']:g} Mpc/h on {pack['nmesh']}^3 cells (fastpm, seeds "
-                   f"{pack['train']} / {pack['val']} / {pack['test']}); tiles {data['counts']}, "
+                   f"{pack['train']} / {pack['val']} / {pack['test']}); each training box "
+                   f"{data['training_boxes_repeated']} times; tiles {data['counts']}, "
                    f"inputs {data['input_shape']}; the classical estimator fitted on the training "
                    "boxes is the v_L input and residual base")
 json.dump(data, open(os.path.join(state, "data.json"), "w"), indent=1)

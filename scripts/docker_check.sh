@@ -151,6 +151,8 @@ summary() {  # summary [FAILED]
     > "$DIR/timings.json"
   if [ "$result" = passed ]; then
     log "image $IMAGE: $(awk -v s="$size" 'BEGIN {printf "%.2f GB", s/1e9}'), default command: $(docker image inspect -f '{{json .Config.Cmd}}' "$IMAGE")"
+    # The build stage and the images this tag replaced stay behind untagged (3.5 + 2.9 GB a run).
+    docker image prune -f >/dev/null || true
   fi
   log "$result in $((total / 60)) min $((total % 60)) s ($DIR/timings.json)"
 }

@@ -153,6 +153,25 @@ def measure(data, folder, recipe, boxes, val_box, base):
     return points
 
 
+def figure(result, path):
+    """mean abs(v_res) of the network and of its restricted correction against samples seen, one
+    panel per test box, beside the classical base and smoothed linear theory; saved to `path`."""
+    from velnet.plots import compute_curve_figure
+
+    panels = {}
+    for box, classical in result["classical"].items():
+        curves = {}
+        for name, run in result["runs"].items():
+            x = [p["samples"] for p in run["points"]]
+            curves[f"U-net {name}"] = (x, [p["boxes"][box]["network"]["mean_abs_v_res"] for p in run["points"]])
+            curves[f"U-net {name}, restricted"] = (x, [p["boxes"][box]["restricted"]["mean_abs_v_res"]
+                                                       for p in run["points"]])
+        title = "test box, training cosmology" if box == "test" else f"test box, {box} cosmology"
+        panels[title] = {"curves": curves, "lines": {"classical base": classical["mean_abs_v_res"]}}
+    compute_curve_figure(panels, title="residual U-net over the classical estimator, 2-core CPU").savefig(path, dpi=110)
+    return path
+
+
 def run(out, config=CONFIG):
     """Train every run of `config["runs"]` and measure its curve into out/compute-curve/curve.json."""
     from velnet.classical import ClassicalEstimator
@@ -178,6 +197,7 @@ def run(out, config=CONFIG):
         data, folder = train_recipe(out, name, recipe, config, train, val, base_file)
         result["runs"][name] = {"recipe": recipe, "points": measure(data, folder, recipe, loaded, val_box, base)}
         result_file.write_text(json.dumps(result, indent=1) + "\n")
+    figure(result, result_file.with_name("compute-curve.png"))
     return result_file
 
 

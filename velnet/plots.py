@@ -382,3 +382,32 @@ def xi_contour_figure(panels, levels, title=""):
         ax.legend(handles=handles, fontsize=7, loc="upper right")
     fig.suptitle(f"{title} (contours at xi = {', '.join(f'{v:g}' for v in levels)})")
     return fig
+
+
+def compute_curve_figure(panels, xlabel="training samples seen", ylabel="mean abs(v_res) (km/s)", title=""):
+    """Error against training compute, one panel per test box, with horizontal reference lines.
+
+    Args:
+        panels: dict panel title -> {"curves": {name: (x, y)}, "lines": {name: y}}; x on a log axis.
+        xlabel, ylabel: axis labels.
+        title: figure title.
+
+    Returns:
+        Figure with the panels side by side, sharing the y axis.
+    """
+    fig = Figure(figsize=(5.2 * len(panels) + 0.6, 4.4))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.3, top=0.88, wspace=0.08)
+    for ax, (panel, content) in zip(axes, panels.items()):
+        for name, (x, y) in content["curves"].items():
+            ax.plot(x, y, marker="o", label=name)
+        for i, (name, y) in enumerate(content["lines"].items()):
+            ax.axhline(y, color=TRUTH_COLOR if i == 0 else f"C{len(content['curves']) + i}", ls="--", lw=1.2,
+                       label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(panel, fontsize=10)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5 * len(panels) + 0.04, -0.18))
+    fig.suptitle(title)
+    return fig

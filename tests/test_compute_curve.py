@@ -1,0 +1,32 @@
+"""The compute curve's restricted correction: kept where it predicts the wanted one, dropped where it is noise."""
+import numpy as np
+
+from experiments.compute_curve import restricted, restriction
+from velnet.classical import absolute_kedges
+from velnet.cosmology import WU2021
+from velnet.fields import Field
+
+N, BOX = 32, 64.0
+
+
+def _velocity(seed, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return Field((scale * rng.standard_normal((N, N, N, 3))).astype(np.float32), "velocity", BOX, 0.0, WU2021)
+
+
+def test_a_perfect_correction_is_kept_and_noise_is_dropped():
+    kedges = absolute_kedges(BOX / N, 16)
+    wanted = _velocity(1)
+    gain = restriction(wanted, wanted, kedges)
+    populated = gain != 0
+    assert populated.sum() >= 10
+    np.testing.assert_allclose(gain[populated], 1.0, rtol=1e-6)
+    noise = restriction(_velocity(2), wanted, kedges)
+    assert np.all(np.abs(noise[populated]) < 0.2)
+
+
+def test_restricted_adds_the_gained_correction_to_the_base():
+    kedges = absolute_kedges(BOX / N, 16)
+    base, prediction = _velocity(3), _velocity(4)
+    np.testing.assert_allclose(restricted(base, prediction, np.ones(16), kedges).value, prediction.value, atol=1e-4)
+    np.testing.assert_allclose(restricted(base, prediction, np.zeros(16), kedges).value, base.value, atol=1e-4)

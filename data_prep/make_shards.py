@@ -1,12 +1,16 @@
-"""Fields files -> tiles -> TFRecord shards plus manifest: the training set of Wu et al. 2021.
+"""Fields files -> tiles -> TFRecord shards plus manifest: the training set of any task.
 
-Input is ln(1 + rho/rho_mean) in `target + 2 * margin` cubes (32^3 by default), target the
-velocity or momentum in `target^3` cubes (20^3) centred in them. Targets are stored divided
-by their rms over the training tiles (km/s), recorded in the manifest. With `linear_input`
-the inputs carry three more channels, the linear-theory target computed from the whole box
-(see `velnet.inputs`), in the same normalised units as the targets; with `context` a last
-channel holds a coarse, larger window of the density around each tile.
+The inputs are the task's channels (`velnet.inputs.InputSpec`) of each whole box, cut into
+`target + 2 * margin` cubes around the `target^3` cubes of the target field: for Wu et al.
+2021 ln(1 + rho/rho_mean) in 32^3 cubes around 20^3 velocity or momentum targets (with
+`linear` the linear-theory target of the whole box, with `context` a coarse, larger window);
+for the 2024 halo paper the halo channels (and stage one's predicted density and the linear
+velocity of eq. 2-3) in sub-boxes of the density, velocity or momentum, without margins,
+since its networks pad periodically. Targets are stored divided by the power of two
+nearest their rms over the training tiles, input fields by the power of two nearest the rms
+of their sum's fluctuation there; both scales are in the manifest.
 """
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -14,18 +18,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from velnet.classical import ClassicalEstimator
 from velnet.errors import VelnetInputError
-from velnet.fields import load_fields, read_meta
+from velnet.fields import field_names, load_fields, read_meta
 from velnet.files import atomic_dir
+from velnet.inputs import SPEC_KEY, InputWindows, check_context
+from velnet.predict import whole_box_inputs
 from velnet.provenance import versions
-from velnet.inputs import (SPEC_KEY, InputWindows, box_inputs, check_context, input_layout, input_spec,
-                           read_spec)
-from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, encode_record,
-                           read_manifest, read_split_arrays, sha256, shard_name)
+from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, Manifest, ShardWriter, encode_record, read_manifest,
+                           read_split_arrays, sha256, shard_name)
+from velnet.tasks import UNITS, get_task
 from velnet.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
 
-TARGETS = ("velocity", "momentum")
 REGION_RULE = ("x-slabs one target tile thick dealt to contiguous regions train, val, test "
                "(periodic in x); ceil(2 margin / target) guard slabs dropped at each border "
                "of the training region, so no held-out input window overlaps a training one")
@@ -33,19 +36,22 @@ CHUNK = 64
 """Tiles cut and encoded at a time (bounds the memory used)."""
 
 
-def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfield=None, split="region",
-                fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
-                target_scale=None, seed=0, linear_input=False, smoothing=0.0, context=0, base=None):
+def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, margin=None, subfield=None,
+                split="region", fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
+                target_scale=None, seed=0, inputs=None):
     """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
 
     Args:
         field_files: fields files (one box each, from `velnet.fields.save_fields`) holding
-            "density" and the target field; all must share box size, mesh, redshift and
-            cosmology.
+            the fields the inputs read and the target field; all must share box size, mesh,
+            redshift and cosmology.
         outdir: dataset folder to create.
-        target: "velocity" or "momentum".
-        tile: cells per side of a target tile; must divide the mesh (or the subfield).
-        margin: input cells added on each side of a tile.
+        task: a `velnet.tasks.TASKS` name (or `Task`).
+        target: the target field (default the task's first).
+        tile: cells per side of a target tile (default the task's); must divide the mesh
+            (or the subfield).
+        margin: input cells added on each side of a tile (default the task's; 0 for the
+            periodic networks).
         subfield: tile only the centred `subfield^3` of the mesh (`velnet.tiling.subfield_offset`;
             Wu et al. 2021: 240 of 256, 1728 targets of 20^3 a box); None: the whole mesh.
         split: "region" (each box split spatially, see `velnet.tiling.split_tiles`) or
@@ -53,22 +59,18 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
         fractions: train, val, test shares of each box for `split="region"`.
         tiles_per_shard: records per shard file.
         overwrite: replace an existing different dataset in `outdir`.
-        target_scale: km/s to divide targets by; default the power of two nearest the rms of
-            the training targets, so that dividing and multiplying back are exact and the
-            stored tiles stitch back into the fields bit for bit (needed when there are no
-            training tiles: pass the training set's scale).
+        target_scale: target units to divide targets by; default the power of two nearest
+            the rms of the training targets, so that dividing and multiplying back are exact
+            and the stored tiles stitch back into the fields bit for bit (needed when there
+            are no training tiles: pass the training set's scale; and a field_scale in
+            `inputs`, for input fields).
         seed: seed of the order of tiles across shards.
-        linear_input: add the linear-theory target, computed from each whole box and
-            divided by the target scale, as input channels 1-3 (`velnet.inputs`).
-        smoothing: Gaussian radius of that linear theory, Mpc/h (0: none).
-        base: a fitted `velnet.classical.ClassicalEstimator` whose velocity replaces linear
-            theory in those channels (needs `linear_input`, no smoothing).
-        context: coarsening factor of a context-window channel (0: none; see
-            `velnet.inputs.InputWindows`); it must divide the mesh.
+        inputs: the `InputSpec` of the input channels (default: the task's, from the
+            fields of the first file); a None field_scale is set from the training tiles.
 
     Returns:
-        The manifest dict (also written to `outdir/manifest.json`). If `outdir` already
-        holds the same dataset (same config and source checksums), it is left as it is.
+        The `Manifest` (also written to `outdir/manifest.json`). If `outdir` already holds
+        the same dataset (same config and source checksums), it is left as it is.
 
     Raises:
         VelnetInputError: inconsistent or bad fields files, bad settings, or `outdir`
@@ -78,12 +80,15 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
     outdir = Path(outdir)
     if not field_files:
         raise VelnetInputError(None, "no fields files given")
-    if target not in TARGETS:
-        raise VelnetInputError(None, f"target must be one of {TARGETS}. Received: target={target!r}")
+    task = get_task(task) if isinstance(task, str) else task
+    target = target or task.targets[0]
+    tile = task.tile if tile is None else tile
+    margin = task.margin if margin is None else margin
+    task.check(target, margin)
     if tiles_per_shard < 1:
         raise VelnetInputError(None, f"tiles_per_shard must be >= 1. Received: tiles_per_shard={tiles_per_shard}")
-    spec = input_spec(linear_input, smoothing, context, base)
     meta = _common_meta(field_files)
+    spec = inputs or task.inputs(target, meta["fields"])
     nmesh = meta["nmesh"]
     box_splits = [split] * len(field_files) if isinstance(split, str) else list(split)
     if len(box_splits) != len(field_files):
@@ -91,7 +96,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
                                      f"give one split, or one per file. Received: split={split}")
     try:
         check_grid(nmesh, tile, subfield)
-        check_context(nmesh, spec.get("context", 0))
+        check_context(nmesh, spec.context)
         origins = tile_origins(nmesh, tile, subfield)
         per_box = [split_tiles(origins, nmesh, tile, margin, s, fractions, subfield) for s in box_splits]
     except VelnetInputError as err:
@@ -103,8 +108,13 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
     config = {"target": target, "tile": tile, "margin": margin, "split": box_splits,
               "fractions": list(fractions), "tiles_per_shard": tiles_per_shard,
               "target_scale": target_scale, "seed": seed}
-    if spec != input_spec():  # only then, so datasets made before the option still match their config
-        config[SPEC_KEY] = spec
+    # a task and a spec only when not wu2021's defaults, so datasets made before they existed still match
+    if task.name != "wu2021":
+        config["task"] = task.name
+    if task.name != "wu2021" or spec.to_dict() != {"linear": False}:
+        config[SPEC_KEY] = spec.to_dict()
+    if spec.density == "model":
+        config["density_model_sha256"] = sha256(spec.density_model)
     if subfield is not None:
         config["subfield"] = subfield
     sources = [{"file": str(f), "sha256": sha256(f)} for f in field_files]
@@ -113,8 +123,12 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
         return existing
 
     scale = float(target_scale) if target_scale else nearest_power_of_two(
-        _rms(field_files, target, origins, labels, tile))
+        _rms(field_files, [target], origins, labels, tile))
+    if spec.fields and spec.field_scale is None:
+        spec = dataclasses.replace(spec, field_scale=nearest_power_of_two(
+            _rms(field_files, spec.fields, origins, labels, tile, summed=True)))
     nshards = {s: -(-totals[s] // tiles_per_shard) for s in SPLITS}
+    tile_shape = (tile,) * 3 + (3 if target in ("velocity", "momentum") else 1,)
     rng = {s: np.random.default_rng([seed, i]) for i, s in enumerate(SPLITS)}
     positions = {s: rng[s].permutation(totals[s]) for s in SPLITS}
     with atomic_dir(outdir) as tmp, tqdm(total=sum(totals[s] for s in SPLITS), desc="tiles",
@@ -122,9 +136,7 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
         writer = ShardWriter(tmp)
         first = {s: 0 for s in SPLITS}
         for box, path in enumerate(field_files):
-            fields = load_fields(path, ["density", target])
-            windows = InputWindows(box_inputs(fields["density"], spec, target, scale),
-                                   fields["density"].value, spec)
+            fields, windows = _box_windows(path, spec, target, scale)
             y = fields[target].value
             for s in SPLITS:
                 kept = np.flatnonzero(labels[box] == s)
@@ -134,23 +146,36 @@ def make_shards(field_files, outdir, target="velocity", tile=20, margin=6, subfi
                 for start in range(0, len(kept), CHUNK):
                     chunk, where = kept[start:start + CHUNK], pos[start:start + CHUNK]
                     xs = windows(origins[chunk], tile + 2 * margin, margin)
-                    ys = normalised(extract(y, origins[chunk], tile), scale)
+                    ys = normalised(extract(y, origins[chunk], tile), scale).reshape(len(chunk), *tile_shape)
                     shard = where // tiles_per_shard
                     for i in np.unique(shard):
                         writer.append(shard_name(s, i, nshards[s]),
                                       [encode_record(xs[j], ys[j], origins[chunk[j]], box)
                                        for j in np.flatnonzero(shard == i)])
                     bar.update(len(chunk))
-        manifest = _manifest(meta, config, spec, sources, scale, totals, counts, writer.entries(),
-                             target)
+        manifest = _manifest(meta, config, task, spec, sources, scale, totals, counts, writer.entries(), target)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         read_manifest(tmp)
-    return manifest
+    return read_manifest(outdir)
+
+
+def _box_windows(path, spec, target, scale):
+    """The fields of one box (those the inputs and the target need) and its `InputWindows`."""
+    names = None if spec.density == "model" else sorted({*spec.field_names(), target})
+    fields = load_fields(path, names)
+    for field in fields.values():
+        field.attrs["path"] = str(path)
+    try:
+        inputs = whole_box_inputs(fields, spec, target, scale)
+    except VelnetInputError as err:
+        raise VelnetInputError(err.path or path, err.problem) from None
+    return fields, InputWindows(inputs, fields["density"].value if spec.context else None, spec)
 
 
 def _common_meta(field_files):
-    """Metadata shared by all fields files; VelnetInputError naming the first that differs."""
-    meta = read_meta(field_files[0])
+    """Metadata shared by all fields files, and the fields of the first ("fields");
+    VelnetInputError naming the first that differs."""
+    meta = {**read_meta(field_files[0]), "fields": field_names(field_files[0])}
     for path in field_files[1:]:
         other = read_meta(path)
         for key in ("box_size", "nmesh", "redshift"):
@@ -171,7 +196,7 @@ def _existing(outdir, config, sources, overwrite):
     except VelnetInputError as err:
         raise VelnetInputError(outdir, f"exists and is not a velnet dataset ({err.problem}); "
                                        f"pass overwrite=True to replace it") from None
-    if manifest["provenance"].get("config") == config and manifest["provenance"].get("sources") == sources:
+    if manifest.provenance.get("config") == config and manifest.provenance.get("sources") == sources:
         return manifest
     raise VelnetInputError(outdir, "holds a different dataset (other config or source fields); "
                                    "pass overwrite=True to replace it")
@@ -187,58 +212,49 @@ def nearest_power_of_two(x):
     return float(2.0 ** np.round(np.log2(x)))
 
 
-def _rms(field_files, target, origins, labels, tile):
-    """Root mean square of the target components over the training tiles of all boxes, km/s."""
-    total, cells = 0.0, 0
+def _rms(field_files, names, origins, labels, tile, summed=False):
+    """Root mean square over the training tiles of all boxes of the components of a field
+    (one name), or (`summed`) the standard deviation of the sum of scalar fields."""
+    total, square, cells = 0.0, 0.0, 0
     for path, box_labels in zip(field_files, labels):
         train = origins[box_labels == "train"]
         if len(train):
-            value = extract(load_fields(path, [target])[target].value, train, tile)
-            total += float(np.sum(value.astype(np.float64) ** 2))
-            cells += value.size
+            fields = load_fields(path, list(names))
+            value = sum(extract(fields[name].value, train, tile).astype(np.float64) for name in names)
+            total, square, cells = total + float(np.sum(value)), square + float(np.sum(value ** 2)), cells + value.size
     if not cells:
-        raise VelnetInputError(field_files[0], "no training tiles to take the target scale from; "
-                                               "pass target_scale (from the training dataset's manifest)")
-    if total == 0:
-        raise VelnetInputError(field_files[0], f"{target} is zero on every training tile")
-    return float(np.sqrt(total / cells))
+        raise VelnetInputError(field_files[0], "no training tiles to take the scale from; pass target_scale and "
+                                               "a field_scale (from the training dataset's manifest)")
+    rms = np.sqrt(max(square / cells - (total / cells) ** 2, 0.0)) if summed else np.sqrt(square / cells)
+    if rms == 0:
+        raise VelnetInputError(field_files[0], f"{' + '.join(names)} is {'constant' if summed else 'zero'} on every "
+                                               "training tile")
+    return float(rms)
 
 
-def _manifest(meta, config, spec, sources, scale, totals, counts, shards, target):
+def _manifest(meta, config, task, spec, sources, scale, totals, counts, shards, target):
     tile, margin = config["tile"], config["margin"]
     size = tile + 2 * margin
-    channels, vector_slices = input_layout(spec)
-    transform = "ln(1 + rho/rho_mean)"
-    if spec["linear"]:
-        origin = (f"classical estimator ({ClassicalEstimator.from_dict(spec['base']).label}, per-k weights)"
-                  if spec.get("base") else f"linear theory (Gaussian R = {spec['smoothing']:g} Mpc/h)")
-        transform = f"channel 0: {transform}; channels 1-3: {target} of the whole box from {origin} / target_scale"
-    if spec.get("context"):
-        transform += (f"; channel {channels - 1}: ln(1 + rho/rho_mean) of {spec['context']}^3-cell "
-                      f"blocks in a {size}^3-block window with the same centre")
-    return {
-        "format": FORMAT, "version": FORMAT_VERSION,
-        "cosmology": meta["cosmology"], "box_size": meta["box_size"], "nmesh": meta["nmesh"],
-        "redshift": meta["redshift"],
-        "input_name": "ln_density", "target_name": target,
-        "input_shape": [size, size, size, channels], "target_shape": [tile, tile, tile, 3],
-        "input_vector_slices": vector_slices, "target_vector_slices": [[0, 3]],
-        SPEC_KEY: spec,
-        "tile": {"input": size, "target": tile, "margin": margin,
-                 **({"subfield": config["subfield"]} if "subfield" in config else {})},
-        "normalisation": {
-            "input_transform": transform, "target_scale": scale, "target_units": "km/s",
-            "undo": f"{target} [km/s] = stored target * target_scale"},
-        "split": {"mode": config["split"],
-                  "rule": _split_rule(config["split"]),
-                  "fractions": config["fractions"], "seed": config["seed"],
-                  "counts": totals, "per_box": counts},
-        "shards": shards,
-        "provenance": {
-            "sources": sources, "config": config,
-            "versions": versions(("velnet", "numpy", "h5py", "google-crc32c")),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
-    }
+    vector = target in ("velocity", "momentum")
+    units = UNITS[target]
+    return Manifest(
+        format=FORMAT, version=FORMAT_VERSION, task=task.name,
+        cosmology=meta["cosmology"], box_size=meta["box_size"], nmesh=meta["nmesh"], redshift=meta["redshift"],
+        input_name="ln_density" if spec.fields == () and spec.density == "ln" else "+".join(spec.field_names()),
+        target_name=target, input_shape=[size, size, size, spec.channels],
+        target_shape=[tile, tile, tile, 3 if vector else 1], input_vector_slices=spec.vector_slices,
+        target_vector_slices=[[0, 3]] if vector else [], input_spec=spec,
+        tile={"input": size, "target": tile, "margin": margin,
+              **({"subfield": config["subfield"]} if "subfield" in config else {})},
+        normalisation={"input_transform": spec.describe(target), "target_scale": scale, "target_units": units,
+                       "undo": f"{target} [{units}] = stored target * target_scale"},
+        split={"mode": config["split"], "rule": _split_rule(config["split"]), "fractions": config["fractions"],
+               "seed": config["seed"], "counts": totals, "per_box": counts},
+        shards=shards,
+        provenance={"sources": sources, "config": config,
+                    "versions": versions(("velnet", "numpy", "h5py", "google-crc32c")),
+                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+    ).to_dict()
 
 
 def _split_rule(box_splits):
@@ -266,25 +282,26 @@ def verify_shards(dataset_dir):
         VelnetInputError: a checksum, a tile or a source file does not match.
     """
     manifest = read_manifest(dataset_dir, verify=True)
-    sources = [Path(s["file"]) for s in manifest["provenance"]["sources"]]
-    for source in manifest["provenance"]["sources"]:
+    sources = [Path(s["file"]) for s in manifest.provenance["sources"]]
+    for source in manifest.provenance["sources"]:
         if sha256(source["file"]) != source["sha256"]:
             raise VelnetInputError(source["file"], "changed since the dataset was made (sha256 differs)")
-    tile, margin = manifest["tile"]["target"], manifest["tile"]["margin"]
-    scale, target = manifest["normalisation"]["target_scale"], manifest["target_name"]
-    spec = read_spec(manifest, dataset_dir)
+    spec = manifest.input_spec
+    if spec.density == "model" and sha256(spec.density_model) != manifest.provenance["config"]["density_model_sha256"]:
+        raise VelnetInputError(spec.density_model, "changed since the dataset was made (sha256 differs)")
+    tile, margin = manifest.tile["target"], manifest.tile["margin"]
+    scale, target = manifest.target_scale, manifest.target_name
     checked = {}
     for split in SPLITS:
-        if not manifest["split"]["counts"][split]:
+        if not manifest.split["counts"][split]:
             continue
-        x, y, origins, boxes = read_split_arrays(dataset_dir, split)
+        x, y, origins, boxes = read_split_arrays(manifest, split)
         for box in np.unique(boxes):
-            fields = load_fields(sources[box], ["density", target])
-            windows = InputWindows(box_inputs(fields["density"], spec, target, scale),
-                                   fields["density"].value, spec)
+            fields, windows = _box_windows(sources[box], spec, target, scale)
             sel = boxes == box
             if not (np.array_equal(x[sel], windows(origins[sel], tile + 2 * margin, margin))
-                    and np.array_equal(y[sel], normalised(extract(fields[target].value, origins[sel], tile), scale))):
+                    and np.array_equal(y[sel], normalised(extract(fields[target].value, origins[sel], tile), scale)
+                                       .reshape(y[sel].shape))):
                 raise VelnetInputError(dataset_dir, f"{split!r} tiles of box {box} ({sources[box]}) "
                                                     "differ from that fields file")
         checked[split] = len(x)

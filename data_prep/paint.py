@@ -4,8 +4,8 @@ As in Wu et al. 2021 (section 2): plain CIC (no deconvolution of the window, no
 interlacing) of the mass for the density and of the mass times velocity for the momentum;
 the velocity is their ratio, and cells with no mass get the background velocity, the mean
 momentum over the mean density (their footnote 5). Painting is nbodykit's
-`CatalogSource.to_mesh(resampler="cic")`, which divides by the mean number of particles per
-cell, so the density has mean 1 and the momentum is (rho / rho_mean) v.
+`CatalogSource.to_mesh(resampler="cic")` (`velnet.painting.paint`), which divides by the mean
+number of particles per cell, so the density has mean 1 and the momentum is (rho / rho_mean) v.
 """
 import datetime
 
@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from velnet.fields import Field, save_fields
+from velnet.painting import paint
 from velnet.provenance import versions
 
 from .readers import read_particles
@@ -39,7 +40,7 @@ def paint_fields(particles, nmesh):
     with tqdm(total=4, desc=f"paint {nmesh}^3", unit="mesh", disable=rank != 0) as bar:
         meshes = []
         for value in (None, *particles.velocity.T):  # mass, then mass times each velocity component
-            meshes.append(_paint(particles, nmesh, value))
+            meshes.append(paint(particles.position, particles.box_size, nmesh, value=value, comm=particles.comm))
             bar.update()
     density, momentum = meshes[0], np.stack(meshes[1:], axis=-1)
     background = momentum.mean(axis=(0, 1, 2)) / density.mean()
@@ -82,17 +83,3 @@ def paint_snapshot(snapshot_path, nmesh, out_h5, **reader_kwargs):
     comm.barrier()
     return out_h5
 
-
-def _paint(particles, nmesh, value=None):
-    """Full `(N, N, N)` float64 CIC mesh of sum(value W) / (mean particles per cell)."""
-    from mpi4py import MPI
-    from nbodykit.source.catalog import ArrayCatalog
-
-    columns = {"Position": particles.position}
-    if value is not None:
-        columns["Value"] = value
-    catalog = ArrayCatalog(columns, BoxSize=particles.box_size,
-                           comm=particles.comm or MPI.COMM_SELF)
-    mesh = catalog.to_mesh(Nmesh=nmesh, resampler="cic", compensated=False, interlaced=False,
-                           dtype="f8")
-    return mesh.compute(mode="real").preview()

@@ -1,14 +1,18 @@
 """The 2024 halo paper at laptop scale: velocity and momentum from redshift-space halos, end to end.
 
-One command runs the chain: fastpm boxes at z = 0.59 in the paper's cosmology (`velnet
-simulate --preset halo2024`), FOF halos (`velnet halos`), the redshift-space halo channels
-and real-space targets for both weighting schemes (`velnet halo-fields`), stage one (4 halo
-channels -> real-space density, MSE, eq. 5), stage two (4 halo channels + the density
-PREDICTED by stage one + 3 linear-theory channels (eq. 2-3) = 8 -> magnitude and direction,
-eq. 6) for the velocity and, with the linear momentum, for the momentum, predictions of the
-whole test boxes in one pass each, and the report (`velnet.halo_evaluate`). Commands are
-logged as shell lines; stages whose outputs exist are skipped, so an interrupted run
-resumes (training itself resumes from its last epoch).
+Every stage is a `velnet` command (logged as a shell line), so the same steps can be replayed
+by hand or on other machines: fastpm boxes at z = 0.59 in the paper's cosmology (`velnet
+simulate --preset halo2024`), FOF halos (`velnet halos`), the redshift-space halo channels and
+real-space targets for both weighting schemes (`velnet halo-fields`); then per scheme the
+shards and network of stage one (`velnet prep --task halo-density`, `velnet train`: 4 halo
+channels -> real-space density, eq. 5), and of stage two for the velocity and the momentum
+(`--task halo-velocity`: the halo channels, stage one's whole-box density and the linear
+velocity or momentum of eq. 2-3 -> magnitude and direction, eq. 6); the momentum kept is the
+momentum network's or, as the paper forms it, stage one's density times stage two's velocity,
+whichever correlates better with the truth on the validation boxes (eq. 10); predictions of
+the whole test boxes (`velnet predict`) and the report (`velnet evaluate --report halo2024`).
+Stages whose outputs exist are skipped, so an interrupted run resumes (training itself
+resumes from its last epoch).
 
     python -m experiments.halo2024 --out runs/halo2024            # the frozen CONFIG, 2 cores
     python -m experiments.halo2024 --out runs/halo2024-large --large
@@ -19,13 +23,13 @@ spacing), halos and subhalos down to 3e-3 (h/Mpc)^3, CIC on 512^3 (2.35 Mpc/h), 
 on 32 sub-boxes of 300 Mpc/h (128^3 cells), tested on 25 boxes of 600 Mpc/h (256^3).
 The default here: five fastpm boxes of 128 Mpc/h with 128^3 particles (1 Mpc/h spacing,
 10 steps, about a minute each on 2 cores), 3 for training, 1 for validation, 1 for the
-test, painted on 64^3 (2 Mpc/h) and trained on 32^3 sub-boxes (64 Mpc/h), with narrow
-nets and a few epochs. FOF halos of at least 20 particles (7.4e10 Msun/h each) reach only
-about 1.7e-3 (h/Mpc)^3 at this resolution (see `data_prep.halos`): the first two mass
-channels and part of the third, the fourth empty; the test volume is 1/400 of the paper's,
-so every spectrum has few modes (k_f = 0.049 h/Mpc). `--large` (for a GPU node) uses
-256 Mpc/h boxes with 256^3 particles on 128^3 meshes, 8 + 2 + 2 boxes, 64^3 sub-boxes and
-wider nets trained longer. Its boxes take several minutes each on one core; simulate them
+test, painted on 64^3 (2 Mpc/h) and trained on the 32^3 sub-boxes (64 Mpc/h) that tile
+them, with narrow nets and a few epochs. FOF halos of at least 20 particles (7.4e10 Msun/h
+each) reach only about 1.7e-3 (h/Mpc)^3 at this resolution (see `data_prep.halo_fields`): the
+first two mass channels and part of the third, the fourth empty; the test volume is 1/400 of
+the paper's, so every spectrum has few modes (k_f = 0.049 h/Mpc). `--large` (for a GPU node)
+uses 256 Mpc/h boxes with 256^3 particles on 128^3 meshes, 8 + 2 + 2 boxes, 64^3 sub-boxes
+and wider nets trained longer. Its boxes take several minutes each on one core; simulate them
 beforehand in parallel, e.g. `mpirun -n 16 velnet simulate --preset halo2024 --box 256
 --particles 256 --seed S --out OUT/sims/seedS`, and the run picks them up.
 """
@@ -34,9 +38,8 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from experiments import run_velnet, with_overrides
+from velnet.errors import VelnetInputError
 
 log = logging.getLogger("experiments.halo2024")
 
@@ -51,13 +54,13 @@ CONFIG = {
     "los": "z",
     "weightings": ["number", "mass"],
     "targets": ["velocity", "momentum"],
-    "density_model": {"n1": 8, "n2": 16, "n3": 32, "dropout": 0.1, "init_kernel": 5},
-    "velocity_model": {"n1": 8, "n2": 16, "n3": 32, "dropout": 0.1, "init_kernel": 5},
+    "momentum": ["network", "product"],  # candidates, the better on the validation boxes kept
+    "density_model": {"preset": "halo-tiny"},
+    "velocity_model": {"preset": "halo-tiny"},
     "size": 32,                   # training sub-box, cells per side
     "batch_size": 4,
-    "steps_per_epoch": 12,
-    "epochs_density": 10,
-    "epochs_velocity": 8,
+    "epochs_density": 20,
+    "epochs_velocity": 16,
     "learning_rate": 1e-3,
     "seed": 0,
 }
@@ -69,19 +72,15 @@ LARGE = {
     "train_seeds": [1, 2, 3, 4, 5, 6, 7, 8],
     "val_seeds": [9, 10],
     "test_seeds": [100, 101],
-    "density_model": {"n1": 32, "n2": 64, "n3": 128, "dropout": 0.1, "init_kernel": 7},
-    "velocity_model": {"n1": 32, "n2": 64, "n3": 128, "dropout": 0.1, "init_kernel": 7},
+    "density_model": {"preset": "halo2024"},
+    "velocity_model": {"preset": "halo2024"},
     "size": 64,
     "batch_size": 4,
-    "steps_per_epoch": 64,
     "epochs_density": 100,
     "epochs_velocity": 100,
     "learning_rate": 3e-4,
 }
 """Overrides of CONFIG for `--large`."""
-
-LINEAR_INPUT = {"velocity": "linear_velocity_s", "momentum": "linear_momentum_s"}
-"""The linear-theory input channels (eq. 2-3) of each stage-two target."""
 
 
 def seeds(config):
@@ -112,112 +111,101 @@ def prepare_box(out, config, seed):
     return files
 
 
-def halo_channels(fields):
-    """The halo channels of a loaded fields file, heaviest first, stacked `(N, N, N, 4)`."""
-    names = sorted((n for n in fields if n.startswith("halos_s_")), key=lambda n: int(n.rsplit("_", 1)[1]))
-    return np.stack([fields[n].value for n in names], axis=-1)
+def train_network(out, config, files, weighting, name, *prep):
+    """`velnet prep` (the training and validation boxes) and `velnet train` of one network, where missing.
 
-
-def _rms(arrays):
-    """Root mean square over all cells of a list of arrays (vectors: of the magnitude)."""
-    total = sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays)
-    cells = sum(a.shape[0] ** 3 for a in arrays)
-    return (total / cells) ** 0.5
-
-
-def _train(stage, run_dir, inputs, targets, config, model_key, epochs, target_scale, metadata,
-           input_vector_slices=()):
-    """Train one stage with `velnet.halo_train.train_halo` unless its model exists."""
-    from velnet.halo_train import train_halo
-
-    model = run_dir / "model.keras"
-    if model.exists():
-        return model
-    n_train = len(config["train_seeds"])
-    log.info("train %s -> %s", stage, run_dir)
-    return train_halo(stage, inputs[:n_train], targets[:n_train], inputs[n_train:], targets[n_train:], run_dir,
-                      epochs, model_config=config[model_key], size=config["size"],
-                      batch_size=config["batch_size"], steps_per_epoch=config["steps_per_epoch"],
-                      learning_rate=config["learning_rate"], seed=config["seed"],
-                      input_vector_slices=input_vector_slices, target_scale=target_scale, metadata=metadata)
-
-
-def run_scheme(out, config, weighting, files):
-    """Train both stages for one weighting scheme and predict the test boxes.
+    Args:
+        name: "density", or a stage-two target.
+        *prep: the task's `velnet prep` flags.
 
     Returns:
-        list of the test boxes' prediction files (density, velocity, momentum).
+        The model's path.
     """
-    from velnet.fields import Field, load_fields, save_fields
-    from velnet.halo_train import load_halo_model, predict_box
+    fit = [*config["train_seeds"], *config["val_seeds"]]
+    data, run = out / "data" / weighting / name, out / "models" / weighting / name
+    if not (data / "manifest.json").exists():
+        run_velnet("prep", *(files[s] for s in fit), *prep, "--tile", config["size"], "--split",
+                   *(["train"] * len(config["train_seeds"]) + ["val"] * len(config["val_seeds"])), "--out", data)
+    if not (run / "model.keras").exists():
+        stage = "density" if name == "density" else "velocity"
+        run.mkdir(parents=True, exist_ok=True)
+        (run.parent / f"{name}.json").write_text(json.dumps({"model": config[f"{stage}_model"]}))
+        run_velnet("train", data, "--config", run.parent / f"{name}.json", "--epochs", config[f"epochs_{stage}"],
+                   "--batch-size", config["batch_size"], "--learning-rate", config["learning_rate"], "--seed",
+                   config["seed"], "--out", run)
+    return run / "model.keras"
 
-    predictions = [out / "predictions" / weighting / f"seed{s}.h5" for s in config["test_seeds"]]
-    if all(p.exists() for p in predictions):
-        return predictions
-    n_fit = len(config["train_seeds"]) + len(config["val_seeds"])
-    boxes = [load_fields(files[s]) for s in seeds(config)]
-    models = out / "models" / weighting
-    # inputs of order one: the halo channels over the spread of their sum in the training and validation boxes
-    halo_scale = float(np.std(np.concatenate([halo_channels(b).sum(-1).ravel() for b in boxes[:n_fit]])))
-    halos = [halo_channels(b) / halo_scale for b in boxes]
-    meta = {"experiment": "halo2024", "weighting": weighting, "halo_scale": halo_scale,
-            "box_size": boxes[0]["density"].box_size, "nmesh": boxes[0]["density"].nmesh,
-            "redshift": boxes[0]["density"].redshift, "cosmology": boxes[0]["density"].cosmology.to_dict()}
-    density_model = _train("density", models / "density", halos[:n_fit], [b["density"].value[..., None]
-                                                                          for b in boxes[:n_fit]],
-                           config, "density_model", config["epochs_density"], 1.0,
-                           {**meta, "inputs": "halo channels / halo_scale"})
-    model, _ = load_halo_model(density_model)
-    density = [predict_box(model, h)[..., 0] for h in halos]  # stage two sees stage one's densities
 
-    vectors = {}
+def predict(files, models, folder, seeds_of):
+    """`velnet predict` of boxes with a set of models, where missing; returns the prediction files."""
+    out = []
+    for seed in seeds_of:
+        out.append(folder / f"seed{seed}.h5")
+        if not out[-1].exists():
+            run_velnet("predict", files[seed], *models, "--out", out[-1])
+    return out
+
+
+def momentum_of(out, config, files, weighting, models):
+    """The momentum models kept: the network's or none (the product), by C_r on the validation boxes.
+
+    Writes the choice and both C_r (eq. 10, mean over the validation boxes) to
+    models/WEIGHTING/momentum.json.
+    """
+    from velnet.fields import load_fields
+    from velnet.pixels import agreement
+
+    record = out / "models" / weighting / "momentum.json"
+    if not record.exists():
+        candidates = {"network": [models["momentum"]], "product": []}
+        scores = {}
+        for name in config["momentum"]:
+            folder = out / "validation" / weighting / name
+            paths = predict(files, [models["density"], models["velocity"], *candidates[name]], folder,
+                            config["val_seeds"])
+            pairs = [(load_fields(p, ["momentum"])["momentum"].value, load_fields(files[s], ["momentum"])["momentum"].value)
+                     for p, s in zip(paths, config["val_seeds"])]
+            scores[name] = sum(agreement(pred, truth)["C_r"] for pred, truth in pairs) / len(pairs)
+        chosen = max(scores, key=scores.get)
+        log.info("%s weighting: momentum C_r on the validation boxes %s: the %s kept", weighting, scores, chosen)
+        record.write_text(json.dumps({"chosen": chosen, "C_r": scores}, indent=1) + "\n")
+    return [models["momentum"]] if json.loads(record.read_text())["chosen"] == "network" else []
+
+
+def run_scheme(out, config, files, weighting):
+    """Train both stages of one weighting scheme and predict the test boxes; returns their prediction files."""
+    models = {"density": train_network(out, config, files, weighting, "density", "--task", "halo-density")}
     for target in config["targets"]:
-        scale = _rms([b[target].value for b in boxes[:len(config["train_seeds"])]]) / 3 ** 0.5
-        inputs = [np.concatenate([h, d[..., None], b[LINEAR_INPUT[target]].value / scale], axis=-1)
-                  for h, d, b in zip(halos, density, boxes)]
-        path = _train("velocity", models / target, inputs[:n_fit], [b[target].value for b in boxes[:n_fit]],
-                      config, "velocity_model", config["epochs_velocity"], scale,
-                      {**meta, "target": target, "inputs": f"halo channels / halo_scale, predicted density, "
-                                                          f"{LINEAR_INPUT[target]} / target_scale"},
-                      input_vector_slices=[(5, 8)])
-        model, _ = load_halo_model(path)
-        vectors[target] = [predict_box(model, x) for x in inputs[n_fit:]]
-
-    for i, (path, seed) in enumerate(zip(predictions, config["test_seeds"])):
-        truth = boxes[n_fit + i]["density"]
-        fields = [Field(density[n_fit + i], "density", truth.box_size, truth.redshift, truth.cosmology)]
-        fields += [Field(vectors[t][i], t, truth.box_size, truth.redshift, truth.cosmology) for t in vectors]
-        save_fields(path, fields, attrs={"weighting": weighting, "source": str(files[seed]),
-                                         "models": [str(models / n / "model.keras")
-                                                    for n in ("density", *config["targets"])]})
-        log.info("predicted %s", path)
-    return predictions
+        models[target] = train_network(out, config, files, weighting, target, "--task", "halo-velocity",
+                                       "--target", target, "--density-model", models["density"])
+    kept = [models["density"], models["velocity"]]
+    if "momentum" in models:
+        kept += momentum_of(out, config, files, weighting, models)
+    return predict(files, kept, out / "predictions" / weighting, config["test_seeds"])
 
 
 def run(out, config=CONFIG):
-    """Run the whole experiment into `out` (resuming a run of the same config there); return the report's path."""
-    from data_prep.halos import load_halos
-    from velnet.fields import load_fields
-    from velnet.halo_evaluate import evaluate_halo
+    """Run the whole experiment into `out` (resuming a run of the same config there); return the report's path.
 
+    Raises:
+        VelnetInputError: `out` holds a run of another configuration.
+    """
     out = Path(out)
     record = out / "config.json"
     if record.exists() and json.loads(record.read_text()) != json.loads(json.dumps(config)):
-        raise SystemExit(f"{out} holds a run of another configuration ({record}); choose another --out")
+        raise VelnetInputError(record, "holds a run of another configuration; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(config, indent=1) + "\n")
     files = {seed: prepare_box(out, config, seed) for seed in seeds(config)}
     by_weighting = {w: {s: f[w] for s, f in files.items()} for w in config["weightings"]}
-    predictions = {w: run_scheme(out, config, w, by_weighting[w]) for w in config["weightings"]}
+    predictions = {w: run_scheme(out, config, by_weighting[w], w) for w in config["weightings"]}
     report = out / "report"
     if not (report / "report.md").exists():
-        test = config["test_seeds"]
-        first = by_weighting[config["weightings"][0]]
-        truth = [load_fields(first[s], ["density", "velocity", "momentum"]) for s in test]
-        inputs = {w: [load_fields(by_weighting[w][s]) for s in test] for w in config["weightings"]}
-        catalogs = [load_halos(out / "halos" / f"seed{s}.h5") for s in test]
-        evaluate_halo(truth, {w: [load_fields(p) for p in predictions[w]] for w in predictions}, report,
-                      inputs_by_scheme=inputs, catalogs=catalogs, los=config["los"], progress=log.info)
+        test, schemes = config["test_seeds"], config["weightings"]
+        run_velnet("evaluate", *(by_weighting[schemes[0]][s] for s in test), *(p for w in schemes for p in predictions[w]),
+                   "--report", "halo2024", "--boxes", len(test), "--names", *schemes, "--halo-fields",
+                   *(by_weighting[w][s] for w in schemes for s in test), "--catalogs",
+                   *(out / "halos" / f"seed{s}.h5" for s in test), "--los", config["los"], "--out", report)
     return report / "report.md"
 
 

@@ -1,7 +1,7 @@
-"""Small fields files with a learnable target, shared by the training, tuning and multi-device tests."""
+"""Small fields files with learnable targets, shared by the training, tuning, multi-device and halo-task tests."""
 import numpy as np
 
-from velnet.cosmology import WU2021
+from velnet.cosmology import HALO2024, WU2021
 from velnet.fields import Field, save_fields
 
 
@@ -23,4 +23,38 @@ def gradient_boxes(root, seeds=(0, 1), nmesh=24, box_size=48.0):
         files.append(save_fields(root / f"box{seed}.h5", [
             Field(density, "density", box_size, 0.0, WU2021),
             Field(velocity.astype(np.float32), "velocity", box_size, 0.0, WU2021)]))
+    return files
+
+
+def smooth_box(n, seed):
+    """A smooth periodic random scalar box with unit variance."""
+    white = np.random.default_rng(seed).standard_normal((n,) * 3)
+    k = np.fft.fftfreq(n)
+    k2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2
+    field = np.fft.ifftn(np.fft.fftn(white) * np.exp(-k2 * 80)).real
+    return field / field.std()
+
+
+def halo_boxes(root, seeds=(0, 1), nmesh=16, box_size=32.0):
+    """Halo fields files (as `velnet halo-fields` writes them) whose targets are local functions of the halos.
+
+    The density is exp(s / 2) of a smooth field s, the velocity 300 km/s times the central
+    difference of s, the halo channels s, s^2, s shifted by a cell and a constant; the linear
+    inputs are 0.8 times the targets.
+
+    Returns:
+        list of the fields file paths, one per seed.
+    """
+    files = []
+    for seed in seeds:
+        s = smooth_box(nmesh, seed)
+        density = np.exp(0.5 * s)
+        velocity = 300 * np.stack([np.roll(s, -1, a) - np.roll(s, 1, a) for a in range(3)], -1)
+        momentum = density[..., None] * velocity
+        halos = [1 + 0.3 * s, 0.5 * s ** 2, 1 + 0.2 * np.roll(s, 1, 0), np.ones_like(s)]
+        values = {**{f"halos_s_{j}": h for j, h in enumerate(halos)}, "density": density, "velocity": velocity,
+                  "momentum": momentum, "linear_velocity_s": 0.8 * velocity, "linear_momentum_s": 0.8 * momentum}
+        fields = [Field(v.astype(np.float32), k, box_size, 0.59, HALO2024) for k, v in values.items()]
+        fields[-2].attrs["beta"] = fields[-1].attrs["beta"] = 2.0
+        files.append(save_fields(root / f"halos{seed}.h5", fields, attrs={"weighting": "number"}))
     return files

@@ -1,15 +1,15 @@
 """The `velnet` command line: thin subcommands over the library.
 
     velnet simulate  run fastpm from a preset (works under mpirun)
-    velnet prep      snapshots (or fields files) -> CIC fields -> tiles -> TFRecord shards
+    velnet prep      snapshots (or fields files) -> CIC fields -> tiles -> TFRecord shards, for any task
     velnet paint     one snapshot -> one fields file (density, velocity, momentum)
     velnet check-shards  verify shards tile by tile against their source fields
     velnet halos     FOF halos of a snapshot (the 2024 halo paper)
     velnet halo-fields  redshift-space halo channels + real-space targets of one snapshot
-    velnet train     train a U-net on shards
+    velnet train     train a task's network on shards
     velnet tune      search its hyperparameters (keras-tuner)
-    velnet predict   reconstruct a whole box with a trained model
-    velnet evaluate  truth vs predictions vs linear theory -> a report folder
+    velnet predict   reconstruct a whole box with trained models
+    velnet evaluate  truth vs predictions vs linear theory -> a report folder (either paper's)
     velnet baseline  fit the classical estimator (linear theory + Bernardeau per k) on training boxes
     velnet calibrate fit a model's power-preserving correction on validation boxes
     velnet summary   print what a fields file holds
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VelnetInputError
+from .tasks import TASKS
 
 log = logging.getLogger("velnet")
 
@@ -91,15 +92,15 @@ def _check_shards(args):
 
 
 def _halos(args):
-    from data_prep.halos import write_halos
+    from data_prep.fof import write_halos
     write_halos(args.snapshot, args.out, linking_length=args.linking_length, nmin=args.nmin,
                 **_reader_kwargs(args))
     print(args.out)
 
 
 def _halo_fields(args):
-    from data_prep.catalogs import is_hbt, read_hbt_tracers
-    from data_prep.halos import combine_catalogs, load_halos, read_catalog, write_halo_fields
+    from data_prep.catalogs import combine_catalogs, is_hbt, load_halos, read_catalog, read_hbt_tracers
+    from data_prep.halo_fields import write_halo_fields
     catalog = None
     if args.catalog:
         config = json.loads(Path(args.catalog_config).read_text()) if args.catalog_config else None
@@ -116,9 +117,11 @@ def _halo_fields(args):
 
 def _prep(args):
     from data_prep.make_shards import make_shards
+    from data_prep.paint import paint_snapshot
 
     from .classical import ClassicalEstimator
-    from data_prep.paint import paint_snapshot
+    from .fields import field_names
+    from .tasks import get_task
     out = Path(args.out)
     field_files = []
     for path in map(Path, args.inputs):
@@ -129,12 +132,14 @@ def _prep(args):
             if not target.exists() or args.overwrite:
                 paint_snapshot(path, args.nmesh, target, **_reader_kwargs(args))
             field_files.append(target)
-    make_shards(field_files, out, target=args.target, tile=args.tile, margin=args.margin,
-                subfield=args.subfield,
-                split=args.split[0] if len(args.split) == 1 else args.split,
-                tiles_per_shard=args.tiles_per_shard, overwrite=args.overwrite,
-                linear_input=args.linear_input or bool(args.base), smoothing=args.smoothing, context=args.context,
-                base=ClassicalEstimator.load(args.base) if args.base else None)
+    task = get_task(args.task)
+    target = args.target or task.targets[0]
+    inputs = task.inputs(target, field_names(field_files[0]), args.density_model,
+                         linear=args.linear_input or bool(args.base), smoothing=args.smoothing, context=args.context,
+                         base=ClassicalEstimator.load(args.base) if args.base else None)
+    make_shards(field_files, out, task, target=target, tile=args.tile, margin=args.margin, subfield=args.subfield,
+                split=args.split[0] if len(args.split) == 1 else args.split, tiles_per_shard=args.tiles_per_shard,
+                overwrite=args.overwrite, inputs=inputs)
     print(out / "manifest.json")
 
 
@@ -147,10 +152,17 @@ def _is_fields_file(path):
         return False
 
 
+def _laptop_preset(data):
+    """The command line's default preset: the small one of the dataset's task."""
+    from .shards import read_manifest
+    from .tasks import get_task
+    return get_task(read_manifest(data).task).laptop_preset
+
+
 def _train(args):
     from .train import train
     config = json.loads(Path(args.config).read_text()) if args.config else {}
-    model_config = config.pop("model", {"preset": args.preset})
+    model_config = config.pop("model", {"preset": args.preset or _laptop_preset(args.data)})
     kwargs = {"epochs": args.epochs, "batch_size": args.batch_size,
               "learning_rate": args.learning_rate, "seed": args.seed, "augment": not args.no_augment,
               "steps_per_epoch": args.steps_per_epoch, "validation_steps": args.validation_steps,
@@ -162,7 +174,7 @@ def _train(args):
 def _tune(args):
     from .tune import tune
     fixed = json.loads(args.fixed) if args.fixed else None
-    best = tune(args.data, args.out, model_config=args.preset, algorithm=args.algorithm,
+    best = tune(args.data, args.out, model_config=args.preset or _laptop_preset(args.data), algorithm=args.algorithm,
                 max_trials=args.max_trials, epochs=args.epochs, overwrite=args.overwrite,
                 seed=args.seed, fixed=fixed, steps_per_epoch=args.steps_per_epoch,
                 validation_steps=args.validation_steps, tune_boxes=args.tune_boxes)
@@ -177,18 +189,33 @@ def _predict(args):
 
 
 def _evaluate(args):
+    boxes = args.boxes
+    args.truth, files = args.files[:boxes], args.files[boxes:]
+    names = args.names or [Path(p).stem for p in files]
+    if boxes < 1 or len(args.truth) != boxes or len(files) != boxes * len(names):
+        raise VelnetInputError(None, f"{boxes} test box(es) and {len(names)} method(s) need {boxes} true box(es) "
+                                     f"and {boxes * len(names)} predictions. Received: {len(args.files)} files")
+    predictions = {name: files[i * boxes:(i + 1) * boxes] for i, name in enumerate(names)}
+    if args.report == "halo2024":
+        _evaluate_halo(args, predictions)
+    else:
+        if boxes != 1 or args.halo_fields or args.catalogs:
+            raise VelnetInputError(None, "the wu2021 report takes one box and no halo files: for several test boxes, "
+                                         "halo fields or catalogues, ask for --report halo2024")
+        _evaluate_wu(args, {name: paths[0] for name, paths in predictions.items()})
+    print(Path(args.out) / "report.md")
+
+
+def _evaluate_wu(args, predictions):
     from .classical import SHIPPED, ClassicalEstimator
-    from .evaluate import evaluate
     from .fields import load_fields
     from .linear import linear_prediction
-    truth = load_fields(args.truth)
+    from .reports.wu2021 import evaluate
+    truth = load_fields(args.truth[0])
     if "density" not in truth or "velocity" not in truth:
-        raise VelnetInputError(args.truth, "needs 'density' and 'velocity' fields")
+        raise VelnetInputError(args.truth[0], "needs 'density' and 'velocity' fields")
     density = truth["density"]
-    names = args.names or [Path(p).stem for p in args.predictions]
-    if len(names) != len(args.predictions):
-        raise VelnetInputError(None, f"{len(names)} names for {len(args.predictions)} predictions")
-    methods = {name: load_fields(path) for name, path in zip(names, args.predictions)}
+    methods = {name: load_fields(path) for name, path in predictions.items()}
     smoothing, reference = args.smoothing, None
     baseline = SHIPPED if args.baseline == "shipped" else (None if args.baseline == "none" else args.baseline)
     if baseline is not None:
@@ -208,8 +235,35 @@ def _evaluate(args):
     # The paper's three 40x40 (Mpc/h)^2 slices; a small box holds fewer distinct ones.
     across = round(40.0 / density.cell_size)
     slices = max(1, min(3, (density.nmesh // (2 * across - 1)) ** 2))
-    evaluate(truth, methods, args.out, density=density, n_slices=slices, progress=log.info, reference=reference)
-    print(Path(args.out) / "report.md")
+    evaluate(truth, methods, args.out, density=density, n_slices=slices, reference=reference)
+
+
+def _evaluate_halo(args, predictions):
+    from data_prep.catalogs import load_halos
+
+    from .fields import load_fields
+    from .reports.halo2024 import evaluate_halo
+    from .train import HISTORY_FILE, read_history
+    boxes = args.boxes
+    if args.halo_fields and len(args.halo_fields) != boxes * len(predictions):
+        raise VelnetInputError(None, f"--halo-fields takes one file per test box and scheme ({boxes * len(predictions)}"
+                                     f"), in the order of the predictions. Received: {len(args.halo_fields)}")
+    if args.catalogs and len(args.catalogs) != boxes:
+        raise VelnetInputError(None, f"--catalogs takes one halo catalogue per test box ({boxes}). "
+                                     f"Received: {len(args.catalogs)}")
+    truth = [load_fields(path, ["density", "velocity", "momentum"]) for path in args.truth]
+    loaded = {name: [load_fields(path) for path in paths] for name, paths in predictions.items()}
+    inputs = ({name: [load_fields(path) for path in args.halo_fields[i * boxes:(i + 1) * boxes]]
+               for i, name in enumerate(predictions)} if args.halo_fields else None)
+    histories = {}
+    for name, boxes_of in loaded.items():  # Fig. 3: the history.csv beside each model that predicted box 0
+        for target, field in boxes_of[0].items():
+            history = Path(str(field.attrs.get("model", ""))).parent / HISTORY_FILE
+            if field.attrs.get("model") and history.is_file():
+                histories.setdefault(name, {})[target] = read_history(history)
+    evaluate_halo(truth, loaded, args.out, inputs_by_scheme=inputs,
+                  catalogs=[load_halos(path) for path in args.catalogs] if args.catalogs else None, los=args.los,
+                  histories=histories, independent_volume=args.independent_volume)
 
 
 def _baseline(args):
@@ -301,10 +355,21 @@ def build_parser():
         s.add_argument("--out", required=True,
                        help="fields .h5 (paint) or shard folder (prep)")
         if name == "prep":
-            s.add_argument("--target", default="velocity", choices=["velocity", "momentum"])
-            s.add_argument("--tile", type=int, default=20, help="target tile side, cells (20)")
-            s.add_argument("--margin", type=int, default=6,
-                           help="input margin per side, cells (6: 32^3 inputs)")
+            s.add_argument("--task", default="wu2021", choices=sorted(TASKS),
+                           help="wu2021 (density -> velocity or momentum, default), halo-density (the 2024 paper's "
+                                "stage one: halo channels -> density) or halo-velocity (its stage two: halo "
+                                "channels, stage one's density, linear velocity -> velocity or momentum); the "
+                                "halo tasks read `velnet halo-fields` files")
+            s.add_argument("--target", choices=["velocity", "momentum", "density"],
+                           help="default: the task's (velocity; density for halo-density)")
+            s.add_argument("--density-model", metavar="MODEL",
+                           help="halo-velocity: the trained halo-density model whose whole-box density is an "
+                                "input channel")
+            s.add_argument("--tile", type=int,
+                           help="target tile side, cells (wu2021: 20; halo tasks: 32, the sub-box side)")
+            s.add_argument("--margin", type=int,
+                           help="input margin per side, cells (wu2021: 6, 32^3 inputs; halo tasks: 0, their "
+                                "networks pad periodically)")
             s.add_argument("--subfield", type=int,
                            help="tile only the centred S^3 subfield of the mesh, S a multiple of --tile "
                                 "(the paper: --nmesh 256 --subfield 240, 1728 targets of 20^3 a box, "
@@ -354,19 +419,20 @@ def build_parser():
                                 "or other codes' files with --catalog-config")
             s.add_argument("--catalog-config",
                            help="JSON mapping another code's columns and units "
-                                "(see data_prep.halos.read_catalog)")
+                                "(see data_prep.catalogs.read_catalog)")
         s.set_defaults(func=func)
 
     s = sub.add_parser("check-shards", help="verify a shard dataset against its source fields files")
     s.add_argument("data", help="shard folder (with manifest.json)")
     s.set_defaults(func=_check_shards)
 
-    s = sub.add_parser("train", help="train a U-net on shards")
+    s = sub.add_parser("train", help="train a task's network on shards")
     s.add_argument("data", help="shard folder (with manifest.json)")
     s.add_argument("--out", required=True, help="run folder: checkpoints, logs, model.keras")
-    s.add_argument("--preset", default="tiny",
-                   help="model preset: tiny, wu2021-text, or tiny-residual, wu2021-text-residual "
-                        "(these need shards from prep --linear-input)")
+    s.add_argument("--preset",
+                   help="model preset of the dataset's task: wu2021: tiny (default), wu2021-text, or "
+                        "tiny-residual, wu2021-text-residual (these need shards from prep --linear-input); "
+                        "halo tasks: halo-tiny (default), halo2024")
     s.add_argument("--config", help="JSON file: {'model': {...}, 'epochs': ..., ...}")
     s.add_argument("--epochs", type=int, default=10)
     s.add_argument("--batch-size", type=int, default=6)
@@ -383,7 +449,7 @@ def build_parser():
     s.add_argument("data", help="shard folder (with manifest.json)")
     s.add_argument("--out", required=True,
                    help="tuning folder: trials.csv/.md, best_config.json (for `velnet train --config`)")
-    s.add_argument("--preset", default="tiny", help="base model preset")
+    s.add_argument("--preset", help="base model preset (default: the task's small one, as for train)")
     s.add_argument("--algorithm", default="bayesian", choices=["bayesian", "random", "hyperband"])
     s.add_argument("--max-trials", type=int, default=10)
     s.add_argument("--epochs", type=int, default=10, help="epochs per trial (hyperband: the most)")
@@ -396,9 +462,11 @@ def build_parser():
     s.set_defaults(func=_tune)
 
     s = sub.add_parser("predict", help="reconstruct a whole box")
-    s.add_argument("fields", help="fields .h5 with a 'density' field")
+    s.add_argument("fields", help="fields .h5 with what the models read: a 'density' (wu2021), or a halo fields "
+                                  "file (the halo tasks)")
     s.add_argument("models", nargs="+",
-                   help="model(s): networks (.keras) from `velnet train`, e.g. velocity and momentum, or "
+                   help="model(s): networks (.keras) from `velnet train`, e.g. velocity and momentum, or the halo "
+                        "density and velocity networks (a velocity network's density model runs too), or "
                         "a classical estimator (.json) from `velnet baseline`")
     s.add_argument("--power-preserving", action="store_true",
                    help="write the velocity with its power restored per k (T(k) about 1) by the model's "
@@ -409,15 +477,29 @@ def build_parser():
     s.set_defaults(func=_predict)
 
     s = sub.add_parser("evaluate", help="truth vs predictions vs linear theory -> report")
-    s.add_argument("truth", help="fields .h5 with the true density, velocity, momentum")
-    s.add_argument("predictions", nargs="*", help="predicted fields .h5 files")
-    s.add_argument("--names", nargs="*", help="method names for the predictions")
+    s.add_argument("files", nargs="+", help="fields .h5 with the true density, velocity, momentum (one per test "
+                                            "box, --boxes), then the predicted fields .h5 files: for each method, "
+                                            "one per test box")
+    s.add_argument("--names", nargs="*", help="method names for the predictions (halo2024: the weighting schemes)")
+    s.add_argument("--report", choices=["wu2021", "halo2024"], default="wu2021",
+                   help="wu2021 (default): Wu et al.'s statistics of one box; halo2024: the 2024 halo paper's, "
+                        "over test boxes, weighting schemes side by side")
+    s.add_argument("--boxes", type=int, default=1, help="halo2024: number of test boxes (1)")
+    s.add_argument("--halo-fields", nargs="+", metavar="FILE",
+                   help="halo2024: the halo fields files the predictions were made from, in their order: linear "
+                        "theory and the redshift-space halos join the report")
+    s.add_argument("--catalogs", nargs="+", metavar="FILE",
+                   help="halo2024: one halo catalogue per test box (velnet halos): the RSD correction and the "
+                        "halos' xi(r_perp, r_par) join the report")
+    s.add_argument("--los", default="z", help="halo2024: the line of sight of the redshift space (z)")
+    s.add_argument("--independent-volume", type=float, metavar="V",
+                   help="halo2024: V_all of eq. 11, (Mpc/h)^3, when the test boxes overlap (default: their total)")
     s.add_argument("--baseline", metavar="FILE", default="shipped",
                    help="classical estimator from `velnet baseline`, the reference every method is measured "
                         "against; its fitted radius is the smoothed linear baseline's unless --smoothing is "
-                        "given (default: the one velnet ships, for 2 Mpc/h cells; 'none': no reference)")
+                        "given (default: the one velnet ships, for 2 Mpc/h cells; 'none': no reference; wu2021)")
     s.add_argument("--smoothing", type=float,
-                   help="Gaussian radius (Mpc/h) of the smoothed linear baseline")
+                   help="Gaussian radius (Mpc/h) of the smoothed linear baseline (wu2021)")
     s.add_argument("--out", required=True, help="report folder")
     s.set_defaults(func=_evaluate)
 

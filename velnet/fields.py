@@ -3,7 +3,8 @@
 A `Field` is one channels-last array, `(N, N, N)` for a scalar or `(N, N, N, 3)` for a
 vector, with the metadata every later stage needs: box size (Mpc/h), redshift, cosmology,
 units. A box's fields live together in one HDF5 file, one dataset each, the shared
-metadata on the file's root attributes.
+metadata on the file's root attributes. A line of sight is one of the box's axes, named
+(`los_axis`).
 """
 import json
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,9 @@ import numpy as np
 from .cosmology import Cosmology
 from .errors import VelnetInputError
 from .files import atomic_file, require_file
+
+AXES = {"x": 0, "y": 1, "z": 2}
+"""Names of the box axes 0, 1, 2 (lines of sight along them)."""
 
 UNITS = {
     "density": "rho / rho_mean",
@@ -78,6 +82,19 @@ class Field:
         return replace(self, value=value, name=name or self.name, attrs=dict(self.attrs))
 
 
+def los_axis(los):
+    """The box axis (0, 1 or 2) of a line of sight given as an axis or as "x", "y", "z".
+
+    Raises:
+        VelnetInputError: anything else.
+    """
+    if isinstance(los, str) and los.lower() in AXES:
+        return AXES[los.lower()]
+    if isinstance(los, (int, np.integer)) and not isinstance(los, bool) and 0 <= los <= 2:
+        return int(los)
+    raise VelnetInputError(None, f"line of sight must be 0, 1, 2, 'x', 'y' or 'z'. Received: {los!r}")
+
+
 def ln_density(density):
     """The network input of Wu et al. 2021, eq. 1: ln(1 + rho/rho_mean), same metadata."""
     return density.with_value(np.log1p(density.value).astype(np.float32), "ln_density")
@@ -120,6 +137,13 @@ def read_meta(path):
     return meta
 
 
+def field_names(path):
+    """The names of the fields a fields file holds."""
+    read_meta(path)
+    with h5py.File(path, "r") as h5:
+        return sorted(h5.keys())
+
+
 def load_fields(path, names=None):
     """Read a fields file into a dict name -> `Field`.
 
@@ -146,7 +170,7 @@ def _decode_attrs(attrs):
     for key, value in attrs.items():
         if isinstance(value, bytes):
             value = value.decode()
-        if isinstance(value, str) and value[:1] in "[{":
+        if isinstance(value, str) and value.startswith(("[", "{")):
             value = json.loads(value)
         elif isinstance(value, np.generic):
             value = value.item()

@@ -42,6 +42,15 @@ of its own term only, so (with Adam) this is the same as training them separatel
 import keras
 from keras import layers, ops
 
+from .models import OUTPUT_LAYER, ToPhysical
+
+PRESETS = {
+    # the defaults of `halo_unet` (the paper tuned N1-N3 with Optuna and does not state them)
+    "halo2024": dict(n1=32, n2=64, n3=128, dropout=0.1, init_kernel=7),
+    # a quarter of the widths and a 5^3 init kernel: trains on 2 cores in minutes
+    "halo-tiny": dict(n1=8, n2=16, n3=32, dropout=0.1, init_kernel=5),
+}
+"""Widths, dropout and init kernel of both halo builders, by preset name."""
 DIRECTION = slice(0, 3)
 """Channels of the unit direction in a stage-two output."""
 MAGNITUDE = 3
@@ -291,3 +300,24 @@ def halo_velocity_unet(input_channels=8, n1=32, n2=64, n3=128, dropout=0.1, init
     outputs = layers.Concatenate(dtype="float32", name="direction_magnitude")(
         [direction, magnitude])
     return keras.Model(inputs, outputs, name=name)
+
+
+def physical_halo_model(network, scale, metadata, vector=False):
+    """The network with outputs in physical units, ending in a `ToPhysical` layer "to_physical".
+
+    Args:
+        network: a trained `halo_unet` or (`vector`) `halo_velocity_unet`.
+        scale: physical units per normalised unit (the training target scale).
+        metadata: JSON-serialisable dict stored in the "to_physical" layer.
+        vector: the network is a `halo_velocity_unet`: its direction and magnitude are
+            turned into 3-vectors (`Recombine`).
+
+    Returns:
+        A functional `keras.Model` sharing the network's layers: `(B, n, n, n, C_in)` to
+        `(B, n, n, n, 1)` density or `(B, n, n, n, 3)` vectors, for any n divisible by 4.
+    """
+    x = network.outputs[0]
+    if vector:
+        x = Recombine(dtype="float32", name="recombine")(x)
+    outputs = ToPhysical(scale, metadata, dtype="float32", name=OUTPUT_LAYER)(x)
+    return keras.Model(network.inputs, outputs, name=network.name)

@@ -1,29 +1,35 @@
 """The network's input channels of a whole box, shared by shard writing and prediction.
 
-Channel 0 is always ln(1 + rho/rho_mean) (Wu et al. 2021, eq. 1). With the spec
-{"linear": True, "smoothing": R}, channels 1-3 hold the linear-theory field of the
-target (velocity v_L, or momentum (rho/rho_mean) v_L), computed from the whole periodic
-box with a Gaussian of radius R Mpc/h and divided by the dataset's target scale, so they
-are in the normalised units of the target. A 32^3 window is smaller than the bulk flows
-that carry most of the velocity variance; v_L from the whole box brings them in.
+An `InputSpec` lists them, in this order:
 
-With {"linear": True, "smoothing": 0, "base": E}, channels 1-3 hold instead the velocity of
-the classical estimator E (a `velnet.classical.ClassicalEstimator` as a dict, fitted on
-training boxes), or (rho/rho_mean) times it for momentum: the residual presets then learn
-the correction to the best classical estimate.
+1. `fields`: scalar fields of the box's fields file, each divided by `field_scale` (the 2024
+   halo paper's redshift-space halo channels "halos_s_0" .. "halos_s_3");
+2. the density: ln(1 + rho/rho_mean) of the file's "density" (`density="ln"`, Wu et al.
+   2021, eq. 1), or rho/rho_mean predicted from the whole box by the model `density_model`
+   (`density="model"`: the 2024 paper's stage two sees stage one's prediction), or none;
+3. a 3-vector from the whole box, divided by the dataset's target scale so that it is in the
+   normalised units of the target: the linear-theory target computed from the file's
+   density (`linear`: velocity v_L, or momentum (rho/rho_mean) v_L, with a Gaussian of
+   radius `smoothing` Mpc/h, or the velocity of the fitted classical estimator `base`, a
+   `velnet.classical.ClassicalEstimator` as a dict), or a vector field of the file
+   (`vector_field`: the 2024 paper's linear velocity or momentum of eq. 2-3). A 32^3 window
+   is smaller than the bulk flows that carry most of the velocity variance; a vector from
+   the whole box brings them in, and a residual network adds it back to its output
+   (`vector_channels` is that network's base);
+4. the context window (`context` = f): ln(1 + rho/rho_mean) averaged over f^3 blocks, in a
+   window of the input tile's shape centred on the same point, so an s^3 input of 2 Mpc/h
+   cells also sees s f cells around its target. It is not a field of the box but of each
+   window, so it is added when windows are cut (`InputWindows`), after the per-cell channels
+   of `box_inputs`; the Oh symmetries act on it as on the density, since both windows share
+   their centre.
 
-With {"context": f} a last channel holds the context window (issue 8, variant 3): ln(1 +
-rho/rho_mean) averaged over f^3 blocks, in a window of the input tile's shape centred on the
-same point, so an s^3 input of 2 Mpc/h cells also sees s f cells (e.g. 32 x 8 = 256 Mpc/h
-for f = 4) around its target. It is not a field of the box but of each window, so it is
-added when windows are cut (`InputWindows`), after the per-cell channels of `box_inputs`.
-The U-net takes it as one more channel; the Oh symmetries act on it as on the density,
-since both windows share their centre.
-
-The spec is stored in the shard manifest and in the trained model's metadata under
-`SPEC_KEY`; manifests and models without it have ln(1 + rho/rho_mean) alone.
+The spec is stored, as `InputSpec.to_dict` writes it, in the shard manifest and in the
+trained model's metadata under `SPEC_KEY`; manifests and models without it have
+ln(1 + rho/rho_mean) alone.
 """
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,115 +40,205 @@ from .linear import linear_momentum, linear_velocity
 from .tiling import extract
 
 SPEC_KEY = "input_spec"
-DEFAULT_SPEC = {"linear": False}
-LINEAR_CHANNELS = [1, 4]
-"""Channel range [start, stop) of the linear-theory vector, when there is one."""
+DENSITY_CHANNELS = ("ln", "model", None)
+"""What the density channel holds: ln(1 + rho/rho_mean), a model's prediction, or nothing."""
+LINEAR_TARGETS = ("velocity", "momentum")
+"""Targets that have a linear-theory field."""
 
 
-def input_spec(linear=False, smoothing=0.0, context=0, base=None):
-    """A checked input spec: `{"linear": False}` or `{"linear": True, "smoothing": R}` (and
-    `"base": E` for a classical estimator), with `"context": f` added when there is a
-    context channel.
+@dataclass(frozen=True)
+class InputSpec:
+    """The input channels of a network, as data (see the module docstring).
+
+    Attributes:
+        linear: channels of the linear-theory target from the file's density.
+        smoothing: Gaussian radius of that linear theory, Mpc/h (0: none).
+        base: a `ClassicalEstimator` dict whose velocity replaces linear theory (needs
+            `linear` and no smoothing).
+        context: coarsening factor f of the context window (0: none; else an integer >= 2).
+        fields: names of scalar fields of the fields file, the first channels.
+        field_scale: what those fields are divided by (None until a dataset fixes it).
+        density: "ln", "model" or None (see `DENSITY_CHANNELS`).
+        density_model: path of the model whose prediction is the density channel.
+        vector_field: name of a vector field of the file, instead of `linear`.
+
+    Raises:
+        VelnetInputError: a combination that does not make a set of channels (the message
+            says which, without a file; `from_dict` adds the file).
+    """
+
+    linear: bool = False
+    smoothing: float = 0.0
+    base: dict = None
+    context: int = 0
+    fields: tuple = ()
+    field_scale: float = None
+    density: str = "ln"
+    density_model: str = None
+    vector_field: str = None
+
+    def __post_init__(self):
+        smoothing = float(self.smoothing or 0.0)
+        object.__setattr__(self, "smoothing", smoothing)
+        object.__setattr__(self, "fields", tuple(self.fields))
+        if not (math.isfinite(smoothing) and smoothing >= 0):
+            raise VelnetInputError(None, f"smoothing must be a radius >= 0 Mpc/h. Received: smoothing={smoothing}")
+        if smoothing and not self.linear:
+            raise VelnetInputError(None, "smoothing applies to the linear-theory input only: ask for that input too "
+                                         f"(velnet prep --linear-input). Received: smoothing={smoothing}")
+        if self.context not in (0, None) and not (float(self.context).is_integer() and int(self.context) >= 2):
+            raise VelnetInputError(None, "context must be a coarsening factor, an integer >= 2 (0: none). "
+                                         f"Received: context={self.context}")
+        object.__setattr__(self, "context", int(self.context or 0))
+        if self.base is not None:
+            if not self.linear or smoothing:
+                raise VelnetInputError(None, "a classical base replaces the linear-theory input: ask for that input "
+                                             "(velnet prep --linear-input) with no --smoothing")
+            base = self.base if isinstance(self.base, ClassicalEstimator) else ClassicalEstimator.from_dict(self.base)
+            object.__setattr__(self, "base", base.to_dict())
+        if self.density not in DENSITY_CHANNELS:
+            raise VelnetInputError(None, f"density must be one of {DENSITY_CHANNELS}. Received: density={self.density!r}")
+        if (self.density == "model") != bool(self.density_model):
+            raise VelnetInputError(None, "a predicted density channel needs its model, and only it: density='model' "
+                                         f"with density_model. Received: density={self.density!r}, "
+                                         f"density_model={self.density_model!r}")
+        if self.linear and self.vector_field:
+            raise VelnetInputError(None, f"one whole-box vector: linear theory or the field {self.vector_field!r}")
+        if (self.linear or self.context) and self.density != "ln":
+            raise VelnetInputError(None, "linear theory and the context window are computed from the density: "
+                                         "they need the ln(1 + rho/rho_mean) channel")
+        if self.field_scale is not None and not (math.isfinite(self.field_scale) and self.field_scale > 0):
+            raise VelnetInputError(None, f"field_scale must be > 0. Received: field_scale={self.field_scale}")
+        if not self.channels:
+            raise VelnetInputError(None, "the spec gives no input channel")
+
+    @property
+    def channels(self):
+        """Number of input channels."""
+        return (len(self.fields) + (self.density is not None) + 3 * bool(self.linear or self.vector_field)
+                + bool(self.context))
+
+    @property
+    def vector_channels(self):
+        """`[start, stop)` of the whole-box vector (a residual network's base), or None."""
+        if not (self.linear or self.vector_field):
+            return None
+        start = len(self.fields) + (self.density is not None)
+        return [start, start + 3]
+
+    @property
+    def vector_slices(self):
+        """The channel ranges that hold 3-vectors (turned by the Oh augmentation)."""
+        return [self.vector_channels] if self.vector_channels else []
+
+    def field_names(self):
+        """The fields of a box's file these channels read (a density model reads its own too)."""
+        names = list(self.fields)
+        if self.density == "ln":
+            names.append("density")
+        if self.vector_field:
+            names.append(self.vector_field)
+        return names
+
+    def describe(self, target):
+        """The channels in words, for the manifest's normalisation record."""
+        parts, channel = [], 0
+        if self.fields:
+            parts.append(f"channels 0-{len(self.fields) - 1}: {', '.join(self.fields)} / {self.field_scale:g}")
+            channel = len(self.fields)
+        if self.density == "ln":
+            parts.append(f"channel {channel}: ln(1 + rho/rho_mean)")
+        elif self.density == "model":
+            parts.append(f"channel {channel}: rho/rho_mean predicted by {self.density_model} from the whole box")
+        if self.vector_channels:
+            if self.vector_field:
+                origin = f"the field {self.vector_field}"
+            elif self.base:
+                origin = (f"{target} of the whole box from the classical estimator "
+                          f"({ClassicalEstimator.from_dict(self.base).label}, per-k weights)")
+            else:
+                origin = f"{target} of the whole box from linear theory (Gaussian R = {self.smoothing:g} Mpc/h)"
+            start, stop = self.vector_channels
+            parts.append(f"channels {start}-{stop - 1}: {origin} / target_scale")
+        if self.context:
+            parts.append(f"channel {self.channels - 1}: ln(1 + rho/rho_mean) of {self.context}^3-cell blocks in a "
+                         "window of the input's shape with the same centre")
+        return "; ".join(parts)
+
+    def to_dict(self):
+        """The stored form: {"linear": ...} and every other key that differs from its default."""
+        out = {"linear": self.linear}
+        if self.linear:
+            out["smoothing"] = self.smoothing
+        if self.base:
+            out["base"] = self.base
+        if self.context:
+            out["context"] = self.context
+        for key in ("fields", "field_scale", "density", "density_model", "vector_field"):
+            value = getattr(self, key)
+            if value != InputSpec.__dataclass_fields__[key].default:
+                out[key] = list(value) if key == "fields" else value
+        return out
+
+    @classmethod
+    def from_dict(cls, mapping, path=None):
+        """The spec stored under `SPEC_KEY` in a manifest or model metadata dict (the default if absent).
+
+        Raises:
+            VelnetInputError: naming `path`, for a malformed spec.
+        """
+        spec = mapping.get(SPEC_KEY, {"linear": False})
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(spec, dict) or set(spec) - known:
+            raise VelnetInputError(path, f"{SPEC_KEY} must be a dict with keys among {sorted(known)}. "
+                                         f"Received: {SPEC_KEY}={spec!r}")
+        try:
+            return cls(**spec)
+        except VelnetInputError as err:
+            raise VelnetInputError(path, err.problem) from None
+
+
+def box_inputs(fields, spec, target, target_scale, predicted_density=None):
+    """The per-cell input channels of a whole box (all but the context window).
 
     Args:
-        linear: add the linear-theory field of the target as channels 1-3.
-        smoothing: Gaussian radius R of the linear theory, Mpc/h (0: none); e.g. the
-            radius `velnet baseline` fits on the training boxes.
-        context: coarsening factor f of the context window (0: no context channel).
-        base: a `ClassicalEstimator` (or its dict) whose velocity replaces linear theory
-            in channels 1-3; needs `linear` and no smoothing.
-
-    Raises:
-        VelnetInputError: a negative or non-finite radius, a radius without `linear`, a base
-            without `linear` or with a radius, a malformed base, or a context factor that is
-            not an integer >= 2 (or 0).
-    """
-    if context not in (0, None) and not (float(context).is_integer() and int(context) >= 2):
-        raise VelnetInputError(None, f"context must be a coarsening factor, an integer >= 2 (0: none). "
-                                     f"Received: context={context}")
-    spec = _linear_spec(linear, smoothing)
-    if base is not None:
-        if not linear or spec["smoothing"]:
-            raise VelnetInputError(None, "a classical base replaces the linear-theory input: ask for that input "
-                                         "(velnet prep --linear-input) with no --smoothing")
-        base = base if isinstance(base, ClassicalEstimator) else ClassicalEstimator.from_dict(base)
-        spec["base"] = base.to_dict()
-    if context:
-        spec["context"] = int(context)
-    return spec
-
-
-def _linear_spec(linear, smoothing):
-    smoothing = float(smoothing or 0.0)
-    if not (math.isfinite(smoothing) and smoothing >= 0):
-        raise VelnetInputError(None, f"smoothing must be a radius >= 0 Mpc/h. Received: smoothing={smoothing}")
-    if not linear:
-        if smoothing:
-            raise VelnetInputError(None, "smoothing applies to the linear-theory input only: ask for "
-                                         "that input too (linear_input=True, velnet prep "
-                                         f"--linear-input). Received: smoothing={smoothing}")
-        return dict(DEFAULT_SPEC)
-    return {"linear": True, "smoothing": smoothing}
-
-
-def read_spec(mapping, path=None):
-    """The checked input spec of a manifest or model metadata dict (the default if absent).
-
-    Raises:
-        VelnetInputError: naming `path`, for a malformed spec.
-    """
-    spec = mapping.get(SPEC_KEY, DEFAULT_SPEC)
-    if not isinstance(spec, dict) or set(spec) - {"linear", "smoothing", "context", "base"}:
-        raise VelnetInputError(path, f"{SPEC_KEY} must be a dict with keys linear, smoothing, context and "
-                                     f"base. Received: {SPEC_KEY}={spec!r}")
-    try:
-        return input_spec(spec.get("linear", False), spec.get("smoothing", 0.0), spec.get("context", 0),
-                          spec.get("base"))
-    except VelnetInputError as err:
-        raise VelnetInputError(path, err.problem) from None
-
-
-def input_layout(spec):
-    """Channel count and vector channel ranges of the inputs a spec gives.
+        fields: dict name -> `Field` of the box (`spec.field_names()`), with redshift and
+            cosmology; scalars `(N, N, N)`, vectors `(N, N, N, 3)`.
+        spec: an `InputSpec` (its field_scale set when it has fields).
+        target: the target's name: which linear-theory field to compute.
+        target_scale: target units per normalised unit (the dataset's target scale).
+        predicted_density: `(N, N, N)` rho/rho_mean of `spec.density_model`, when
+            `spec.density == "model"`.
 
     Returns:
-        `(channels, vector_slices)`: 1 and [] for ln(1 + rho/rho_mean) alone, 4 and
-        [[1, 4]] with the linear-theory vector; one channel more with a context window.
-    """
-    channels, slices = (4, [list(LINEAR_CHANNELS)]) if spec["linear"] else (1, [])
-    return channels + bool(spec.get("context")), slices
-
-
-def box_inputs(density, spec, target, target_scale):
-    """The input channels of a whole box.
-
-    Args:
-        density: scalar `Field` of rho/rho_mean, `(N, N, N)`, with redshift and cosmology.
-        spec: input spec (see `input_spec`).
-        target: "velocity" or "momentum": which linear-theory field to add.
-        target_scale: km/s per normalised unit (the dataset's target scale).
-
-    Returns:
-        float32 `(N, N, N, C)`: ln(1 + rho/rho_mean), then, with `spec["linear"]`, the
-        linear-theory velocity or momentum (Gaussian radius `spec["smoothing"]`, or the
-        classical estimator `spec["base"]`) computed on the whole periodic box, divided by
-        `target_scale`.
+        float32 `(N, N, N, C)`, C = `spec.channels` without the context window.
 
     Raises:
-        VelnetInputError: an unknown target or a non-positive scale.
+        VelnetInputError: a missing field, no linear theory for the target, or a
+            non-positive scale.
     """
-    channels = [ln_density(density).value[..., None]]
-    if spec["linear"]:
-        if target not in ("velocity", "momentum"):
-            raise VelnetInputError(None, f"no linear theory for target {target!r}; "
-                                         "it must be 'velocity' or 'momentum'")
-        if not target_scale > 0:
-            raise VelnetInputError(None, f"target_scale must be > 0 km/s. Received: target_scale={target_scale}")
-        field = (ClassicalEstimator.from_dict(spec["base"]).velocity(density) if spec.get("base")
-                 else linear_velocity(density, spec["smoothing"]))
+    missing = [name for name in spec.field_names() if name not in fields]
+    if missing:
+        raise VelnetInputError(None, f"the inputs need the fields {missing}; the box holds {sorted(fields)}")
+    if (spec.linear or spec.vector_field) and not target_scale > 0:
+        raise VelnetInputError(None, f"target_scale must be > 0. Received: target_scale={target_scale}")
+    channels = [(fields[name].value.astype(np.float64) / spec.field_scale).astype(np.float32)[..., None]
+                for name in spec.fields]
+    if spec.density == "ln":
+        channels.append(ln_density(fields["density"]).value[..., None])
+    elif spec.density == "model":
+        channels.append(np.asarray(predicted_density, dtype=np.float32)[..., None])
+    if spec.linear:
+        if target not in LINEAR_TARGETS:
+            raise VelnetInputError(None, f"no linear theory for target {target!r}; it must be one of {LINEAR_TARGETS}")
+        density = fields["density"]
+        field = (ClassicalEstimator.from_dict(spec.base).velocity(density) if spec.base
+                 else linear_velocity(density, spec.smoothing))
         if target == "momentum":
             field = linear_momentum(density, field)
         channels.append((field.value.astype(np.float64) / target_scale).astype(np.float32))
+    elif spec.vector_field:
+        channels.append((fields[spec.vector_field].value.astype(np.float64) / target_scale).astype(np.float32))
     return np.concatenate(channels, axis=-1)
 
 
@@ -158,23 +254,25 @@ class InputWindows:
 
     Args:
         inputs: `(N, N, N, C)` per-cell channels of the box, from `box_inputs`.
-        density: `(N, N, N)` rho/rho_mean of the same box (for the context channel).
-        spec: input spec (see `input_spec`).
+        density: `(N, N, N)` rho/rho_mean of the same box (for the context channel; None
+            without one).
+        spec: the `InputSpec`.
 
     Raises:
         VelnetInputError: a context factor that does not divide N.
     """
 
     def __init__(self, inputs, density, spec):
-        self.inputs, self.density = inputs, np.asarray(density)
-        self.factor = spec.get("context", 0)
-        check_context(self.density.shape[0], self.factor)
+        self.inputs, self.factor = inputs, spec.context
+        self.density = None if density is None else np.asarray(density)
+        if self.factor:
+            check_context(self.density.shape[0], self.factor)
         self._coarse = {}
 
     def __call__(self, origins, size, margin):
         """float32 `(n, size, size, size, C[+1])`: the periodic windows of the tiles whose
         target corners are `origins` `(n, 3)`, `margin` cells wider on each side (`size` =
-        target + 2 margin, even); then, with a context factor, their context windows."""
+        target + 2 margin); then, with a context factor, their context windows (size even)."""
         windows = extract(self.inputs, origins, size, -margin)
         if not self.factor:
             return windows

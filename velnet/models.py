@@ -237,16 +237,20 @@ def unet_config(preset="wu2021-text", **overrides):
     """
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset; expected one of {sorted(PRESETS)}. Received: preset={preset}")
-    return _checked_config({**PRESETS[preset], **overrides})
+    return builder_config(unet3d, {**PRESETS[preset], **overrides})
 
 
-def _checked_config(config):
-    """Return every `unet3d` argument (defaults filled in, tuples as lists) for `config`."""
-    defaults = {k: p.default for k, p in inspect.signature(unet3d).parameters.items()}
+def builder_config(builder, config):
+    """Every argument of a network builder (defaults filled in, tuples as lists) for `config`.
+
+    Raises:
+        ValueError: for keys the builder does not take.
+    """
+    defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
     unknown = sorted(set(config) - set(defaults))
     if unknown:
         raise ValueError(
-            f"Unknown U-net config keys; expected some of {sorted(defaults)}. Received: {unknown}"
+            f"Unknown {builder.__name__} config keys; expected some of {sorted(defaults)}. Received: {unknown}"
         )
     return json.loads(json.dumps({**defaults, **config}))
 
@@ -257,7 +261,7 @@ def unet_from_config(config):
     Raises:
         ValueError: for unknown keys or arguments the architecture cannot take.
     """
-    return unet3d(**_checked_config(config))
+    return unet3d(**builder_config(unet3d, config))
 
 
 @keras.saving.register_keras_serializable("velnet")
@@ -288,11 +292,12 @@ class ChannelSlice(layers.Layer):
 class ToPhysical(layers.Layer):
     """Multiply normalised network outputs by the target scale, giving km/s.
 
-    The layer also carries the metadata a prediction needs (target kind, tile shapes,
-    normalisation, cosmology, builder config), so a saved `.keras` file is self-describing.
+    The layer also carries the metadata a prediction needs (task, target, tile shapes,
+    normalisation, cosmology, input spec, builder config: `velnet.networks.ModelMetadata`
+    as a dict), so a saved `.keras` file is self-describing.
 
     Args:
-        scale: km/s per normalised unit (the shards' target scale).
+        scale: target units (km/s) per normalised unit (the shards' target scale).
         metadata: JSON-serialisable dict stored with the layer.
         **kwargs: `keras.layers.Layer` arguments (name, dtype).
     """

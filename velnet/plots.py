@@ -1,4 +1,4 @@
-"""Figures of the evaluation report (Wu et al. 2021, Figs. 3-6), drawn with matplotlib.
+"""Figures of the evaluation reports (Wu et al. 2021, Figs. 3-6; the 2024 halo paper, Figs. 3-14), drawn with matplotlib.
 
 Every function takes arrays or `velnet.stats.Statistic` results and returns a
 `matplotlib.figure.Figure` built without pyplot, so nothing depends on a display; save it
@@ -241,8 +241,9 @@ def band_figure(rows, logy=True, title=""):
 
     Args:
         rows: dict row label (quantity and units) -> dict column title (e.g. a weighting
-            scheme) -> dict curve name -> dict with "k" (h/Mpc), "mean", "std" (over boxes;
-            None or NaN draws no band) and optionally "R_mean", "R_std" (R = P / P_true - 1);
+            scheme) -> dict curve name -> dict with "k" (h/Mpc), "mean", "error" (the sigma of
+            the band: eq. 11's Delta P over boxes; None or NaN draws no band) and optionally
+            "R_mean", "R_std" (R = P / P_true - 1);
             a curve named "truth" is drawn in grey. A row gets an R panel below when any of
             its curves has "R_mean".
         logy: logarithmic y axis for the values (else linear, e.g. for k P_2(k)).
@@ -270,7 +271,7 @@ def band_figure(rows, logy=True, title=""):
                     continue
                 k = np.asarray(curve["k"], dtype=float)
                 mean = np.asarray(curve["R_mean" if kind == "R" else "mean"], dtype=float)
-                std = curve.get("R_std" if kind == "R" else "std")
+                std = curve.get("R_std" if kind == "R" else "error")
                 color = TRUTH_COLOR if name == "truth" else None
                 line, = ax.plot(k, mean, label=name, color=color, lw=2 if name == "truth" else 1.2)
                 if std is not None and np.any(np.isfinite(np.asarray(std, dtype=float))):
@@ -409,5 +410,37 @@ def compute_curve_figure(panels, xlabel="training samples seen", ylabel="mean ab
         ax.set_title(panel, fontsize=10)
     axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5 * len(panels) + 0.04, -0.18))
+
+
+def loss_figure(histories, columns, title=""):
+    """Training (black) and validation (red) loss per epoch, one row per case and one column per
+    network (the 2024 paper's Fig. 3).
+
+    Args:
+        histories: dict row title (e.g. a weighting scheme) -> dict network -> rows
+            {"epoch", "loss", "val_loss"} (as `velnet.train.read_history` gives them).
+        columns: the networks, in column order; a missing one leaves its panel empty.
+        title: figure title.
+
+    Returns:
+        Figure with len(histories) x len(columns) panels, log loss against epoch.
+    """
+    fig = Figure(figsize=(4.2 * len(columns), 3.2 * len(histories) + 0.6))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.88, wspace=0.28, hspace=0.4)
+    axes = np.atleast_2d(fig.subplots(len(histories), len(columns), squeeze=False))
+    for row, (case, networks) in zip(axes, histories.items()):
+        for ax, name in zip(row, columns):
+            ax.set_title(f"{case}: {name}", fontsize=9)
+            rows = networks.get(name)
+            if not rows:
+                ax.set_axis_off()
+                continue
+            epochs = [r["epoch"] + 1 for r in rows]
+            ax.plot(epochs, [r["loss"] for r in rows], color="black", label="training")
+            ax.plot(epochs, [r["val_loss"] for r in rows], color="red", label="validation")
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("loss")
+            ax.legend(fontsize=7)
     fig.suptitle(title)
     return fig

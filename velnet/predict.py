@@ -1,24 +1,32 @@
-"""Whole-box prediction: tile a density field periodically, run the model, stitch the outputs.
+"""Whole-box prediction for every task: the box's input channels, the model, the field out.
 
-The trained U-net is fully convolutional, so inference may use target tiles larger than the
-training ones (fewer overlapping margins to compute); the input windows wrap around the
-periodic box exactly as in training. Any mesh size is predicted: where the tile does not
+The networks are fully convolutional. A periodic one (the 2024 halo paper's, padding
+periodically) takes the whole box in one pass. The others (Wu et al.'s, with valid
+convolutions) take tiles with margins: inference may use target tiles larger than the
+training ones (fewer overlapping margins to compute), the input windows wrap around the
+periodic box exactly as in training, and any mesh size is predicted: where the tile does not
 divide it, the tiles overlap and each cell comes from the tile where it is most central.
+Channels computed from the whole box (linear theory, a classical estimate, a stage-one
+model's density) are computed before either.
 """
 import logging
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 from tqdm.auto import tqdm
 
 from .classical import ClassicalEstimator, is_classical_file
 from .errors import VelnetInputError
-from .fields import load_fields, save_fields
-from .inputs import InputWindows, box_inputs, input_layout, read_spec
+from .fields import Field, load_fields, save_fields
+from .halo_models import TOTAL_STRIDE
+from .inputs import InputWindows, box_inputs
 from .linear import linear_momentum
+from .networks import ModelMetadata
 from .power_correction import PowerCorrection, correction_path
 from .provenance import write_record
+from .tasks import get_task
 from .tiling import cover_origins, stitch
 
 log = logging.getLogger(__name__)
@@ -50,107 +58,179 @@ def _check_tile(tile, nmesh, margin, multiple):
                                      f"Received: --tile {tile}")
 
 
-def predict_box(model, metadata, density, tile=None, batch_size=4):
-    """Reconstruct the velocity or momentum of a whole periodic box.
+def whole_box_inputs(box, spec, target, target_scale, predicted=None):
+    """The per-cell input channels of a whole box, a stage-one model's density included.
 
     Args:
-        model: km/s-output model from `velnet.train.load_model`.
-        metadata: its metadata (tile sizes, target name, box_size and nmesh of training,
-            input spec and target scale for the input channels, see `velnet.inputs`).
-        density: `Field` of rho/rho_mean on an N^3 mesh with the training cell size; the
-            whole box (linear-theory input channels are computed from all of it).
-        tile: target tile side for inference, cells: any from 1 to N whose input window
-            (tile + 2 margin) the U-net takes; default `inference_tile`. Tiles that do not
-            divide N overlap; each cell is taken from the tile where it is most central
-            (`velnet.tiling.stitch`), so any N is predicted.
-        batch_size: tiles per model call.
+        box: dict name -> `Field` of the box (`spec.field_names()` and those of a density
+            model's own spec).
+        spec: the `InputSpec`.
+        target, target_scale: as `velnet.inputs.box_inputs`.
+        predicted: dict model path -> its predicted `Field` on this box, filled as models
+            run (a stage-one model is then run once for several stage-two models).
 
     Returns:
-        `Field` `(N, N, N, 3)` named after the model's target, in km/s.
+        float32 `(N, N, N, C)` (without the context window).
+    """
+    density = None
+    if spec.density == "model":
+        predicted = {} if predicted is None else predicted
+        density = predict_with(spec.density_model, box, predicted=predicted).value
+    return box_inputs(box, spec, target, target_scale, density)
+
+
+def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
+    """Reconstruct the target field of a whole periodic box.
+
+    Args:
+        model: physical-output model from `velnet.train.load_model`.
+        metadata: its metadata dict (task, tile sizes, target name, box_size and nmesh of
+            training, input spec and target scale for the input channels).
+        box: dict name -> `Field` of the whole box (the fields its input channels read,
+            `velnet.inputs`), or the density `Field` (rho/rho_mean) alone, all a density's
+            channels need; on an N^3 mesh with the training cell size.
+        tile: (tiled networks) target tile side for inference, cells: any from 1 to N whose
+            input window (tile + 2 margin) the U-net takes; default `inference_tile`. Tiles
+            that do not divide N overlap; each cell is taken from the tile where it is most
+            central (`velnet.tiling.stitch`), so any N is predicted. A periodic network
+            takes the whole box (N divisible by 4).
+        batch_size: tiles per model call.
+        predicted: as `whole_box_inputs`.
+
+    Returns:
+        `Field` named after the model's target: `(N, N, N, 3)` km/s, or `(N, N, N)` for a density.
 
     Raises:
         VelnetInputError: the cell size differs from the training data's, the input
-            channels from the model's, or `tile` does not fit.
+            channels from the model's, or `tile` (or the box, for a periodic network) does
+            not fit.
     """
-    trained_cell = metadata["box_size"] / metadata["nmesh"]
-    if not np.isclose(density.cell_size, trained_cell, rtol=1e-3):
+    box = box if isinstance(box, dict) else {box.name: box}
+    reference = next(iter(box.values()))
+    source = reference.attrs.get("path")
+    meta = ModelMetadata.from_dict(metadata, source)
+    if not np.isclose(reference.cell_size, meta.cell_size, rtol=1e-3):
         raise VelnetInputError(
-            density.attrs.get("path"),
-            f"cell size {density.cell_size:.4g} Mpc/h (box {density.box_size:g} / {density.nmesh}) "
-            f"differs from the model's training cell size {trained_cell:.4g} Mpc/h")
-    _warn_if_out_of_training(metadata, density)
-    spec = read_spec(metadata, density.attrs.get("path"))
-    try:
-        windows = InputWindows(box_inputs(density, spec, metadata["target_name"],
-                                          metadata["normalisation"]["target_scale"]), density.value, spec)
-    except VelnetInputError as err:
-        raise VelnetInputError(density.attrs.get("path"), err.problem) from None
-    channels = input_layout(spec)[0]
-    if channels != model.input_shape[-1]:
-        raise VelnetInputError(
-            density.attrs.get("path"), f"input spec {spec} gives {channels} input channel(s), "
+            source, f"cell size {reference.cell_size:.4g} Mpc/h (box {reference.box_size:g} / {reference.nmesh}) "
+                    f"differs from the model's training cell size {meta.cell_size:.4g} Mpc/h")
+    _warn_if_out_of_training(meta, reference)
+    spec = meta.input_spec
+    if spec.channels != model.input_shape[-1]:
+        raise VelnetInputError(source, f"input spec {spec.to_dict()} gives {spec.channels} input channel(s), "
                                        f"the model takes {model.input_shape[-1]}")
-    margin = metadata["tile"]["margin"]
-    multiple = 2 ** (len(metadata.get("model_config", {}).get("widths", (0, 0, 0))) - 1)  # 4
+    try:
+        inputs = whole_box_inputs(box, spec, meta.target_name, meta.target_scale, predicted)
+        windows = InputWindows(inputs, box["density"].value if spec.context else None, spec)
+    except VelnetInputError as err:
+        raise VelnetInputError(err.path or source, err.problem) from None
+    if get_task(meta.task).periodic:
+        if reference.nmesh % TOTAL_STRIDE:
+            raise VelnetInputError(source, f"a periodic network predicts whole boxes of a multiple of {TOTAL_STRIDE} "
+                                           f"cells per side. Received: {reference.nmesh}^3")
+        out = keras.ops.convert_to_numpy(model(inputs[None], training=False))[0]  # one pass, no tf.function
+    else:
+        out = _tiled(model, meta, windows, reference.nmesh, tile, batch_size)
+    return Field(out[..., 0] if meta.target_shape[-1] == 1 else out, meta.target_name, reference.box_size,
+                 reference.redshift, reference.cosmology)
+
+
+def _tiled(model, meta, windows, nmesh, tile, batch_size):
+    """The outputs of a tiled network on a whole box, stitched: `(N, N, N, C_out)`."""
+    margin = meta.tile["margin"]
+    multiple = 2 ** (len(meta.model_config.get("widths", (0, 0, 0))) - 1)  # 4
     if tile:
-        _check_tile(tile, density.nmesh, margin, multiple)
-    tile = tile or inference_tile(density.nmesh, margin, multiple)
-    origins = cover_origins(density.nmesh, tile)
-    outputs = np.empty((len(origins), tile, tile, tile, 3), np.float32)
-    for start in tqdm(range(0, len(origins), batch_size), desc=f"predict {metadata['target_name']}",
-                      unit="batch"):
+        _check_tile(tile, nmesh, margin, multiple)
+    tile = tile or inference_tile(nmesh, margin, multiple)
+    origins = cover_origins(nmesh, tile)
+    outputs = np.empty((len(origins), tile, tile, tile, meta.target_shape[-1]), np.float32)
+    for start in tqdm(range(0, len(origins), batch_size), desc=f"predict {meta.target_name}", unit="batch"):
         batch = windows(origins[start:start + batch_size], tile + 2 * margin, margin)
         outputs[start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
-    box = stitch(outputs, density.nmesh)
-    return density.with_value(box, metadata["target_name"])
+    return stitch(outputs, nmesh)
 
 
-def _warn_if_out_of_training(metadata, density):
+def _warn_if_out_of_training(meta, field):
     """Log a warning when the box's cosmology or redshift differs from the training data's.
 
     The network works on such a box (the linear-theory inputs use the box's own cosmology)
     but was never trained there; `velnet evaluate` measures how much it degrades.
     """
-    trained = metadata.get("cosmology")
-    if trained is not None and trained != density.cosmology.to_dict():
+    if meta.cosmology != field.cosmology.to_dict():
         log.warning("%s: cosmology %s differs from the model's training cosmology %s",
-                    density.attrs.get("path", "box"), density.cosmology.to_dict(), trained)
-    if "redshift" in metadata and not np.isclose(metadata["redshift"], density.redshift, atol=1e-3):
+                    field.attrs.get("path", "box"), field.cosmology.to_dict(), meta.cosmology)
+    if not np.isclose(meta.redshift, field.redshift, atol=1e-3):
         log.warning("%s: redshift %g differs from the model's training redshift %g",
-                    density.attrs.get("path", "box"), density.redshift, metadata["redshift"])
+                    field.attrs.get("path", "box"), field.redshift, meta.redshift)
 
 
-def predict_with(path, density, tile=None, batch_size=4):
+def predict_with(path, box, tile=None, batch_size=4, predicted=None):
     """One model's field for a whole box.
 
     Args:
         path: a trained network (`.keras` from `velnet train`) or a classical estimator
             file (`.json` from `velnet baseline`).
-        density: scalar `Field` of rho/rho_mean.
-        tile, batch_size: as `predict_box` (networks only).
+        box: as `predict_box` (a classical estimator reads the density).
+        tile, batch_size: as `predict_box` (tiled networks only).
+        predicted: as `whole_box_inputs`: a model already run on this box is not run again.
 
     Returns:
-        `Field` `(N, N, N, 3)` named after the model's target, km/s.
+        `Field` named after the model's target (km/s; rho/rho_mean for a density).
     """
+    key = str(Path(path).resolve())
+    if predicted is not None and key in predicted:
+        return predicted[key]
+    field = _predict(_load(path), box if isinstance(box, dict) else {box.name: box}, tile, batch_size, predicted)
+    if predicted is not None:
+        predicted[key] = field
+    return field
+
+
+def _load(path):
+    """`(model, metadata)` of a network, or `(estimator, None)` of a classical estimator file."""
     if is_classical_file(path):
-        return ClassicalEstimator.load(path).velocity(density)
+        return ClassicalEstimator.load(path), None
     from .train import load_model
 
-    model, metadata = load_model(path)
-    return predict_box(model, metadata, density, tile, batch_size)
+    return load_model(path)
+
+
+def _predict(loaded, box, tile, batch_size, predicted):
+    model, metadata = loaded
+    if metadata is None:
+        return model.velocity(box["density"])
+    return predict_box(model, metadata, box, tile, batch_size, predicted)
+
+
+def _fields_read(loaded, models):
+    """The fields of a box a loaded model reads, its density model's included (loaded into `models`)."""
+    _, metadata = loaded
+    if metadata is None:
+        return {"density"}
+    spec = ModelMetadata.from_dict(metadata).input_spec
+    names = set(spec.field_names())
+    if spec.density == "model":
+        key = str(Path(spec.density_model).resolve())
+        models.setdefault(key, _load(spec.density_model))
+        names |= _fields_read(models[key], models)
+    return names
 
 
 def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False):
     """Predict with one or more models and write their fields to one HDF5 file.
 
-    Without a momentum model, the momentum written is (rho/rho_mean) times the predicted
-    velocity (on our test boxes this beats a separately trained momentum model).
+    A stage-two halo model's stage-one density model is run too (once), and its density
+    written. Without a momentum model, the momentum written is rho/rho_mean times the
+    predicted velocity, with the predicted density where a model predicts one and the box's
+    own otherwise (Wu et al.'s input; on their test boxes this beats a separately trained
+    momentum model; the 2024 paper's Fig. 1 forms it so).
 
     Args:
         model_paths: model path(s), networks (`.keras`) or classical estimators (`.json`),
             e.g. a velocity and a momentum network.
-        fields_path: fields file with a "density" field.
+        fields_path: fields file with the fields the models read (a "density"; for the halo
+            networks, the halo channels and the linear inputs of `velnet halo-fields`).
         out_path: output `.h5`; written atomically, with a `.json` run record beside it.
+        tile, batch_size: as `predict_box`.
         power_preserving: write the velocity model's power-preserving output (its
             `correction_path` file from `velnet calibrate`) instead of the minimum-variance one.
 
@@ -163,30 +243,38 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
             without the model's correction file.
     """
     start = time.time()
-    density = load_fields(fields_path, ["density"])["density"]
-    density.attrs["path"] = str(fields_path)
     paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
-    predicted, sources = {}, {}
-    for path in paths:
-        field = predict_with(path, density, tile, batch_size)
-        if field.name in predicted:
-            raise VelnetInputError(path, f"a second model for {field.name!r}")
-        field.attrs = {**field.attrs, "model": str(path)}
-        predicted[field.name], sources[field.name] = field, path
+    models = {str(Path(path).resolve()): _load(path) for path in paths}
+    names = set().union(*(_fields_read(loaded, models) for loaded in list(models.values())))
+    box = load_fields(fields_path, sorted(names))
+    for field in box.values():
+        field.attrs["path"] = str(fields_path)
+    predicted, out, sources = {}, {}, {}
+    # density models first, so that the models that read their density find it
+    for key, loaded in sorted(models.items(), key=lambda item: item[1][1] is None or
+                              ModelMetadata.from_dict(item[1][1]).target_name != "density"):
+        field = predicted.get(key) or _predict(loaded, box, tile, batch_size, predicted)
+        predicted[key] = field
+        if field.name in out:
+            raise VelnetInputError(key, f"a second model for {field.name!r}")
+        field.attrs = {**field.attrs, "model": key}
+        out[field.name], sources[field.name] = field, key
     if power_preserving:
-        if "velocity" not in predicted or "momentum" in predicted:
+        if "velocity" not in out or "momentum" in out:
             raise VelnetInputError(None, "--power-preserving needs one velocity model and no momentum model "
                                          "(the momentum is then (rho/rho_mean) v)")
-        predicted["velocity"] = PowerCorrection.load(correction_path(sources["velocity"])).apply(predicted["velocity"])
-    if "velocity" in predicted and "momentum" not in predicted:
-        predicted["momentum"] = linear_momentum(density, predicted["velocity"])
-        predicted["momentum"].attrs = {"model": "(rho/rho_mean) x the predicted velocity"}
-    save_fields(out_path, list(predicted.values()),
-                attrs={"source": str(fields_path), "models": [str(p) for p in paths],
+        out["velocity"] = PowerCorrection.load(correction_path(sources["velocity"])).apply(out["velocity"])
+    if "velocity" in out and "momentum" not in out:
+        density = out.get("density") or load_fields(fields_path, ["density"])["density"]
+        out["momentum"] = linear_momentum(density, out["velocity"])
+        out["momentum"].attrs = {"model": f"({'predicted ' if 'density' in out else ''}rho/rho_mean) x the "
+                                          "predicted velocity"}
+    save_fields(out_path, list(out.values()),
+                attrs={"source": str(fields_path), "models": list(models),
                        "output": "power-preserving" if power_preserving else "minimum-variance"})
     write_record(Path(out_path).with_suffix(".json"), "predict",
                  {"models": [str(p) for p in paths], "fields": str(fields_path), "tile": tile,
                   "batch_size": batch_size, "power_preserving": power_preserving},
                  {"wall": round(time.time() - start, 3)})
-    log.info("wrote %s (%s)", out_path, ", ".join(predicted))
+    log.info("wrote %s (%s)", out_path, ", ".join(out))
     return out_path

@@ -1,4 +1,4 @@
-"""Redshift space: tracers moved by their line-of-sight velocity, the halo bias and the linear inputs.
+"""Redshift space: tracers moved by their line-of-sight velocity and back, the halo bias and the linear inputs.
 
 The 2024 halo paper (section 2.1, eq. 1) places each halo at its redshift-space position
 
@@ -6,7 +6,9 @@ The 2024 halo paper (section 2.1, eq. 1) places each halo at its redshift-space 
 
 with r in Mpc/h, v the peculiar velocity in km/s, H in km/s per Mpc/h and z the unit
 vector of a line of sight parallel to one box axis (the plane-parallel approximation);
-s is wrapped into the periodic box.
+s is wrapped into the periodic box. Its section 3.5 undoes this with a reconstructed
+velocity field: `real_space_positions` solves eq. 1 for r given s (what an observer can
+do), `read_back` moves s back by the field at the known r (the simulation test).
 
 Its linear inputs (eq. 2-3) treat the redshift-space halo density contrast delta_s,
 divided by a linear bias beta, as the matter density contrast:
@@ -26,27 +28,15 @@ absorbs the Kaiser boost of its large-scale power.
 import numpy as np
 
 from .errors import VelnetInputError
-from .fields import Field
+from .fields import Field, los_axis
 from .linear import linear_momentum, linear_velocity
-
-AXES = {"x": 0, "y": 1, "z": 2}
-"""Names of the lines of sight along the box axes 0, 1, 2."""
+from .painting import readout
+from .stats import power
 
 BIAS_KMAX = 0.3
 """Upper limit (h/Mpc) of the k-range of eq. 4."""
-
-
-def los_axis(los):
-    """The box axis (0, 1 or 2) of a line of sight given as an axis or as "x", "y", "z".
-
-    Raises:
-        VelnetInputError: anything else.
-    """
-    if isinstance(los, str) and los.lower() in AXES:
-        return AXES[los.lower()]
-    if isinstance(los, (int, np.integer)) and not isinstance(los, bool) and 0 <= los <= 2:
-        return int(los)
-    raise VelnetInputError(None, f"line of sight must be 0, 1, 2, 'x', 'y' or 'z'. Received: {los!r}")
+ROOT_STEP = 0.25
+"""Spacing, in cells, of the candidate positions along the line of sight in `real_space_positions`."""
 
 
 def redshift_space_positions(position, velocity, los, box_size, redshift, cosmology):
@@ -78,6 +68,91 @@ def redshift_space_positions(position, velocity, los, box_size, redshift, cosmol
     s = np.mod(s, box_size)
     s[s >= box_size] = 0.0  # np.mod of a tiny negative number rounds up to box_size
     return s
+
+
+def real_space_positions(positions, velocity, los, density=None, chunk=20000):
+    """Undo redshift-space distortions (eq. 1) with a velocity field: solve r + v_los(r) / (a H) = s.
+
+    Along the line of sight through each s, F(d) = d + v_los(s + d) / (a H) is read out
+    (`velnet.painting.readout`) every `ROOT_STEP` cells within reach of every velocity on the mesh; its
+    roots, where F changes sign, are interpolated linearly. Where the redshift-space map
+    folds (infall faster than the Hubble flow across a cell, around collapsing regions)
+    there are several roots; the one with the highest `density` is taken (a halo sits in a
+    density peak), or without a density the one nearest s. Fixed-point iteration
+    r = s - v_los(r) / (a H) fails exactly there.
+
+    Args:
+        positions: `(M, 3)` redshift-space positions s, Mpc/h.
+        velocity: vector `Field` (km/s) with the redshift and cosmology of the halos.
+        los: the line of sight, 0, 1, 2 or "x", "y", "z".
+        density: optional scalar `Field` on the same mesh (e.g. the reconstructed
+            rho/rho_mean) that picks among several roots.
+        chunk: positions handled at once (memory: chunk x candidates x 3 floats).
+
+    Returns:
+        `(M, 3)` float64 real-space positions in [0, box_size), only the `los` column moved.
+
+    Raises:
+        VelnetInputError: a scalar velocity, a vector density, bad positions or `los`.
+    """
+    axis = los_axis(los)
+    if not velocity.is_vector:
+        raise VelnetInputError(velocity.attrs.get("source"), f"{velocity.name!r} is not a vector field")
+    if density is not None and density.is_vector:
+        raise VelnetInputError(density.attrs.get("source"), f"{density.name!r} is not a scalar field")
+    s = np.asarray(positions, dtype=np.float64)
+    a = 1.0 / (1.0 + velocity.redshift)
+    a_hubble = a * float(velocity.cosmology.hubble(a))
+    v_los = velocity.with_value(velocity.value[..., axis], f"{velocity.name}_los")
+    step = ROOT_STEP * velocity.cell_size
+    reach = float(np.abs(v_los.value).max()) / a_hubble + 2 * velocity.cell_size
+    offsets = np.arange(-reach, reach + step / 2, step)
+    out = s.copy()
+    for first in range(0, len(s), chunk):
+        part = s[first:first + chunk]
+        candidates = np.repeat(part[:, None, :], len(offsets), axis=1)
+        candidates[..., axis] += offsets
+        flat = candidates.reshape(-1, 3)
+        f = offsets + readout(v_los, flat).reshape(len(part), -1) / a_hubble
+        crossing = f[:, :-1] * f[:, 1:] <= 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.nan_to_num(f[:, :-1] / (f[:, :-1] - f[:, 1:]))
+        roots = offsets[:-1] + t * step
+        if density is None:
+            score = -np.abs(roots)
+        else:
+            rho = readout(density, flat).reshape(len(part), -1)
+            score = rho[:, :-1] * (1 - t) + rho[:, 1:] * t
+        pick = np.argmax(np.where(crossing, score, -np.inf), axis=1)
+        shift = roots[np.arange(len(part)), pick]
+        none = ~crossing.any(axis=1)  # cannot happen with this reach, but never leave a position unset
+        shift[none] = offsets[np.argmin(np.abs(f[none]), axis=1)]
+        out[first:first + chunk, axis] = np.mod(part[:, axis] + shift, velocity.box_size)
+    out[out >= velocity.box_size] = 0.0
+    return out
+
+
+def read_back(positions, real, velocity, los):
+    """Redshift-space positions moved back by the velocity field at the known real-space positions.
+
+    s - v_los(r) / (a H): the simulation test of the velocities at the halos (no root search).
+
+    Args:
+        positions: `(M, 3)` redshift-space positions s, Mpc/h.
+        real: `(M, 3)` their real-space positions r, Mpc/h.
+        velocity: vector `Field` (km/s).
+        los: the line of sight, 0, 1, 2 or "x", "y", "z".
+
+    Returns:
+        `(M, 3)` float64 positions in [0, box_size).
+    """
+    axis = los_axis(los)
+    a = 1.0 / (1.0 + velocity.redshift)
+    out = np.array(positions, dtype=np.float64)
+    shift = readout(velocity, real)[:, axis] / (a * float(velocity.cosmology.hubble(a)))
+    out[:, axis] = np.mod(out[:, axis] - shift, velocity.box_size)
+    out[out >= velocity.box_size] = 0.0
+    return out
 
 
 def bias_kedges(box_size, kmax=BIAS_KMAX):
@@ -112,8 +187,6 @@ def linear_bias(halo_density, matter_density, kmax=BIAS_KMAX):
         VelnetInputError: the fields differ in mesh or box, the box has no bin below
             `kmax`, or the matter field has no power there.
     """
-    from .stats import power
-
     edges = bias_kedges(halo_density.box_size, kmax)
     p_halo = power(halo_density, kedges=edges)
     p_matter = power(matter_density, kedges=edges)

@@ -3,26 +3,29 @@
 A dataset folder holds `{split}-{i:05d}-of-{n:05d}.tfrecord` shards and `manifest.json`.
 Each record is one tile pair, with the features of `SCHEMA`: `input` and `target` (raw
 little-endian float32 bytes, channels-last, shapes in the manifest), `origin` (int64 x3,
-the target corner in box cells) and `box` (int64, index of the source box in
-`manifest["provenance"]["sources"]`). Stored targets are divided by
-`manifest["normalisation"]["target_scale"]` (km/s).
+the target corner in box cells) and `box` (int64, index of the source box in the
+manifest's provenance sources). Stored targets are divided by the manifest's target scale
+(km/s, or none for a density).
 
 The writer and one reader need no TensorFlow (a GPU node may have only JAX): they speak
 the protobuf wire format and TFRecord framing (length, masked crc32c, data, masked
 crc32c) themselves, with `google-crc32c`. `load_split` gives a `tf.data.Dataset` on the
 TensorFlow backend and a `keras.utils.PyDataset` on the others.
 
-Manifest keys: format, version, cosmology, box_size (Mpc/h), nmesh, redshift, input_name,
-target_name, input_shape, target_shape, input_vector_slices, target_vector_slices,
-tile {input, target, margin}, normalisation {input_transform, target_scale, target_units,
-undo}, split {mode, rule, fractions, seed, counts, per_box}, shards [{file, split, count,
-sha256}], provenance {sources [{file, sha256}], config, velnet_version, versions, date}.
+Manifest keys (`Manifest`): format, version, task, cosmology, box_size (Mpc/h), nmesh,
+redshift, input_name, target_name, input_shape, target_shape, input_vector_slices,
+target_vector_slices, input_spec, tile {input, target, margin}, normalisation
+{input_transform, target_scale, target_units, undo}, split {mode, rule, fractions, seed,
+counts, per_box}, shards [{file, split, count, sha256}], provenance {sources [{file,
+sha256}], config, versions, date}. Manifests written before tasks and input specs existed
+are wu2021 datasets of ln(1 + rho/rho_mean) alone.
 """
+import dataclasses
 import hashlib
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -30,6 +33,8 @@ import numpy as np
 
 from .errors import VelnetInputError
 from .files import require_file
+from .inputs import SPEC_KEY, InputSpec
+from .tasks import get_task
 from .tiling import SPLITS, oh_transform
 
 FORMAT = "velnet-shards"
@@ -39,6 +44,7 @@ MANIFEST_KEYS = (
     "format", "version", "cosmology", "box_size", "nmesh", "redshift", "input_name",
     "target_name", "input_shape", "target_shape", "input_vector_slices",
     "target_vector_slices", "tile", "normalisation", "split", "shards", "provenance")
+"""Keys every manifest holds (task and input_spec have defaults)."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,7 @@ def decode_tile(data, manifest, path=None):
 
     Args:
         data: serialised `tf.train.Example` of a record.
-        manifest: the dataset manifest (for the shapes).
+        manifest: the dataset's `Manifest` (for the shapes).
         path: shard file, named in errors.
 
     Returns:
@@ -277,7 +283,7 @@ def decode_tile(data, manifest, path=None):
         raise VelnetInputError(path, f"record lacks features {sorted(missing)}")
     arrays = []
     for name in ("input", "target"):
-        shape = tuple(manifest[f"{name}_shape"])
+        shape = tuple(manifest.input_shape if name == "input" else manifest.target_shape)
         raw = ex[name][0] if len(ex[name]) == 1 else b""
         if len(raw) != 4 * math.prod(shape):
             raise VelnetInputError(path, f"record {name!r} holds {len(raw)} bytes, not float32 {shape}")
@@ -324,96 +330,158 @@ def sha256(path):
     return digest.hexdigest()
 
 
-# --- Reading ---------------------------------------------------------------------------------
+# --- The manifest ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Manifest:
+    """A shard dataset's `manifest.json`, parsed and checked once (`read_manifest`).
+
+    Attributes: the manifest's keys (see the module docstring), with `task` the name of a
+    `velnet.tasks.Task` and `input_spec` an `InputSpec`; `folder` is the dataset folder
+    (not stored).
+    """
+
+    format: str
+    version: int
+    cosmology: dict
+    box_size: float
+    nmesh: int
+    redshift: float
+    input_name: str
+    target_name: str
+    input_shape: list
+    target_shape: list
+    input_vector_slices: list
+    target_vector_slices: list
+    tile: dict
+    normalisation: dict
+    split: dict
+    shards: list
+    provenance: dict
+    task: str = "wu2021"
+    input_spec: InputSpec = InputSpec()
+    folder: Path = field(default=None, compare=False)
+
+    @property
+    def path(self):
+        """The manifest file."""
+        return Path(self.folder) / MANIFEST
+
+    @property
+    def target_scale(self):
+        """Target units per stored unit."""
+        return self.normalisation["target_scale"]
+
+    def to_dict(self):
+        """The JSON object of `manifest.json`."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "folder"}
+        out[SPEC_KEY] = self.input_spec.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, manifest, folder):
+        """Check a manifest's JSON object and type it.
+
+        Raises:
+            VelnetInputError: naming the manifest file: missing keys, another format
+                version, an unknown task or input spec, or inconsistent counts.
+        """
+        path = Path(folder) / MANIFEST
+        if not isinstance(manifest, dict):
+            raise VelnetInputError(path, "must hold a JSON object")
+        missing = [k for k in MANIFEST_KEYS if k not in manifest]
+        if missing:
+            raise VelnetInputError(path, f"lacks keys {missing}")
+        if manifest["format"] != FORMAT or manifest["version"] != FORMAT_VERSION:
+            raise VelnetInputError(
+                path, f"is {manifest['format']!r} version {manifest['version']}; this velnet reads "
+                      f"{FORMAT!r} version {FORMAT_VERSION}")
+        for key, sub in (("tile", ("input", "target", "margin")),
+                         ("normalisation", ("input_transform", "target_scale")),
+                         ("split", ("counts",))):
+            lacking = [s for s in sub if s not in manifest[key]]
+            if lacking:
+                raise VelnetInputError(path, f"{key!r} lacks keys {lacking}")
+        for shard in manifest["shards"]:
+            lacking = [k for k in ("file", "split", "count", "sha256") if k not in shard]
+            if lacking:
+                raise VelnetInputError(path, f"shard entry {shard} lacks keys {lacking}")
+        for split in SPLITS:
+            total = sum(s["count"] for s in manifest["shards"] if s["split"] == split)
+            if total != manifest["split"]["counts"].get(split, 0):
+                raise VelnetInputError(
+                    path, f"shards of {split!r} hold {total} records, split counts say "
+                          f"{manifest['split']['counts'].get(split, 0)}")
+        unknown = sorted(set(manifest) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise VelnetInputError(path, f"has unknown keys {unknown}")
+        get_task(manifest.get("task", "wu2021"), path)
+        return cls(**{**manifest, SPEC_KEY: InputSpec.from_dict(manifest, path), "folder": Path(folder)})
+
 
 def read_manifest(dataset_dir, verify=False):
-    """Read and validate a dataset's `manifest.json`.
+    """Read and check a dataset's `manifest.json`, and that its shards are there.
 
     Args:
         dataset_dir: the dataset folder.
         verify: also check every shard's sha256 (reads all shards).
 
     Returns:
-        The manifest dict.
+        The `Manifest`.
 
     Raises:
-        VelnetInputError: missing or unreadable manifest, missing keys, another format
-            version, inconsistent counts, missing shard files or (with `verify`) a checksum
-            mismatch.
+        VelnetInputError: missing or unreadable manifest, a malformed one (see
+            `Manifest.from_dict`), missing shard files or (with `verify`) a checksum mismatch.
     """
     path = require_file(Path(dataset_dir) / MANIFEST, "dataset manifest")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = Manifest.from_dict(json.loads(path.read_text()), dataset_dir)
     except (ValueError, UnicodeDecodeError) as err:
         raise VelnetInputError(path, f"not valid JSON ({err})") from None
-    if not isinstance(manifest, dict):
-        raise VelnetInputError(path, "must hold a JSON object")
-    missing = [k for k in MANIFEST_KEYS if k not in manifest]
-    if missing:
-        raise VelnetInputError(path, f"lacks keys {missing}")
-    if manifest["format"] != FORMAT or manifest["version"] != FORMAT_VERSION:
-        raise VelnetInputError(
-            path, f"is {manifest['format']!r} version {manifest['version']}; this velnet reads "
-                  f"{FORMAT!r} version {FORMAT_VERSION}")
-    for key, sub in (("tile", ("input", "target", "margin")),
-                     ("normalisation", ("input_transform", "target_scale")),
-                     ("split", ("counts",))):
-        lacking = [s for s in sub if s not in manifest[key]]
-        if lacking:
-            raise VelnetInputError(path, f"{key!r} lacks keys {lacking}")
-    for shard in manifest["shards"]:
-        lacking = [k for k in ("file", "split", "count", "sha256") if k not in shard]
-        if lacking:
-            raise VelnetInputError(path, f"shard entry {shard} lacks keys {lacking}")
-    for split in SPLITS:
-        total = sum(s["count"] for s in manifest["shards"] if s["split"] == split)
-        if total != manifest["split"]["counts"].get(split, 0):
-            raise VelnetInputError(
-                path, f"shards of {split!r} hold {total} records, split counts say "
-                      f"{manifest['split']['counts'].get(split, 0)}")
-    for shard in manifest["shards"]:
+    for shard in manifest.shards:
         shard_path = require_file(Path(dataset_dir) / shard["file"], "shard listed in the manifest")
         if verify and sha256(shard_path) != shard["sha256"]:
             raise VelnetInputError(shard_path, "sha256 differs from the manifest: the shard changed or is damaged")
     return manifest
 
 
-def split_files(dataset_dir, manifest, split):
+# --- Reading ---------------------------------------------------------------------------------
+
+def split_files(manifest, split):
     """Paths of the shards of one split, in name order.
 
     Raises:
         VelnetInputError: unknown split or no records in it.
     """
     if split not in SPLITS:
-        raise VelnetInputError(dataset_dir, f"split must be one of {SPLITS}. Received: split={split!r}")
-    files = [Path(dataset_dir) / s["file"] for s in manifest["shards"] if s["split"] == split and s["count"]]
+        raise VelnetInputError(manifest.folder, f"split must be one of {SPLITS}. Received: split={split!r}")
+    files = [Path(manifest.folder) / s["file"] for s in manifest.shards if s["split"] == split and s["count"]]
     if not files:
-        raise VelnetInputError(dataset_dir, f"dataset has no {split!r} tiles")
+        raise VelnetInputError(manifest.folder, f"dataset has no {split!r} tiles")
     return files
 
 
-def read_split_arrays(dataset_dir, split):
+def read_split_arrays(manifest, split):
     """All tiles of a split as numpy arrays, without TensorFlow.
 
     Args:
-        dataset_dir: the dataset folder.
+        manifest: the dataset's `Manifest`.
         split: "train", "val" or "test".
 
     Returns:
         `(x, y, origins, boxes)`: inputs `(n, *input_shape)` and stored (normalised) targets
         `(n, *target_shape)` float32, target corners int64 `(n, 3)` and box indices int64
-        `(n,)`, sorted by box, then origin. Multiply `y` by the manifest's
-        `normalisation.target_scale` for km/s.
+        `(n,)`, sorted by box, then origin. Multiply `y` by the manifest's target scale for
+        physical units.
     """
-    manifest = read_manifest(dataset_dir)
     tiles = [decode_tile(data, manifest, path)
-             for path in split_files(dataset_dir, manifest, split) for data in read_records(path)]
+             for path in split_files(manifest, split) for data in read_records(path)]
     x, y, origins, boxes = (np.stack(a) for a in zip(*tiles))
     order = np.lexsort((*origins.T[::-1], boxes))
     return x[order], y[order], origins[order], boxes[order]
 
 
-def load_split(dataset_dir, split, batch_size, shuffle=True, seed=0, augment=False, shuffle_buffer=2048,
+def load_split(manifest, split, batch_size, shuffle=True, seed=0, augment=False, shuffle_buffer=2048,
                drop_remainder=False):
     """Batches of `(x, y)` tile pairs of one split, for `model.fit`.
 
@@ -423,7 +491,7 @@ def load_split(dataset_dir, split, batch_size, shuffle=True, seed=0, augment=Fal
     each epoch from `seed`, and both augment input and target with the same drawn element.
 
     Args:
-        dataset_dir: the dataset folder.
+        manifest: the dataset's `Manifest`.
         split: "train", "val" or "test".
         batch_size: tiles per batch (the last batch may be smaller).
         shuffle: shuffle the tiles, anew each epoch.
@@ -438,20 +506,18 @@ def load_split(dataset_dir, split, batch_size, shuffle=True, seed=0, augment=Fal
         normalised targets.
     """
     if keras.backend.backend() == "tensorflow":
-        return _tf_dataset(dataset_dir, split, batch_size, shuffle, seed, augment, shuffle_buffer,
-                           drop_remainder)
-    return ShardDataset(dataset_dir, split, batch_size, shuffle=shuffle, seed=seed, augment=augment,
+        return _tf_dataset(manifest, split, batch_size, shuffle, seed, augment, shuffle_buffer, drop_remainder)
+    return ShardDataset(manifest, split, batch_size, shuffle=shuffle, seed=seed, augment=augment,
                         drop_remainder=drop_remainder)
 
 
-def _tf_dataset(dataset_dir, split, batch_size, shuffle, seed, augment, shuffle_buffer, drop_remainder):
+def _tf_dataset(manifest, split, batch_size, shuffle, seed, augment, shuffle_buffer, drop_remainder):
     import tensorflow as tf
 
-    manifest = read_manifest(dataset_dir)
-    files = [str(p) for p in split_files(dataset_dir, manifest, split)]
-    count = manifest["split"]["counts"][split]
-    shapes = {k: tuple(manifest[f"{k}_shape"]) for k in ("input", "target")}
-    vectors = {k: manifest[f"{k}_vector_slices"] for k in ("input", "target")}
+    files = [str(p) for p in split_files(manifest, split)]
+    count = manifest.split["counts"][split]
+    shapes = {"input": tuple(manifest.input_shape), "target": tuple(manifest.target_shape)}
+    vectors = {"input": manifest.input_vector_slices, "target": manifest.target_vector_slices}
     spec = {name: tf.io.FixedLenFeature(f.shape, tf.string if f.kind == "bytes" else tf.int64)
             for name, f in SCHEMA.items()}
 
@@ -482,7 +548,7 @@ class ShardDataset(keras.utils.PyDataset):
     """Batches of a split read without TensorFlow, for the JAX and PyTorch backends.
 
     Args:
-        dataset_dir: the dataset folder.
+        manifest: the dataset's `Manifest`.
         split: "train", "val" or "test".
         batch_size: tiles per batch (the last batch may be smaller).
         shuffle: shuffle the tiles, anew each epoch.
@@ -492,17 +558,17 @@ class ShardDataset(keras.utils.PyDataset):
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of `PyDataset`.
     """
 
-    def __init__(self, dataset_dir, split, batch_size, shuffle=True, seed=0, augment=False,
+    def __init__(self, manifest, split, batch_size, shuffle=True, seed=0, augment=False,
                  drop_remainder=False, **kwargs):
         super().__init__(**kwargs)
-        self.manifest = read_manifest(dataset_dir)
+        self.manifest = manifest
         self.records = [(path, offset, length)
-                        for path in split_files(dataset_dir, self.manifest, split)
+                        for path in split_files(manifest, split)
                         for offset, length in record_index(path)]
-        expected = self.manifest["split"]["counts"][split]
+        expected = manifest.split["counts"][split]
         if len(self.records) != expected:
-            raise VelnetInputError(dataset_dir, f"{split!r} shards hold {len(self.records)} records, "
-                                                f"the manifest says {expected}")
+            raise VelnetInputError(manifest.folder, f"{split!r} shards hold {len(self.records)} records, "
+                                                    f"the manifest says {expected}")
         self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
         self.drop_remainder = drop_remainder
         self.epoch = 0
@@ -525,8 +591,8 @@ class ShardDataset(keras.utils.PyDataset):
                 x, y, _, _ = decode_tile(read_record(f, path, offset, length), self.manifest, path)
             if self.augment:
                 element = int(rng.integers(48))
-                x = oh_transform(x, element, self.manifest["input_vector_slices"])
-                y = oh_transform(y, element, self.manifest["target_vector_slices"])
+                x = oh_transform(x, element, self.manifest.input_vector_slices)
+                y = oh_transform(y, element, self.manifest.target_vector_slices)
             xs.append(x)
             ys.append(y)
         return np.stack(xs), np.stack(ys)

@@ -1,4 +1,4 @@
-"""Statistics that compare a reconstructed field with the truth (Wu et al. 2021, section 4).
+"""Power spectra that compare a reconstructed field with the truth (both papers), and their errors.
 
 Power spectra come only from nbodykit's `FFTPower`, run on the Fourier modes of an
 `ArrayMesh` of the field (`fourier` transforms a field once for several spectra). Bins
@@ -8,32 +8,25 @@ reproduces what FFTPower reports for those edges. The box mean (k = 0) carries n
 as FFTPower clears it. A vector field's spectrum is the sum over its components (the
 trace P = sum_i P_ii). Spectra are in (field units)^2 (Mpc/h)^3, k in h/Mpc.
 
-Pixel statistics follow the paper's eq. 2-9: mean and standard deviation over cells of
-|v|, |v_pred - v_true|, |cos theta| between the predicted and true velocity, and
-|p| = |v| (1 + delta), the magnitude of the momentum field.
+Multipoles P_ell(k) about a line of sight come from FFTPower's "2d" mode. The spread of
+a spectrum over test boxes is rescaled to the error of the mean by eq. 11 of the 2024 halo
+paper (`box_error`). Per-cell statistics are in `velnet.pixels`, correlation functions in
+`velnet.clustering`.
 
 nbodykit and mpi4py are imported inside the functions that need them; everything runs on
 one MPI rank.
 """
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import VelnetInputError
 from .files import atomic_file, require_file
-from .linear import curl, divergence
+from .fields import los_axis
 
 ERROR_BANDS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 """Default k bands (h/Mpc) of `error_spectrum`."""
-
-QUANTITIES = {
-    "abs_v": "|v| (km/s)",
-    "theta_v": "theta_v = div v (km/s per Mpc/h)",
-    "p": "p = |v| (1 + delta) (km/s)",
-    "curl_p": "Theta_p = curl p (km/s per Mpc/h)",
-}
-"""The fields of the paper's Tables 1-4, by key, with their units."""
 
 SUBBOX_NOTE = ("each sub-box is Fourier transformed as if it were periodic; it is not, so the "
                "jumps at its faces add some spurious power, mostly at high k, to truth and "
@@ -103,7 +96,8 @@ class Statistic:
             raise VelnetInputError(path, f"not a saved velnet Statistic ({err})") from None
 
 
-def _check_pair(a, b):
+def check_pair(a, b):
+    """Raise VelnetInputError unless two fields share mesh, kind (scalar or vector) and box size."""
     if a.nmesh != b.nmesh or a.is_vector != b.is_vector or not np.isclose(a.box_size, b.box_size):
         raise VelnetInputError(getattr(b, "attrs", {}).get("source"),
                                f"field {b.name!r} ({b.nmesh}^3, {'vector' if b.is_vector else 'scalar'}, "
@@ -221,7 +215,7 @@ def power(field_a, field_b=None, kedges=None):
         VelnetInputError: the two fields differ in mesh, kind or box size.
     """
     if field_b is not None:
-        _check_pair(field_a, field_b)
+        check_pair(field_a, field_b)
     kedges = _edges(field_a, kedges)
     a, b = fourier(field_a), (fourier(field_b) if field_b is not None else None)
     k, p, modes = _fft_power(a, b, kedges)
@@ -250,7 +244,7 @@ def compare_spectra(pred, truth, kedges=None, truth_power=None):
     Returns:
         `Statistic` with columns k_lo, k_hi, k, modes, power_pred, power_true, power_cross, T, r.
     """
-    _check_pair(truth, pred)
+    check_pair(truth, pred)
     kedges = _edges(truth, kedges)
     pred, truth = fourier(pred), fourier(truth)
     p_tt = _truth_power(truth, kedges, truth_power)
@@ -270,7 +264,7 @@ def transfer(pred, truth, kedges=None, truth_power=None):
     Returns:
         `Statistic` with columns k_lo, k_hi, k, modes, T, power_pred, power_true.
     """
-    _check_pair(truth, pred)
+    check_pair(truth, pred)
     kedges = _edges(truth, kedges)
     p_tt = _truth_power(truth, kedges, truth_power)
     p_pp = power(pred, kedges=kedges)
@@ -326,7 +320,7 @@ def error_spectrum(pred, truth, edges=ERROR_BANDS, truth_variance=None):
         field), and attrs rms_error_all / rms_truth_all over all k > 0 (the rms about the
         box mean over cells).
     """
-    _check_pair(truth, pred)
+    check_pair(truth, pred)
     edges = np.asarray(edges, dtype=float)
     diff = truth.with_value(np.asarray(pred.value, dtype=np.float64) - truth.value, f"{pred.name} - truth")
     err = band_variance(diff, edges)
@@ -339,70 +333,6 @@ def error_spectrum(pred, truth, edges=ERROR_BANDS, truth_variance=None):
                  rms_error_all=_rms_all(diff.value, truth.is_vector),
                  rms_truth_all=_rms_all(truth.value, truth.is_vector))
     return Statistic(columns, attrs)
-
-
-def _magnitude(value):
-    return np.sqrt(np.sum(np.asarray(value, dtype=np.float64) ** 2, axis=-1))
-
-
-def derived_fields(velocity, momentum):
-    """The fields of the paper's Tables 1-4 from a velocity and a momentum field.
-
-    Args:
-        velocity: vector `Field`, km/s.
-        momentum: vector `Field` (rho/rho_mean) v, km/s.
-
-    Returns:
-        dict (keys of `QUANTITIES`) -> `Field`: "abs_v" |v|, "theta_v" div v,
-        "p" |momentum| = |v| (1 + delta), "curl_p" curl of the momentum (vector).
-    """
-    _check_pair(velocity, momentum)
-    return {
-        "abs_v": velocity.with_value(_magnitude(velocity.value).astype(np.float32), "abs_v"),
-        "theta_v": velocity.with_value(divergence(velocity), "theta_v"),
-        "p": momentum.with_value(_magnitude(momentum.value).astype(np.float32), "p"),
-        "curl_p": momentum.with_value(curl(momentum), "curl_p"),
-    }
-
-
-def _mean_std(values):
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return {"mean": float(values.mean()), "std": float(values.std())}
-
-
-def pixel_statistics(velocity, momentum, truth_velocity=None, region=None, truth_momentum=None):
-    """Mean and standard deviation over cells (paper eq. 2-9).
-
-    Args:
-        velocity: vector `Field` (km/s) being described.
-        momentum: its momentum `Field` (km/s); |p| = |v| (1 + delta).
-        truth_velocity: the true velocity `Field`; adds the residual and angle statistics.
-        region: index into the first three axes (e.g. `Slab.index()`); default all cells.
-        truth_momentum: the true momentum `Field`; adds the momentum residual.
-
-    Returns:
-        dict name -> {"mean", "std"}: "abs_v" |v|, "abs_p" |p|, and with a truth
-        "abs_v_residual" |v - v_true|, "abs_cos_theta" |cos theta| and "cos_theta"
-        (cells where either velocity is zero are left out of the angles); with the true
-        momentum "abs_p_residual" |p - p_true| (vectors).
-    """
-    region = region if region is not None else (slice(None),) * 3
-    v = np.asarray(velocity.value[region], dtype=np.float64)
-    out = {"abs_v": _mean_std(_magnitude(v)), "abs_p": _mean_std(_magnitude(momentum.value[region]))}
-    if truth_velocity is not None:
-        _check_pair(truth_velocity, velocity)
-        t = np.asarray(truth_velocity.value[region], dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cos = np.sum(v * t, axis=-1) / (_magnitude(v) * _magnitude(t))
-        out.update(abs_v_residual=_mean_std(_magnitude(v - t)), abs_cos_theta=_mean_std(np.abs(cos)),
-                   cos_theta=_mean_std(cos))
-    if truth_momentum is not None:
-        _check_pair(truth_momentum, momentum)
-        residual = (np.asarray(momentum.value[region], dtype=np.float64)
-                    - np.asarray(truth_momentum.value[region], dtype=np.float64))
-        out["abs_p_residual"] = _mean_std(_magnitude(residual))
-    return out
 
 
 def split_subboxes(field, size=120.0):
@@ -443,7 +373,7 @@ def subbox_transfer(predictions, truth, size=120.0, kedges=None):
         one) and T_each `(n_k, n_sub)`; attrs n_sub, sub_box_size, sub_box_cells, note.
     """
     for pred in predictions.values():
-        _check_pair(truth, pred)
+        check_pair(truth, pred)
     truths = split_subboxes(truth, size)
     kedges = _edges(truths[0], kedges)
     truth_powers = [power(t, kedges=kedges) for t in truths]
@@ -459,87 +389,6 @@ def subbox_transfer(predictions, truth, size=120.0, kedges=None):
                                                        fields=[pred.name, truth.name], n_sub=len(truths),
                                                        sub_box_size=float(truths[0].box_size),
                                                        sub_box_cells=int(truths[0].nmesh), note=SUBBOX_NOTE))
-    return out
-
-
-@dataclass
-class Slab:
-    """A periodic window of the mesh: `shape` cells from cell `start`, wrapping at the faces.
-
-    Attributes:
-        start: first cell (i, j, k).
-        shape: cells along each axis.
-        mean_density: mean rho/rho_mean inside.
-        cell_size: Mpc/h.
-    """
-
-    start: tuple
-    shape: tuple
-    mean_density: float
-    cell_size: float
-
-    def index(self, nmesh):
-        """Open-mesh index selecting the slab's cells from an `(N, N, N, ...)` array."""
-        return np.ix_(*[(s + np.arange(n)) % nmesh for s, n in zip(self.start, self.shape)])
-
-    def to_dict(self):
-        return dict(asdict(self), start=[int(s) for s in self.start], shape=[int(s) for s in self.shape],
-                    size_mpc_h=[n * self.cell_size for n in self.shape])
-
-
-def _window_sums(value, shape):
-    """Sum of `value` over every periodic window of `shape` cells, indexed by its first cell."""
-    out = np.asarray(value, dtype=np.float64)
-    for axis, width in enumerate(shape):
-        padded = np.concatenate([out, np.take(out, np.arange(width - 1), axis=axis)], axis=axis)
-        cums = np.cumsum(padded, axis=axis)
-        zero = np.zeros_like(np.take(cums, [0], axis=axis))
-        cums = np.concatenate([zero, cums], axis=axis)
-        n = out.shape[axis]
-        out = np.take(cums, np.arange(width, width + n), axis=axis) - np.take(cums, np.arange(n), axis=axis)
-    return out
-
-
-def densest_slabs(density, size=40.0, thickness=2.0, count=3, axis=2):
-    """The paper's slices: the `count` densest non-overlapping slabs of size x size x thickness.
-
-    Every periodic window of round(size / cell) x round(size / cell) cells across and
-    round(thickness / cell) (at least 1) cells along `axis` is ranked by its mean density;
-    the densest is taken, every window whose footprint in the plane overlaps it (at any
-    depth) is discarded, and so on, so the slabs show distinct regions.
-
-    Args:
-        density: scalar `Field` rho/rho_mean.
-        size: side of the slab in the plane, Mpc/h.
-        thickness: depth along `axis`, Mpc/h.
-        count: number of slabs.
-        axis: the axis the slab is thin along (its plane holds the other two).
-
-    Returns:
-        list of `Slab`, densest first.
-
-    Raises:
-        VelnetInputError: the box is smaller than a slab or cannot hold `count` of them.
-    """
-    cells = max(1, round(size / density.cell_size))
-    depth = max(1, round(thickness / density.cell_size))
-    shape = [cells] * 3
-    shape[axis] = depth
-    if max(shape) > density.nmesh:
-        raise VelnetInputError(density.attrs.get("source"),
-                               f"a {size} Mpc/h slice does not fit in a {density.box_size} Mpc/h box")
-    volume = float(np.prod(shape))
-    score = _window_sums(density.value, shape) / volume
-    out = []
-    for _ in range(count):
-        start = np.unravel_index(np.argmax(score), score.shape)
-        if not np.isfinite(score[start]):
-            raise VelnetInputError(density.attrs.get("source"),
-                                   f"the box holds fewer than {count} non-overlapping slices")
-        out.append(Slab(tuple(int(s) for s in start), tuple(shape), float(score[start]), density.cell_size))
-        reach = [(s + np.arange(-w + 1, w)) % density.nmesh for s, w in zip(start, shape)]
-        reach[axis] = np.arange(density.nmesh)
-        score[np.ix_(*reach)] = -np.inf
     return out
 
 
@@ -567,8 +416,6 @@ def multipoles(field, los, kedges=None, poles=(0, 2, 4), nmu=10):
     from nbodykit.algorithms.fftpower import FFTPower
     from nbodykit.source.mesh.array import ArrayMesh
 
-    from .rsd import los_axis
-
     axis = los_axis(los)
     if field.is_vector:
         raise VelnetInputError(field.attrs.get("source"), f"multipoles need a scalar field; {field.name!r} is a vector")
@@ -592,3 +439,33 @@ def multipoles(field, los, kedges=None, poles=(0, 2, 4), nmu=10):
         columns[f"power_{int(ell)}"] = np.where(empty, np.nan, np.asarray(result[f"power_{int(ell)}"].real)[:n])
     return Statistic(columns, _spectrum_attrs(field, kedges, fields=[field.name], kind="multipoles",
                                               los="xyz"[axis], poles=[int(ell) for ell in poles], nmu=int(nmu)))
+
+
+def box_error(spread, box_volume, boxes, independent_volume=None):
+    """Eq. 11 of the 2024 halo paper: the error of a statistic from its spread over test boxes.
+
+    Delta P = delta P sqrt(V_all / V_overlap), with delta P the standard deviation over the
+    boxes, V_overlap the volume the boxes cover counted with overlaps (boxes x box volume)
+    and V_all the independent volume among them (the paper: 25 boxes of 600 Mpc/h cut from
+    1200 x 1200 x 600 (Mpc/h)^3, a factor 0.4). Boxes of separate simulations overlap
+    nowhere: the factor is 1.
+
+    Args:
+        spread: standard deviation over the boxes (array or number).
+        box_volume: volume of one box, (Mpc/h)^3.
+        boxes: number of boxes.
+        independent_volume: V_all, (Mpc/h)^3; default boxes x box_volume.
+
+    Returns:
+        `(Delta P, factor)`: the rescaled spread and sqrt(V_all / V_overlap).
+
+    Raises:
+        VelnetInputError: V_all not in (0, V_overlap].
+    """
+    overlap = boxes * float(box_volume)
+    independent = overlap if independent_volume is None else float(independent_volume)
+    if not 0 < independent <= overlap * (1 + 1e-9):
+        raise VelnetInputError(None, f"the independent volume must be in (0, {overlap:g}] (Mpc/h)^3, the boxes' "
+                                     f"total. Received: independent_volume={independent_volume}")
+    factor = float(np.sqrt(independent / overlap))
+    return np.asarray(spread, dtype=np.float64) * factor, factor

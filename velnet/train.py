@@ -1,9 +1,12 @@
-"""Train a U-net on a shard dataset, resumably, and load what training saved.
+"""Train the network of any task on a shard dataset, resumably, and load what training saved.
+
+One loop for both papers: the dataset's manifest names the task (`velnet.tasks`), which
+gives the network builder and loss (`velnet.networks`); the tiles come from the shards.
 
 A run folder holds:
-    model.keras         the km/s-output model (weights of the best val_loss epoch), any tile size
+    model.keras         the physical-unit model (weights of the best val_loss epoch), any tile size
     best.keras          the normalised-output training model at its best val_loss (checkpoint)
-    history.csv         loss and val_loss per epoch (normalised units, MSE)
+    history.csv         loss and val_loss per epoch (normalised units, the task's loss)
     logs/               TensorBoard logs (when tensorflow and tensorboard are installed)
     backup/             BackupAndRestore state while a run is unfinished
     train_config.json   config, versions, seed, wall time and final losses
@@ -11,7 +14,6 @@ A run folder holds:
 import contextlib
 import csv
 import importlib.util
-import json
 import logging
 import os
 import time
@@ -22,10 +24,11 @@ import keras
 
 from .errors import VelnetInputError
 from .files import atomic_file, require_file
-from .inputs import LINEAR_CHANNELS, SPEC_KEY, read_spec
-from .models import OUTPUT_LAYER, physical_model, unet_config, unet_from_config
+from .models import OUTPUT_LAYER
+from .networks import ModelMetadata, build_network, physical_network, task_loss
 from .provenance import write_record
-from .shards import MANIFEST, load_split, read_manifest
+from .shards import load_split, read_manifest
+from .tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +36,24 @@ TRAIN_SPLIT, VAL_SPLIT = "train", "val"
 MODEL_FILE, BEST_FILE, HISTORY_FILE, RECORD_FILE = (
     "model.keras", "best.keras", "history.csv", "train_config.json")
 BACKUP_DIR, LOG_DIR = "backup", "logs"
-METADATA_KEYS = (
-    "input_name", "target_name", "input_shape", "target_shape", "input_vector_slices",
-    "target_vector_slices", "tile", "normalisation", "cosmology", "box_size", "nmesh", "redshift")
-"""Manifest entries stored with the trained model (see `load_model`), besides the input spec."""
 
 
 def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate=1e-4, seed=0,
           augment=True, steps_per_epoch=None, validation_steps=None, callbacks=(), devices=None):
-    """Train the U-net on the "train" split, monitoring "val"; resume an interrupted run.
+    """Train the task's network on the "train" split, monitoring "val"; resume an interrupted run.
 
-    Adam on the mean squared error of the normalised targets; the training tiles are
-    reshuffled (and, with `augment`, transformed by a random element of Oh) every epoch.
-    If `outdir` holds the backup of an unfinished run, training continues from its last
-    completed epoch up to `epochs`.
+    Adam on the task's loss of the normalised targets (MSE; eq. 6 for the halo paper's
+    magnitude and direction); the training tiles are reshuffled (and, with `augment`,
+    transformed by a random element of Oh) every epoch. If `outdir` holds the backup of an
+    unfinished run, training continues from its last completed epoch up to `epochs`.
 
     Args:
         dataset_dir: shard folder with `manifest.json` (from `data_prep.make_shards`).
         outdir: run folder (created; see the module docstring for its contents).
-        model_config: a preset name of `velnet.models.PRESETS`, or a dict of `unet3d`
-            arguments, optionally with a "preset" key (default "wu2021-text") that the
-            other keys override. `input_shape` and `out_channels` come from the dataset.
+        model_config: a preset name of the task's builder, or a dict of its arguments,
+            optionally with a "preset" key (default: the task's full-size preset) that the
+            other keys override (`velnet.networks.network_config`). The shapes and channels
+            come from the dataset.
         epochs: total number of epochs.
         batch_size: tiles per batch (the paper: 6).
         learning_rate: Adam learning rate.
@@ -66,7 +66,7 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
             on data-parallel; `batch_size` is then split across them (see `data_parallel`).
 
     Returns:
-        Path of `model.keras`: km/s outputs, weights of the epoch with the best val_loss.
+        Path of `model.keras`: physical outputs, weights of the epoch with the best val_loss.
 
     Raises:
         VelnetInputError: bad dataset, or a model config that does not fit its tiles.
@@ -76,6 +76,7 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
     start = time.time()
     dataset_dir, outdir = Path(dataset_dir), Path(outdir)
     manifest = read_manifest(dataset_dir)
+    task = get_task(manifest.task)
     keras.utils.set_random_seed(seed)
     log.info("random seed %d (keras.utils.set_random_seed)", seed)
     scope, device_names = data_parallel(devices)
@@ -83,16 +84,17 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         raise ValueError(f"batch_size must divide among the {len(device_names)} devices {device_names}. "
                          f"Received: batch_size={batch_size}")
     with scope:
-        config, network = build_network(model_config, manifest, dataset_dir / MANIFEST)
-        log.info("U-net with %d parameters, %s -> %s", network.count_params(),
-                 network.input_shape[1:], network.output_shape[1:])
+        config, network = build_network(model_config, manifest)
+        log.info("%s network %s with %d parameters, %s -> %s", task.name, task.network, network.count_params(),
+                 manifest.input_shape, manifest.target_shape)
         jit_compile = jit_compile_setting()
-        network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", jit_compile=jit_compile)
+        loss = task_loss(task)
+        network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, jit_compile=jit_compile)
 
         whole = bool(device_names)  # on several devices every batch must divide among them
-        train_data = load_split(dataset_dir, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed,
+        train_data = load_split(manifest, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed,
                                 augment=augment, drop_remainder=whole)
-        val_data = load_split(dataset_dir, VAL_SPLIT, batch_size, shuffle=False, drop_remainder=whole)
+        val_data = load_split(manifest, VAL_SPLIT, batch_size, shuffle=False, drop_remainder=whole)
         outdir.mkdir(parents=True, exist_ok=True)
         history = network.fit(
             train_data, validation_data=val_data, epochs=epochs, shuffle=False,  # the shards shuffle
@@ -102,21 +104,19 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
     if not (outdir / BEST_FILE).exists():
         raise RuntimeError(f"no epoch ended with a finite val_loss; see {outdir / HISTORY_FILE}")
     network.load_weights(outdir / BEST_FILE)
-    scale = manifest["normalisation"]["target_scale"]
-    metadata = {**{k: manifest[k] for k in METADATA_KEYS},
-                SPEC_KEY: read_spec(manifest, dataset_dir / MANIFEST), "model_config": config}
+    scale = manifest.target_scale
     model_path = outdir / MODEL_FILE
-    save_keras(physical_model(config, network.get_weights(), scale, metadata), model_path)
+    save_keras(physical_network(task, config, network, scale, ModelMetadata.of(manifest, config)), model_path)
 
     rows = read_history(outdir / HISTORY_FILE)
     best = min(rows, key=lambda r: r["val_loss"])
     write_record(
         outdir / RECORD_FILE, "train",
-        config={"dataset": str(dataset_dir.resolve()), "model": config, "epochs": epochs,
+        config={"dataset": str(dataset_dir.resolve()), "task": task.name, "model": config, "epochs": epochs,
                 "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                 "augment": augment, "steps_per_epoch": steps_per_epoch,
                 "validation_steps": validation_steps, "optimizer": "Adam",
-                "loss": "mean squared error of targets / target_scale", "jit_compile": jit_compile,
+                "loss": {"of": "targets / target_scale", **loss.get_config()}, "jit_compile": jit_compile,
                 "devices": device_names or 1},
         timings={"wall": round(time.time() - start, 3)},
         seed=seed, backend=keras.backend.backend(), parameters=network.count_params(),
@@ -136,14 +136,14 @@ def load_model(path):
         path: a `model.keras` written by `train`.
 
     Returns:
-        `(model, metadata)`: the model maps `(B, nx, ny, nz, C)` inputs (ln(1 + rho/rho_mean))
-        to `(B, nx - 2 margin, ..., 3)` outputs in km/s, for any sizes divisible by
-        2**(len(widths) - 1) (4 for the presets) and larger than 2 margin; `metadata`
-        holds the dataset's `METADATA_KEYS` (target_name "velocity" or "momentum",
-        input_shape, target_shape, tile {input, target, margin}, normalisation with
-        target_scale in km/s, cosmology, box_size in Mpc/h, nmesh, redshift),
-        "input_spec" (the input channels, see `velnet.inputs`) and "model_config" (the
-        `unet3d` arguments).
+        `(model, metadata)`: the model maps `(B, nx, ny, nz, C)` inputs (the channels of
+        its input spec, `velnet.inputs`) to `(B, nx - 2 margin, ..., C_out)` outputs in the
+        target's units (km/s; rho/rho_mean for a density), for any sizes divisible by
+        2**(levels - 1) (4 for the presets) and larger than 2 margin (0 for the periodic
+        halo networks); `metadata` is the dict of its `velnet.networks.ModelMetadata`
+        (task, target_name, shapes, tile, normalisation with target_scale, cosmology,
+        box_size in Mpc/h, nmesh, redshift, input_spec and model_config, the builder
+        arguments), as stored: `ModelMetadata.from_dict` types it.
 
     Raises:
         VelnetInputError: a missing or unreadable file, or a Keras model not saved by `train`.
@@ -159,45 +159,6 @@ def load_model(path):
         raise VelnetInputError(
             path, f"is not a model saved by `velnet train` (no {OUTPUT_LAYER!r} layer)") from None
     return model, layer.metadata
-
-
-def build_network(model_config, manifest, manifest_path):
-    """The `unet3d` config and network for a model config and a dataset's tile shapes."""
-    requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config)
-    preset = requested.pop("preset", "wu2021-text")
-    shapes = {"input_shape": manifest["input_shape"], "out_channels": manifest["target_shape"][-1]}
-    for key, value in shapes.items():
-        if key in requested and json.loads(json.dumps(requested[key])) != value:
-            raise VelnetInputError(
-                manifest_path, f"model {key}={requested[key]} differs from the dataset's {value}")
-    try:
-        config = unet_config(preset, **{**requested, **shapes})
-        _check_residual(config, manifest, manifest_path)
-        network = unet_from_config(config)
-    except VelnetInputError:
-        raise
-    except ValueError as err:
-        raise VelnetInputError(manifest_path, f"the U-net cannot take these tiles: {err}") from None
-    if list(network.output_shape[1:]) != manifest["target_shape"]:
-        raise VelnetInputError(
-            manifest_path,
-            f"the U-net maps {manifest['input_shape']} inputs to {list(network.output_shape[1:])} "
-            f"outputs but the targets are {manifest['target_shape']}: n_valid must equal the "
-            f"tile margin {manifest['tile']['margin']}. Received: n_valid={config['n_valid']}")
-    return config, network
-
-
-def _check_residual(config, manifest, manifest_path):
-    """Refuse a residual model unless its residual channels are the dataset's linear-theory input."""
-    residual = config["residual_channels"]
-    linear = read_spec(manifest, manifest_path)["linear"]
-    if residual is not None and not (linear and residual == LINEAR_CHANNELS):
-        held = f"channels {LINEAR_CHANNELS}" if linear else "no such channels"
-        raise VelnetInputError(
-            manifest_path, f"the residual model adds input channels {residual} (the linear-theory "
-                           f"target) to its output, but the dataset's inputs hold {held}: make the "
-                           "dataset with linear_input=True (velnet prep --linear-input), or use a "
-                           "model without residual_channels")
 
 
 def data_parallel(devices=None):

@@ -1,13 +1,14 @@
-"""Hyperparameter search for the Wu et al. 2021 U-net with keras-tuner.
+"""Hyperparameter search for the network of any task with keras-tuner.
 
 `VelnetHyperModel` holds the fixed arguments (the dataset, the base model config) and
 declares the search space with its defaults in one place, `declare_hyperparameters`:
 
     learning_rate      Adam learning rate, 1e-5 to 1e-2, log sampling      (default 1e-4)
-    width_multiplier   factor on every U-net width, 1/8, 1/4, 1/2, 1       (the preset's)
+    width_multiplier   factor on every U-net width, 1/8, 1/4, 1/2, 1       (the preset's;
+                       the Wu et al. U-net)
     batch_size         tiles per batch, 2 to 32                            (6, the paper's)
-    residual           add the linear-theory input channels to the output  (the preset's;
-                       only for datasets made with linear_input=True)
+    residual           add the whole-box vector input channels to the      (the preset's;
+                       output (the Wu et al. U-net, on datasets with that input)
     train_boxes        train on the tiles of the first n training boxes    (all; only with
                        `tune_boxes` and several training boxes: a learning curve)
 
@@ -49,11 +50,11 @@ import keras
 import keras_tuner
 
 from .files import atomic_file
-from .inputs import LINEAR_CHANNELS, read_spec
-from .models import unet_config
+from .networks import build_network, network_config, task_loss
 from .provenance import write_record
-from .shards import MANIFEST, ShardDataset, decode_tile, load_split, read_manifest, read_record, sha256
-from .train import TRAIN_SPLIT, VAL_SPLIT, build_network, jit_compile_setting
+from .shards import ShardDataset, decode_tile, load_split, read_manifest, read_record, sha256
+from .tasks import get_task
+from .train import TRAIN_SPLIT, VAL_SPLIT, jit_compile_setting
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,14 @@ TUNER_DIR, LOG_DIR = "tuner", "logs"
 
 
 class VelnetHyperModel(keras_tuner.HyperModel):
-    """The Wu et al. 2021 U-net on a shard dataset, with its training loop, as a search space.
+    """A task's network on a shard dataset, with its training loop, as a search space.
 
     Args:
         dataset_dir: shard folder with `manifest.json` (from `data_prep.make_shards`);
-            tile shapes, input channels and training boxes come from its manifest.
-        model_config: a preset name of `velnet.models.PRESETS`, or a dict of `unet3d`
-            arguments with an optional "preset" key (default "wu2021-text"), as in
-            `velnet.train.train`; the defaults of `width_multiplier` and `residual` come
-            from it.
+            task, tile shapes, input channels and training boxes come from its manifest.
+        model_config: a preset name of the task's builder, or a dict of its arguments with
+            an optional "preset" key, as in `velnet.train.train`; the defaults of
+            `width_multiplier` and `residual` come from it.
         seed: seed set before each trial builds its network (equal initial weights for
             equal hyperparameters) and of the data shuffling and augmentation.
         augment: augment the training tiles with the cube's 48 symmetries.
@@ -90,22 +90,24 @@ class VelnetHyperModel(keras_tuner.HyperModel):
     Raises:
         VelnetInputError: a bad dataset, or a residual model on a dataset without the
             linear-theory input channels.
-        ValueError: an unknown preset or model argument.
+        VelnetInputError: an unknown preset or model argument.
     """
 
-    def __init__(self, dataset_dir, model_config="wu2021-text", seed=0, augment=True,
+    def __init__(self, dataset_dir, model_config=None, seed=0, augment=True,
                  steps_per_epoch=None, validation_steps=None, tune_boxes=False):
         super().__init__(name="velnet_unet")
         self.dataset_dir = Path(dataset_dir)
         self.manifest = read_manifest(self.dataset_dir)
-        requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config)
-        self.preset = requested.pop("preset", "wu2021-text")
+        self.task = get_task(self.manifest.task)
+        requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config or {})
+        self.preset = requested.pop("preset", self.task.preset)
         self.overrides = requested
-        base = unet_config(self.preset, **self.overrides)
-        self.linear = read_spec(self.manifest, self.dataset_dir / MANIFEST)["linear"]
-        self.default_width = float(base["width_multiplier"])
-        self.default_residual = base["residual_channels"] is not None
-        per_box = self.manifest["split"].get("per_box", [])
+        base = network_config({"preset": self.preset, **self.overrides}, self.manifest)
+        self.wu_unet = self.task.network == "unet3d"
+        self.residual_base = self.manifest.input_spec.vector_channels if self.wu_unet else None
+        self.default_width = float(base.get("width_multiplier", 1.0))
+        self.default_residual = base.get("residual_channels") is not None
+        per_box = self.manifest.split.get("per_box", [])
         self.train_box_ids = [i for i, counts in enumerate(per_box) if counts.get(TRAIN_SPLIT)]
         self.seed, self.augment, self.tune_boxes = seed, augment, tune_boxes
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
@@ -117,14 +119,12 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         Returns:
             dict name -> value of every hyperparameter of this dataset's space.
         """
-        values = {
-            "learning_rate": hp.Float("learning_rate", 1e-5, 1e-2, sampling="log", default=1e-4),
-            "width_multiplier": hp.Choice(
-                "width_multiplier", sorted({*WIDTH_MULTIPLIERS, self.default_width}),
-                default=self.default_width),
-            "batch_size": hp.Choice("batch_size", list(BATCH_SIZES), default=6),
-        }
-        if self.linear:
+        values = {"learning_rate": hp.Float("learning_rate", 1e-5, 1e-2, sampling="log", default=1e-4)}
+        if self.wu_unet:
+            values["width_multiplier"] = hp.Choice("width_multiplier", sorted({*WIDTH_MULTIPLIERS, self.default_width}),
+                                                   default=self.default_width)
+        values["batch_size"] = hp.Choice("batch_size", list(BATCH_SIZES), default=6)
+        if self.residual_base:
             values["residual"] = hp.Boolean("residual", default=self.default_residual)
         if self.tune_boxes and len(self.train_box_ids) > 1:
             n = len(self.train_box_ids)
@@ -134,22 +134,24 @@ class VelnetHyperModel(keras_tuner.HyperModel):
     def model_config(self, hp):
         """The `velnet.train.train` model config of the values in `hp` (preset plus overrides)."""
         values = self.declare_hyperparameters(hp)
-        config = {"preset": self.preset, **self.overrides,
-                  "width_multiplier": values["width_multiplier"]}
+        config = {"preset": self.preset, **self.overrides}
+        if "width_multiplier" in values:
+            config["width_multiplier"] = values["width_multiplier"]
         if "residual" in values:
-            config["residual_channels"] = LINEAR_CHANNELS if values["residual"] else None
+            config["residual_channels"] = self.residual_base if values["residual"] else None
         return config
 
     def build(self, hp):
-        """Build and compile the U-net of `hp` (Adam, mean squared error of normalised targets).
+        """Build and compile the network of `hp` (Adam, the task's loss of normalised targets).
 
         Raises:
             VelnetInputError: a model config that does not fit the dataset's tiles.
         """
         keras.utils.set_random_seed(self.seed)
-        _, network = build_network(self.model_config(hp), self.manifest, self.dataset_dir / MANIFEST)
+        _, network = build_network(self.model_config(hp), self.manifest)
         lr = self.declare_hyperparameters(hp)["learning_rate"]
-        network.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=jit_compile_setting())
+        network.compile(optimizer=keras.optimizers.Adam(lr), loss=task_loss(self.task),
+                        jit_compile=jit_compile_setting())
         return network
 
     def fit(self, hp, model, **kwargs):
@@ -165,7 +167,7 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         """
         values = self.declare_hyperparameters(hp)
         batch_size = values["batch_size"]
-        val_data = load_split(self.dataset_dir, VAL_SPLIT, batch_size, shuffle=False)
+        val_data = load_split(self.manifest, VAL_SPLIT, batch_size, shuffle=False)
         return model.fit(self._train_data(values), validation_data=val_data, shuffle=False,
                          steps_per_epoch=self.steps_per_epoch,
                          validation_steps=self.validation_steps, **kwargs)
@@ -175,8 +177,8 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         kwargs = dict(shuffle=True, seed=self.seed, augment=self.augment)
         n = values.get("train_boxes", len(self.train_box_ids))
         if n == len(self.train_box_ids):
-            return load_split(self.dataset_dir, TRAIN_SPLIT, values["batch_size"], **kwargs)
-        data = ShardDataset(self.dataset_dir, TRAIN_SPLIT, values["batch_size"], **kwargs)
+            return load_split(self.manifest, TRAIN_SPLIT, values["batch_size"], **kwargs)
+        data = ShardDataset(self.manifest, TRAIN_SPLIT, values["batch_size"], **kwargs)
         keep = set(self.train_box_ids[:n])
         data.records = [r for r, box in zip(data.records, self._boxes_of(data.records)) if box in keep]
         data._set_order()
@@ -193,7 +195,7 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         return self._record_boxes
 
 
-def tune(dataset_dir, outdir, model_config="wu2021-text", algorithm="bayesian", max_trials=10,
+def tune(dataset_dir, outdir, model_config=None, algorithm="bayesian", max_trials=10,
          epochs=10, overwrite=False, seed=0, fixed=None, augment=True, steps_per_epoch=None,
          validation_steps=None, tune_boxes=False, verbose=1):
     """Search the U-net's hyperparameters on a shard dataset, minimising val_loss.
@@ -239,7 +241,7 @@ def tune(dataset_dir, outdir, model_config="wu2021-text", algorithm="bayesian", 
               "fixed": fixed or {}, "augment": augment, "steps_per_epoch": steps_per_epoch,
               "validation_steps": validation_steps, "tune_boxes": tune_boxes}
     digest = hashlib.sha256(json.dumps(
-        {**config, "manifest": sha256(hypermodel.dataset_dir / MANIFEST),
+        {**config, "manifest": sha256(hypermodel.manifest.path),
          "space": space.get_config()}, sort_keys=True, default=str).encode()).hexdigest()
     project = f"{algorithm}-{digest[:12]}"
     role = _role()

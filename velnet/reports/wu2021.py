@@ -1,4 +1,4 @@
-"""The evaluation report: any number of reconstructions measured against the truth.
+"""The report of Wu et al. 2021 (section 4): any number of reconstructions measured against the truth.
 
 `evaluate` computes the statistics of Wu et al. 2021, section 4 (pixel statistics, T(k)
 and r(k) of |v|, theta_v, p and curl p, as in their Tables 1-4), the error spectrum, the
@@ -6,18 +6,15 @@ same spectra in sub-boxes, and pixel statistics in the densest slices; it writes
 report folder (report.md, metrics.json, PNG figures, and every spectrum as a `Statistic`
 JSON under spectra/) that appears only when complete.
 """
-import json
 import re
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 
-from . import plots, stats
-from .errors import VelnetInputError
-from .files import atomic_dir
-from .linear import linear_momentum
-from .provenance import versions
+from .. import pixels, plots, stats
+from ..errors import VelnetInputError
+from ..linear import linear_momentum
+from .common import number, plus_minus, report_folder, write_report
 
 TABLE_K = (0.2, 0.6, 1.0)
 """k (h/Mpc) at which the paper's Tables 1-4 quote T(k)."""
@@ -121,22 +118,27 @@ def _file_stem(name):
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", name).strip("_") or "method"
 
 
+STEPS = 5 + len(pixels.QUANTITIES)
+"""Steps of the report on its progress bar: derived fields, pixel statistics, the spectra of each
+quantity, error spectra, slices and figures."""
+
+
 def _measure(folder, density, entries, subbox_size, n_slices, progress):
     """All statistics; saves each spectrum under folder/spectra and returns
     (metrics dict, Statistic objects, derived fields, slabs)."""
     methods = [name for name in entries if name != "truth"]
     truth = entries["truth"]
     progress("derived fields")
-    derived = {name: stats.derived_fields(e["velocity"], e["momentum"]) for name, e in entries.items()}
+    derived = {name: pixels.derived_fields(e["velocity"], e["momentum"]) for name, e in entries.items()}
 
     progress("pixel statistics")
-    pixel = {"truth": stats.pixel_statistics(truth["velocity"], truth["momentum"])}
-    pixel.update({name: stats.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
+    pixel = {"truth": pixels.pixel_statistics(truth["velocity"], truth["momentum"])}
+    pixel.update({name: pixels.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
                                                truth["velocity"], truth_momentum=truth["momentum"])
                   for name in methods})
 
     comparisons, subboxes, tables, subbox_tables = {}, {}, {}, {}
-    for q in stats.QUANTITIES:
+    for q in pixels.QUANTITIES:
         progress(f"spectra of {q}")
         truth_modes = stats.fourier(derived["truth"][q])
         truth_power = stats.power(truth_modes)
@@ -158,12 +160,12 @@ def _measure(folder, density, entries, subbox_size, n_slices, progress):
         stat.save(folder / "spectra" / f"error_velocity_{_file_stem(name)}.json")
 
     progress("slices")
-    slabs = stats.densest_slabs(density, count=n_slices)
+    slabs = pixels.densest_slabs(density, count=n_slices)
     slices = []
     for slab in slabs:
         index = slab.index(density.nmesh)
-        row = {"truth": stats.pixel_statistics(truth["velocity"], truth["momentum"], region=index)}
-        row.update({name: stats.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
+        row = {"truth": pixels.pixel_statistics(truth["velocity"], truth["momentum"], region=index)}
+        row.update({name: pixels.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
                                                  truth["velocity"], index, truth["momentum"])
                     for name in methods})
         slices.append({"slab": slab.to_dict(), "pixel": row})
@@ -172,46 +174,35 @@ def _measure(folder, density, entries, subbox_size, n_slices, progress):
         "methods": methods,
         "pixel": pixel,
         "spectra": {q: {"table": tables[q], "results": {n: s.to_dict() for n, s in comparisons[q].items()}}
-                    for q in stats.QUANTITIES},
+                    for q in pixels.QUANTITIES},
         "subboxes": {q: {"table": subbox_tables[q], "results": {n: s.to_dict() for n, s in subboxes[q].items()}}
-                     for q in stats.QUANTITIES},
+                     for q in pixels.QUANTITIES},
         "error_spectrum": {name: s.to_dict() for name, s in errors.items()},
         "slices": slices,
     }
     return metrics, {"comparisons": comparisons, "errors": errors}, derived, slabs
 
 
-def _num(x, fmt="{:.3g}"):
-    return "n/a" if x is None or not np.isfinite(x) else fmt.format(x)
-
-
-def _pm(d):
-    std = d["std"]
-    if std is not None and d["mean"] is not None and abs(std) < 1e-9 * max(1.0, abs(d["mean"])):
-        std = 0.0
-    return f"{_num(d['mean'])} ± {_num(std)}"
-
-
 def _pixel_table(pixel, methods):
     lines = ["| quantity | truth | " + " | ".join(methods) + " |", "|---" * (2 + len(methods)) + "|"]
     for key, label in _PIXEL_ROWS.items():
-        cells = [_pm(pixel[n][key]) if key in pixel[n] else "" for n in ["truth", *methods]]
+        cells = [plus_minus(pixel[n][key]) if key in pixel[n] else "" for n in ["truth", *methods]]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _spectrum_table(q, table, methods):
     head = " | ".join(f"k={k}" for k in TABLE_K)
-    lines = [f"**{_TITLES[q]}** ({stats.QUANTITIES[q]})", "",
+    lines = [f"**{_TITLES[q]}** ({pixels.QUANTITIES[q]})", "",
              f"| | {head} | worst T over {WORST_RANGE[0]}<k<{WORST_RANGE[1]} |", "|---" * (len(TABLE_K) + 2) + "|"]
     for name in methods:
         row = table[name]
         worst = row["worst_T"]
         where = "n/a" if worst["k"] is None else f"{worst['T']:.3f} at k={worst['k']:.3f}"
-        lines.append(f"| T(k), {name} | " + " | ".join(_num(row['T'][str(k)], "{:.3f}") for k in TABLE_K)
+        lines.append(f"| T(k), {name} | " + " | ".join(number(row['T'][str(k)], "{:.3f}") for k in TABLE_K)
                      + f" | {where} |")
     for name in methods:
-        lines.append(f"| r(k), {name} | " + " | ".join(_num(table[name]['r'][str(k)], "{:.3f}") for k in TABLE_K)
+        lines.append(f"| r(k), {name} | " + " | ".join(number(table[name]['r'][str(k)], "{:.3f}") for k in TABLE_K)
                      + " | |")
     return lines + [""]
 
@@ -220,32 +211,32 @@ def _error_table(errors, methods):
     first = errors[methods[0]]
     bands = [f"{lo:g}-{hi:g}" for lo, hi in zip(first["columns"]["k_lo"], first["columns"]["k_hi"])]
     lines = ["| k band (h/Mpc) | " + " | ".join(bands) + " | all k |", "|---" * (len(bands) + 2) + "|",
-             "| truth rms | " + " | ".join(_num(v, "{:.1f}") for v in first["columns"]["rms_truth"])
-             + f" | {_num(first['attrs']['rms_truth_all'], '{:.1f}')} |"]
+             "| truth rms | " + " | ".join(number(v, "{:.1f}") for v in first["columns"]["rms_truth"])
+             + f" | {number(first['attrs']['rms_truth_all'], '{:.1f}')} |"]
     for name in methods:
         err = errors[name]
-        lines.append(f"| {name} error rms | " + " | ".join(_num(v, "{:.1f}") for v in err["columns"]["rms_error"])
-                     + f" | {_num(err['attrs']['rms_error_all'], '{:.1f}')} |")
+        lines.append(f"| {name} error rms | " + " | ".join(number(v, "{:.1f}") for v in err["columns"]["rms_error"])
+                     + f" | {number(err['attrs']['rms_error_all'], '{:.1f}')} |")
     return lines
 
 
 def _subbox_table(metrics, methods):
     lines = ["| spectrum | method | " + " | ".join(f"k={k}" for k in TABLE_K) + " |",
              "|---" * (len(TABLE_K) + 2) + "|"]
-    for q in stats.QUANTITIES:
+    for q in pixels.QUANTITIES:
         for name in methods:
             row = metrics["subboxes"][q]["table"][name]
             cells = []
             for k in TABLE_K:
                 mean, spread = row["T_mean"][str(k)], row["T_std"][str(k)]
-                cells.append(_num(mean, "{:.3f}") + ("" if spread is None else f" ± {spread:.3f}"))
+                cells.append(number(mean, "{:.3f}") + ("" if spread is None else f" ± {spread:.3f}"))
             lines.append(f"| {_TITLES[q]} | {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
 def _phase_sentences(metrics):
     out = []
-    for q in stats.QUANTITIES:
+    for q in pixels.QUANTITIES:
         for name, row in metrics["spectra"][q]["table"].items():
             flag = row["phases_wrong"]
             if flag:
@@ -264,14 +255,14 @@ def _reference_table(metrics, reference):
     ref = errors[reference]["columns"]
     bands = [f"{lo:g}-{hi:g}" for lo, hi in zip(ref["k_lo"], ref["k_hi"])]
     lines = [f"Ratios to {reference} (below 1: better than the reference). Its own values: mean abs(v_res) "
-             f"{_num(pixel[reference]['abs_v_residual']['mean'], '{:.1f}')} km/s; band errors "
-             + " / ".join(_num(v, "{:.1f}") for v in ref["rms_error"]) + " km/s.", "",
+             f"{number(pixel[reference]['abs_v_residual']['mean'], '{:.1f}')} km/s; band errors "
+             + " / ".join(number(v, "{:.1f}") for v in ref["rms_error"]) + " km/s.", "",
              "| method | mean abs(v_res) | " + " | ".join(bands) + " |", "|---" * (len(bands) + 2) + "|"]
     for name in metrics["methods"]:
         if name == reference:
             continue
         ratio = pixel[name]["abs_v_residual"]["mean"] / pixel[reference]["abs_v_residual"]["mean"]
-        cells = [_num(e / r if r else None, "{:.2f}") for e, r in zip(errors[name]["columns"]["rms_error"],
+        cells = [number(e / r if r else None, "{:.2f}") for e, r in zip(errors[name]["columns"]["rms_error"],
                                                                       ref["rms_error"])]
         lines.append(f"| {name} | {ratio:.2f} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -299,7 +290,7 @@ def _report(metrics, density, figures):
         "The paper quotes the same quantities in three 40x40x2 (Mpc/h)^3 slices (see 'Slices' below).", "",
         "## T(k) and r(k), whole box (the paper's Tables 1-4)", "",
     ]
-    for q in stats.QUANTITIES:
+    for q in pixels.QUANTITIES:
         lines += _spectrum_table(q, metrics["spectra"][q]["table"], methods)
     if reference:
         lines += ["## Against the classical reference", "", *_reference_table(metrics, reference)]
@@ -354,7 +345,7 @@ def _figures(folder, density, entries, derived, results, slabs):
                                     extent, symbol=symbol, stride=stride,
                                     title=f"slice {i}: {key}, mean rho/rho_mean {slab.mean_density:.2f}"),
                  f"slice{i}_{key}.png")
-    save(plots.spectra_figure({stats.QUANTITIES[q]: c for q, c in results["comparisons"].items()},
+    save(plots.spectra_figure({pixels.QUANTITIES[q]: c for q, c in results["comparisons"].items()},
                               title="power spectra, whole box"), "spectra.png")
     save(plots.error_spectrum_figure(results["errors"], title="velocity error per k band"), "error_spectrum.png")
 
@@ -377,13 +368,7 @@ def _figures(folder, density, entries, derived, results, slabs):
     return written
 
 
-def _provenance(seconds):
-    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": seconds,
-            "versions": versions(("velnet", "numpy", "matplotlib", "nbodykit"))}
-
-
-def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, progress=None,
-             reference=None):
+def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, reference=None):
     """Compare reconstructions with the truth and write a report folder.
 
     Args:
@@ -396,7 +381,6 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
         density: the true density `Field` (rho/rho_mean); default truth_fields["density"].
         subbox_size: side of the sub-boxes for the sub-box spectra, Mpc/h.
         n_slices: number of densest slices for the slice statistics and figures.
-        progress: optional callable taking a short message, called before each step.
         reference: name of the method every other is measured against (the fitted classical
             estimator); adds a table of ratios to the report.
 
@@ -410,7 +394,6 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
             once the spectra are measured; nothing is left behind).
     """
     start = time.time()
-    progress = progress or (lambda message: None)
     density, entries = _check_inputs(truth_fields, predictions, density)
     if reference is not None and reference not in predictions:
         raise VelnetInputError(None, f"the reference {reference!r} is not among the methods {list(predictions)}")
@@ -418,14 +401,9 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
               "worst_range": list(WORST_RANGE), "t_near": T_NEAR, "r_low": R_LOW, "phase_fraction": PHASE_FRACTION,
               "box_size": density.box_size, "nmesh": density.nmesh, "redshift": density.redshift,
               "cosmology": density.cosmology.to_dict()}
-    with atomic_dir(outdir) as folder:
+    with report_folder(outdir, "evaluate (Wu et al. 2021)", STEPS) as (folder, progress):
         metrics, results, derived, slabs = _measure(folder, density, entries, subbox_size, n_slices, progress)
         metrics["config"] = config
         progress("figures")
-        figures = _figures(folder, density, entries, derived, results, slabs)
-        metrics["figures"] = figures
-        metrics["provenance"] = _provenance(time.time() - start)
-        metrics = stats.to_json(metrics)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
-        (folder / "report.md").write_text(_report(metrics, density, figures))
-    return metrics
+        metrics["figures"] = _figures(folder, density, entries, derived, results, slabs)
+        return write_report(folder, metrics, lambda m: _report(m, density, m["figures"]), time.time() - start)

@@ -1,0 +1,90 @@
+"""Friends-of-friends halos of a snapshot's particles, with nbodykit's `FOF`.
+
+Linking length 0.2 of the mean particle separation, at least 20 particles, mass = number of
+particles times the particle mass Omega_m rho_crit L^3 / N, centre-of-mass position and
+velocity, periodic-aware. Units: positions Mpc/h, velocities km/s, masses Msun/h.
+"""
+import numpy as np
+
+from .catalogs import HaloCatalog, save_halos
+from .readers import read_particles, wrap_positions
+
+RHO_CRIT = 2.775e11
+"""Critical density today, h^2 Msun / Mpc^3, i.e. (Msun/h) / (Mpc/h)^3."""
+
+def particle_mass(cosmology, box_size, nparticles):
+    """Mass of one simulation particle, Omega_m rho_crit L^3 / N, in Msun/h.
+
+    Args:
+        cosmology: a `Cosmology`.
+        box_size: box side, Mpc/h.
+        nparticles: total number of particles (N, not N per side).
+    """
+    return cosmology.Omega_m * RHO_CRIT * float(box_size) ** 3 / nparticles
+
+
+def find_halos(particles, linking_length=0.2, nmin=20):
+    """Friends-of-friends halos of a snapshot's particles, with nbodykit's `FOF`.
+
+    Collective when `particles.comm` is set; every rank gets the whole catalogue.
+
+    Args:
+        particles: `data_prep.readers.Particles` (positions Mpc/h, velocities km/s).
+        linking_length: in units of the mean particle separation L / N^(1/3).
+        nmin: fewest particles a halo may have.
+
+    Returns:
+        `HaloCatalog`, heaviest first: centre-of-mass positions (periodic) and velocities,
+        mass = particles x `particle_mass`.
+    """
+    from mpi4py import MPI
+    from nbodykit.algorithms.fof import FOF
+    from nbodykit.source.catalog import ArrayCatalog
+
+    comm = particles.comm or MPI.COMM_SELF
+    box = float(particles.box_size)
+    catalog = ArrayCatalog({"Position": particles.position, "Velocity": particles.velocity},
+                           BoxSize=[box] * 3, comm=comm)
+    features = FOF(catalog, linking_length, nmin).find_features()
+    length, position, velocity = (np.asarray(features[name].compute())
+                                  for name in ("Length", "CMPosition", "CMVelocity"))
+    keep = length > 0  # row 0 collects the particles in no halo
+    length, position, velocity = (_gather(comm, x[keep]) for x in (length, position, velocity))
+    mp = particle_mass(particles.cosmology, box, particles.total)
+    order = np.argsort(-length, kind="stable")
+    attrs = {"source": str(particles.path), "finder": "nbodykit FOF", "linking_length": float(linking_length),
+             "nmin": int(nmin), "particle_mass": mp, "nparticles": int(particles.total)}
+    return HaloCatalog(wrap_positions(position[order].astype(np.float64), box),
+                       velocity[order].astype(np.float64), mp * length[order].astype(np.float64), box,
+                       float(particles.redshift), particles.cosmology, attrs)
+
+
+def write_halos(snapshot_path, out_h5, linking_length=0.2, nmin=20, **reader_kwargs):
+    """Read a snapshot, find its FOF halos and save them (`save_halos`), atomically.
+
+    Collective under MPI (nbodykit's current communicator); rank 0 writes.
+
+    Args:
+        snapshot_path: a snapshot `read_particles` reads.
+        out_h5: the halo catalogue file to write.
+        linking_length, nmin: as `find_halos`.
+        **reader_kwargs: passed to `read_particles` (format, box_size, cosmology, ...).
+
+    Returns:
+        The `HaloCatalog`.
+    """
+    from nbodykit import CurrentMPIComm
+
+    comm = reader_kwargs.pop("comm", None) or CurrentMPIComm.get()
+    catalog = find_halos(read_particles(snapshot_path, comm=comm, **reader_kwargs), linking_length, nmin)
+    if comm.rank == 0:
+        save_halos(out_h5, catalog)
+    comm.barrier()
+    return catalog
+
+
+def _gather(comm, array):
+    """The concatenation of every rank's `array`, on every rank."""
+    if comm.size == 1:
+        return array
+    return np.concatenate(comm.allgather(array))

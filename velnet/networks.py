@@ -1,0 +1,181 @@
+"""The network of a task: its config, its layers, its loss, its physical-unit model and metadata.
+
+A model config is a preset name of the task's builder, or a dict of builder arguments with
+an optional "preset" key (default: the task's full-size preset) that the other keys
+override; the dataset fixes the shapes (`network_config`, the one parser of both papers'
+configs). A trained model ends in a `ToPhysical` layer that outputs physical units and
+carries its `ModelMetadata`, so `velnet predict` needs nothing else.
+"""
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import keras
+
+from . import halo_models, models
+from .errors import VelnetInputError
+from .inputs import SPEC_KEY, InputSpec
+from .losses import MagnitudeDirectionLoss
+from .tasks import get_task
+
+BUILDERS = {
+    "unet3d": (models.unet3d, models.PRESETS),
+    "halo_unet": (halo_models.halo_unet, halo_models.PRESETS),
+    "halo_velocity_unet": (halo_models.halo_velocity_unet, halo_models.PRESETS),
+}
+"""Each task's network builder and its presets, by builder name."""
+
+
+def network_config(model_config, manifest):
+    """The builder arguments of a model config on a dataset, as a JSON-ready dict.
+
+    Args:
+        model_config: a preset name, or a dict of builder arguments with an optional
+            "preset" key (default: the task's `preset`).
+        manifest: the dataset's `Manifest` (task, tile shapes, input channels).
+
+    Returns:
+        Every argument of the task's builder, its input and output channels (and, for the
+        Wu U-net, tile shape) from the dataset.
+
+    Raises:
+        VelnetInputError: naming the manifest: an unknown preset or argument, shapes that
+            differ from the dataset's, or a residual model without a whole-box vector input.
+    """
+    task = get_task(manifest.task, manifest.path)
+    builder, presets = BUILDERS[task.network]
+    requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config)
+    preset = requested.pop("preset", task.preset)
+    if preset not in presets:
+        raise VelnetInputError(manifest.path, f"Unknown preset for the {task.name} task; expected one of "
+                                              f"{sorted(presets)}. Received: preset={preset!r}")
+    channels, out_channels = manifest.input_shape[-1], manifest.target_shape[-1]
+    shapes = ({"input_shape": manifest.input_shape, "out_channels": out_channels} if task.network == "unet3d"
+              else {"input_channels": channels, "output_channels": out_channels} if task.network == "halo_unet"
+              else {"input_channels": channels})
+    for key, value in shapes.items():
+        if key in requested and json.loads(json.dumps(requested[key])) != value:
+            raise VelnetInputError(manifest.path, f"model {key}={requested[key]} differs from the dataset's {value}")
+    try:
+        config = models.builder_config(builder, {**presets[preset], **requested, **shapes})
+    except ValueError as err:
+        raise VelnetInputError(manifest.path, str(err)) from None
+    residual = config.get("residual_channels")
+    if residual is not None and list(residual) != manifest.input_spec.vector_channels:
+        held = (f"channels {manifest.input_spec.vector_channels}" if manifest.input_spec.vector_channels
+                else "no such channels")
+        raise VelnetInputError(
+            manifest.path, f"the residual model adds input channels {residual} (the whole-box vector: linear "
+                           f"theory or a classical estimate of the target) to its output, but the dataset's inputs "
+                           f"hold {held}: make the dataset with linear_input=True (velnet prep --linear-input), or "
+                           "use a model without residual_channels")
+    return config
+
+
+def build_network(model_config, manifest):
+    """The builder config and the training network (normalised outputs) of a model config on a dataset.
+
+    Raises:
+        VelnetInputError: naming the manifest, for a config that does not fit the dataset's
+            tiles (see `network_config`).
+    """
+    config = network_config(model_config, manifest)
+    builder, _ = BUILDERS[get_task(manifest.task).network]
+    try:
+        network = builder(**config)
+    except ValueError as err:
+        raise VelnetInputError(manifest.path, f"the network cannot take these tiles: {err}") from None
+    spatial = list(network.compute_output_shape((None, *manifest.input_shape))[1:-1])
+    if spatial != manifest.target_shape[:-1]:
+        raise VelnetInputError(
+            manifest.path, f"the network maps {manifest.input_shape[:-1]} input cells to {spatial} output cells but "
+                           f"the targets are {manifest.target_shape[:-1]}: n_valid must equal the tile margin "
+                           f"{manifest.tile['margin']}. Received: n_valid={config.get('n_valid')}")
+    return config, network
+
+
+def task_loss(task):
+    """The training loss of a task: MSE (Wu et al.; eq. 5 of the halo paper) or eq. 6."""
+    return MagnitudeDirectionLoss() if task.loss == "magnitude_direction" else keras.losses.MeanSquaredError()
+
+
+def physical_network(task, config, network, scale, metadata):
+    """The trained network with physical outputs for any tile size, ending in `ToPhysical`.
+
+    Args:
+        task: the `Task`.
+        config: the builder config of the network.
+        network: the trained network.
+        scale: target units per normalised unit.
+        metadata: the `ModelMetadata` stored in the model.
+    """
+    if task.network == "unet3d":
+        return models.physical_model(config, network.get_weights(), scale, metadata.to_dict())
+    return halo_models.physical_halo_model(network, scale, metadata.to_dict(),
+                                           vector=task.network == "halo_velocity_unet")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a trained model knows of its data, stored in its `ToPhysical` layer.
+
+    Attributes: the dataset manifest's task, input_name, target_name, input_shape,
+    target_shape, input_vector_slices, target_vector_slices, tile {input, target, margin},
+    normalisation (target_scale in target units), cosmology, box_size (Mpc/h), nmesh,
+    redshift and input_spec (an `InputSpec`), and model_config (the builder arguments).
+    Models saved before tasks existed are wu2021 models.
+    """
+
+    input_name: str
+    target_name: str
+    input_shape: list
+    target_shape: list
+    input_vector_slices: list
+    target_vector_slices: list
+    tile: dict
+    normalisation: dict
+    cosmology: dict
+    box_size: float
+    nmesh: int
+    redshift: float
+    model_config: dict
+    input_spec: InputSpec = InputSpec()
+    task: str = "wu2021"
+
+    @property
+    def target_scale(self):
+        """Target units per normalised unit."""
+        return self.normalisation["target_scale"]
+
+    @property
+    def cell_size(self):
+        """The training cells' size, Mpc/h."""
+        return self.box_size / self.nmesh
+
+    @classmethod
+    def of(cls, manifest, model_config):
+        """The metadata of a network trained on a dataset with a builder config."""
+        keys = {f.name for f in dataclasses.fields(cls)} - {"model_config"}
+        return cls(model_config=model_config, **{key: getattr(manifest, key) for key in keys})
+
+    def to_dict(self):
+        """The JSON-ready dict stored in the model."""
+        out = dataclasses.asdict(self)
+        out[SPEC_KEY] = self.input_spec.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, metadata, path=None):
+        """The typed metadata of a model's stored dict.
+
+        Raises:
+            VelnetInputError: naming `path`: missing keys, an unknown task or input spec.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted({f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+                         - set(metadata))
+        if missing:
+            raise VelnetInputError(path, f"model metadata lacks {missing}: not a model saved by `velnet train`")
+        get_task(metadata.get("task", "wu2021"), path)
+        return cls(**{**{k: v for k, v in metadata.items() if k in known},
+                      SPEC_KEY: InputSpec.from_dict(metadata, path)})

@@ -16,7 +16,9 @@ import numpy as np
 from benchmarks.environment import describe
 from velnet.cosmology import WU2021
 from velnet.fields import Field
+from velnet.inputs import InputSpec
 from velnet.models import PRESETS, physical_model, unet_config, unet_from_config
+from velnet.networks import ModelMetadata
 from velnet.predict import inference_tile, predict_box
 from velnet.tiling import tile_origins
 
@@ -35,11 +37,13 @@ def untrained_model(preset, width_multiplier=None, tile=20, margin=6):
     overrides = {} if width_multiplier is None else {"width_multiplier": width_multiplier}
     config = unet_config(preset, input_shape=[tile + 2 * margin] * 3 + [4 if linear else 1],
                          n_valid=margin, **overrides)
-    metadata = {"target_name": "velocity", "box_size": 64 * CELL, "nmesh": 64,
-                "normalisation": {"target_scale": 300.0},
-                "tile": {"input": tile + 2 * margin, "target": tile, "margin": margin},
-                "input_spec": {"linear": True, "smoothing": 0.0} if linear else {"linear": False},
-                "model_config": config}
+    spec = InputSpec(linear=linear)
+    metadata = ModelMetadata(
+        input_name="ln_density", target_name="velocity", input_shape=config["input_shape"],
+        target_shape=[tile] * 3 + [3], input_vector_slices=spec.vector_slices, target_vector_slices=[[0, 3]],
+        tile={"input": tile + 2 * margin, "target": tile, "margin": margin}, normalisation={"target_scale": 300.0},
+        cosmology=WU2021.to_dict(), box_size=64 * CELL, nmesh=64, redshift=0.0, model_config=config,
+        input_spec=spec).to_dict()
     network = unet_from_config(config)
     return physical_model(config, network.get_weights(), 300.0, metadata), metadata
 

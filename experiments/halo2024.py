@@ -129,8 +129,9 @@ def train_network(out, config, files, weighting, name, *prep):
     if not (run / "model.keras").exists():
         stage = "density" if name == "density" else "velocity"
         run.mkdir(parents=True, exist_ok=True)
-        (run.parent / f"{name}.json").write_text(json.dumps({"model": config[f"{stage}_model"]}))
-        run_velnet("train", data, "--config", run.parent / f"{name}.json", "--epochs", config[f"epochs_{stage}"],
+        settings = run.parent / f"{name}-config.json"
+        settings.write_text(json.dumps({"model": config[f"{stage}_model"]}))
+        run_velnet("train", data, "--config", settings, "--epochs", config[f"epochs_{stage}"],
                    "--batch-size", config["batch_size"], "--learning-rate", config["learning_rate"], "--seed",
                    config["seed"], "--out", run)
     return run / "model.keras"
@@ -150,12 +151,12 @@ def momentum_of(out, config, files, weighting, models):
     """The momentum models kept: the network's or none (the product), by C_r on the validation boxes.
 
     Writes the choice and both C_r (eq. 10, mean over the validation boxes) to
-    models/WEIGHTING/momentum.json.
+    models/WEIGHTING/momentum-choice.json.
     """
     from velnet.fields import load_fields
     from velnet.pixels import agreement
 
-    record = out / "models" / weighting / "momentum.json"
+    record = out / "models" / weighting / "momentum-choice.json"
     if not record.exists():
         candidates = {"network": [models["momentum"]], "product": []}
         scores = {}
@@ -163,8 +164,9 @@ def momentum_of(out, config, files, weighting, models):
             folder = out / "validation" / weighting / name
             paths = predict(files, [models["density"], models["velocity"], *candidates[name]], folder,
                             config["val_seeds"])
-            pairs = [(load_fields(p, ["momentum"])["momentum"].value, load_fields(files[s], ["momentum"])["momentum"].value)
-                     for p, s in zip(paths, config["val_seeds"])]
+            pairs = [(load_fields(path, ["momentum"])["momentum"].value,
+                      load_fields(files[seed], ["momentum"])["momentum"].value)
+                     for path, seed in zip(paths, config["val_seeds"])]
             scores[name] = sum(agreement(pred, truth)["C_r"] for pred, truth in pairs) / len(pairs)
         chosen = max(scores, key=scores.get)
         log.info("%s weighting: momentum C_r on the validation boxes %s: the %s kept", weighting, scores, chosen)

@@ -58,3 +58,20 @@ def halo_boxes(root, seeds=(0, 1), nmesh=16, box_size=32.0):
         fields[-2].attrs["beta"] = fields[-1].attrs["beta"] = 2.0
         files.append(save_fields(root / f"halos{seed}.h5", fields, attrs={"weighting": "number"}))
     return files
+
+
+def gaussian(n, seed, slope=-1.5, box=64.0):
+    """A periodic Gaussian field with a power-law spectrum P ~ k^slope, unit variance, and its k grid.
+
+    Returns:
+        `(value (n, n, n), k^2 (n, n, n // 2 + 1), k_z (n // 2 + 1,))`, k in h/Mpc.
+    """
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(n, box / n) * 2 * np.pi
+    kz = np.fft.rfftfreq(n, box / n) * 2 * np.pi
+    k2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + kz[None, None, :] ** 2
+    amplitude = np.where(k2 > 0, k2, 1.0) ** (slope / 4)
+    modes = np.fft.rfftn(rng.standard_normal((n,) * 3)) * amplitude
+    modes[0, 0, 0] = 0
+    value = np.fft.irfftn(modes, s=(n,) * 3, axes=(0, 1, 2))
+    return value / value.std(), k2, kz

@@ -1,9 +1,11 @@
-"""HBT+ subhalo catalogues written in HBT+'s own layout, read back; halos and subhalos combined."""
+"""data_prep.catalogs: velnet's halo files, other codes' columns (HDF5, FITS, text), HBT+ subhalos in
+HBT+'s own layout, halos and subhalos combined."""
 import h5py
 import numpy as np
 import pytest
 
-from data_prep.catalogs import halos_and_subhalos, is_hbt, read_hbt
+from data_prep.catalogs import (HaloCatalog, combine_catalogs, halos_and_subhalos, is_hbt, load_halos, read_catalog,
+                                read_hbt, save_halos)
 from velnet.cosmology import HALO2024, WU2021
 from velnet.errors import VelnetInputError
 
@@ -157,3 +159,146 @@ def test_halo_fields_from_an_hbt_catalogue(tmp_path, tiny_simulation):
     fields = load_fields(out)
     total = sum(fields[f"halos_s_{j}"].value for j in range(4))
     assert total.mean() == pytest.approx(1.0, rel=1e-5)  # every tracer painted (number weighting)
+
+
+def catalogue(position, velocity, mass, box=64.0, redshift=0.59, cosmology=HALO2024):
+    return HaloCatalog(np.asarray(position, float), np.asarray(velocity, float), np.asarray(mass, float),
+                       box, redshift, cosmology, {"source": "test"})
+
+
+def test_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(5)
+    cat = catalogue(rng.uniform(0, 64, (20, 3)), rng.normal(0, 300, (20, 3)), rng.uniform(1e12, 1e14, 20))
+    cat.attrs.update(linking_length=0.2, nmin=20)
+    path = save_halos(tmp_path / "halos.h5", cat)
+    back = load_halos(path)
+    for name in ("position", "velocity", "mass"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(cat, name))
+    assert (back.box_size, back.redshift, back.cosmology) == (64.0, 0.59, HALO2024)
+    assert back.attrs == cat.attrs
+    assert [p.name for p in tmp_path.iterdir()] == ["halos.h5"]  # no temporary left behind
+
+
+def test_load_halos_rejects_other_files(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as h5:
+        h5["mass"] = np.ones(3)
+    with pytest.raises(VelnetInputError, match="not a velnet halo catalogue") as err:
+        load_halos(path)
+    assert str(path) in str(err.value)
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(VelnetInputError, match="junk.h5"):
+        load_halos(tmp_path / "junk.h5")
+
+
+def known_halos(n=12, box=100.0, seed=6):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, box, (n, 3)), rng.normal(0, 300, (n, 3)), rng.uniform(1e11, 1e14, n)
+
+
+def test_read_hdf5_halos_and_subhalos_in_kpc(tmp_path):
+    pos, vel, mass = known_halos()
+    path = tmp_path / "groups.hdf5"
+    with h5py.File(path, "w") as h5:
+        h5.attrs["BoxSize"] = 100000.0  # kpc/h
+        h5.attrs["Redshift"] = 0.59
+        for name, part in (("halos", slice(0, 8)), ("subhalos", slice(8, None))):
+            g = h5.create_group(name)
+            g["Pos"] = pos[part] * 1000.0
+            g["Vel"] = vel[part]
+            g["M"] = mass[part] / 1e10
+    config = {"position": "Pos", "velocity": "Vel", "mass": "M", "group": ["halos", "subhalos"],
+              "length_unit": "kpc/h", "mass_unit": "1e10 Msun/h", "cosmology": "halo2024"}
+    cat = read_catalog(path, config)
+    np.testing.assert_allclose(cat.position, pos, rtol=1e-12)
+    np.testing.assert_allclose(cat.velocity, vel, rtol=1e-12)
+    np.testing.assert_allclose(cat.mass, mass, rtol=1e-12)
+    assert (cat.box_size, cat.redshift, cat.cosmology) == (100.0, 0.59, HALO2024)
+    assert cat.attrs["format"] == "hdf5"
+
+
+def test_read_fits_with_header_metadata(tmp_path):
+    from astropy.io import fits
+
+    pos, vel, mass = known_halos()
+    columns = [fits.Column(name=n, format="D", array=pos[:, i]) for i, n in enumerate("XYZ")]
+    columns += [fits.Column(name="VEL", format="3D", array=vel), fits.Column(name="MASS", format="D", array=mass)]
+    table = fits.BinTableHDU.from_columns(columns)
+    table.header.update(BOXSIZE=100.0, REDSHIFT=0.59, OMEGAM=0.268, OMEGAB=0.0445, H=0.71, SIGMA8=0.83, NS=0.968)
+    path = tmp_path / "halos.fits"
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    cat = read_catalog(path, {"position": ["X", "Y", "Z"], "velocity": "VEL", "mass": "MASS"})
+    np.testing.assert_allclose(cat.position, pos, rtol=1e-12)
+    np.testing.assert_allclose(cat.velocity, vel, rtol=1e-12)
+    np.testing.assert_allclose(cat.mass, mass, rtol=1e-12)
+    assert (cat.box_size, cat.redshift) == (100.0, 0.59)
+    assert cat.cosmology.to_dict() == pytest.approx(HALO2024.to_dict())
+    with pytest.raises(VelnetInputError, match="box_size=100.*200") as err:
+        read_catalog(path, {"position": ["X", "Y", "Z"], "velocity": "VEL", "mass": "MASS", "box_size": 200.0})
+    assert "halos.fits" in str(err.value)
+
+
+def test_read_text_columns(tmp_path):
+    pos, vel, mass = known_halos()
+    path = tmp_path / "halos.txt"
+    np.savetxt(path, np.column_stack([mass, pos, vel]), header="mass x y z vx vy vz")
+    config = {"columns": ["m", "x", "y", "z", "vx", "vy", "vz"], "position": ["x", "y", "z"],
+              "velocity": [4, 5, 6], "mass": "m", "box_size": 100.0, "redshift": 0.59,
+              "cosmology": HALO2024.to_dict()}
+    cat = read_catalog(path, config)
+    np.testing.assert_allclose(cat.position, pos, rtol=1e-12)
+    np.testing.assert_allclose(cat.velocity, vel, rtol=1e-12)
+    np.testing.assert_allclose(cat.mass, mass, rtol=1e-12)
+
+
+def test_combine_halos_and_subhalos(tmp_path):
+    pos, vel, mass = known_halos()
+    config = {"columns": ["m", "x", "y", "z", "vx", "vy", "vz"], "position": ["x", "y", "z"],
+              "velocity": ["vx", "vy", "vz"], "mass": "m", "box_size": 100.0, "redshift": 0.59,
+              "cosmology": "halo2024"}
+    parts = []
+    for name, part in (("halos.txt", slice(0, 5)), ("subhalos.txt", slice(5, None))):
+        np.savetxt(tmp_path / name, np.column_stack([mass, pos, vel])[part])
+        parts.append(read_catalog(tmp_path / name, config))
+    both = combine_catalogs(parts)
+    np.testing.assert_allclose(both.position, pos, rtol=1e-12)
+    np.testing.assert_allclose(both.mass, mass, rtol=1e-12)
+    assert "subhalos.txt" in both.attrs["source"]
+    np.savetxt(tmp_path / "other.txt", np.column_stack([mass, pos, vel]))
+    other = read_catalog(tmp_path / "other.txt", {**config, "redshift": 1.0})
+    with pytest.raises(VelnetInputError, match="other.txt.*not of the box"):
+        combine_catalogs(parts + [other])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mass": "mass_200c"}, "cannot read mass"),
+    ({"oops": 1}, "unknown keys"),
+    ({"box_size": 50.0}, "outside the box"),
+    ({"redshift": None}, "lacks"),
+    ({"position": ["x", "y"]}, "three"),
+    ({"mass_unit": "kg"}, "units"),
+    ({"columns": ["a", "b"]}, "7 columns"),
+])
+def test_read_catalog_rejects_bad_input(tmp_path, change, message):
+    pos, vel, mass = known_halos()
+    path = tmp_path / "bad.txt"
+    np.savetxt(path, np.column_stack([mass, pos, vel]))
+    config = {"columns": ["m", "x", "y", "z", "vx", "vy", "vz"], "position": ["x", "y", "z"],
+              "velocity": ["vx", "vy", "vz"], "mass": "m", "box_size": 100.0, "redshift": 0.59,
+              "cosmology": "halo2024"}
+    config.update(change)
+    with pytest.raises(VelnetInputError, match=message) as err:
+        read_catalog(path, config)
+    assert "bad.txt" in str(err.value)
+
+
+def test_read_catalog_rejects_nan_and_non_positive_mass(tmp_path):
+    pos, vel, mass = known_halos()
+    config = {"position": "pos", "velocity": "vel", "mass": "mass", "box_size": 100.0, "redshift": 0.59,
+              "cosmology": "halo2024"}
+    for name, bad, message in (("nan.h5", "vel", "NaN"), ("zero.h5", "mass", "positive")):
+        with h5py.File(tmp_path / name, "w") as h5:
+            h5["pos"], h5["vel"], h5["mass"] = pos, vel, mass
+            h5[bad][0] = np.nan if bad == "vel" else 0.0
+        with pytest.raises(VelnetInputError, match=message):
+            read_catalog(tmp_path / name, config)

@@ -1,17 +1,18 @@
-"""The 2024 halo paper experiment end to end, at toy size."""
+"""The 2024 halo paper experiment end to end, at toy size: velnet commands only."""
 import json
 
 import pytest
 
 from experiments import halo2024
+from velnet.errors import VelnetInputError
 
 TINY = {
     **halo2024.CONFIG,
     "box_size": 32.0, "particles": 32, "nmesh": 16,
     "train_seeds": [1], "val_seeds": [2], "test_seeds": [3],
-    "density_model": {"n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3},
-    "velocity_model": {"n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3},
-    "size": 8, "batch_size": 2, "steps_per_epoch": 2, "epochs_density": 1, "epochs_velocity": 1,
+    "density_model": {"preset": "halo-tiny", "n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3},
+    "velocity_model": {"preset": "halo-tiny", "n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3},
+    "size": 8, "batch_size": 2, "epochs_density": 1, "epochs_velocity": 1,
 }
 
 
@@ -24,7 +25,7 @@ def test_config_overrides_are_checked(capsys):
 
 def test_a_folder_of_another_configuration_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**TINY, "epochs_density": 99}))
-    with pytest.raises(SystemExit, match="another configuration"):
+    with pytest.raises(VelnetInputError, match="config.json.*another configuration"):
         halo2024.run(tmp_path, TINY)
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
@@ -38,15 +39,24 @@ def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
     commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("$ velnet")]
     assert sum(c.startswith("$ velnet simulate --preset halo2024") for c in commands) == 3
     assert sum(c.startswith("$ velnet halo-fields") for c in commands) == 6  # 3 boxes x 2 weightings
+    for task, count in (("halo-density", 2), ("halo-velocity", 4)):  # per weighting: density; velocity, momentum
+        assert sum(c.startswith("$ velnet prep") and f"--task {task}" in c for c in commands) == count
+    assert sum(c.startswith("$ velnet train") for c in commands) == 6
+    assert sum(c.startswith("$ velnet evaluate") and "--report halo2024" in c for c in commands) == 1
 
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert metrics["schemes"] == ["number", "mass"] and metrics["boxes"] == 1
     assert metrics["rsd"]["nhalos"][0] > 10
     for scheme in ("number", "mass"):
         for target in ("velocity", "momentum"):
-            record = json.loads((out / "models" / scheme / target / "train_config.json").read_text())
-            assert record["config"]["input_channels"] == 8 and record["config"]["input_vector_slices"] == [[5, 8]]
+            manifest = json.loads((out / "data" / scheme / target / "manifest.json").read_text())
+            assert manifest["input_shape"][-1] == 8 and manifest["input_vector_slices"] == [[5, 8]]
+            assert manifest["task"] == "halo-velocity"
+        choice = json.loads((out / "models" / scheme / "momentum-choice.json").read_text())
+        assert choice["chosen"] in ("network", "product") and set(choice["C_r"]) == {"network", "product"}
         assert metrics["agreement"][scheme]["U-net"]["velocity"]["C_r"]["mean"] is not None
+        assert set(metrics["training"][scheme]) >= {"density", "velocity"}
+    assert "xi_density.png" in metrics["figures"] and "loss_curves.png" in metrics["figures"]
 
     stamps = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file()}
     caplog.clear()

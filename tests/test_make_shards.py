@@ -8,6 +8,7 @@ from data_prep.make_shards import make_shards, nearest_power_of_two, verify_shar
 from velnet.cosmology import HALO2024, WU2021
 from velnet.errors import VelnetInputError
 from velnet.fields import Field, save_fields
+from velnet.inputs import InputSpec
 from velnet.shards import read_manifest, read_split_arrays
 from velnet.tiling import extract, untile
 
@@ -31,14 +32,14 @@ def test_whole_boxes_read_back_into_the_fields(tmp_path, target):
     manifest = make_shards([p for p, _ in boxes], tmp_path / "ds", target=target, split="train",
                            tiles_per_shard=5)
     assert read_manifest(tmp_path / "ds", verify=True) == manifest
-    assert manifest["input_shape"] == [32, 32, 32, 1] and manifest["target_shape"] == [20, 20, 20, 3]
-    assert [s["file"] for s in manifest["shards"]] == [f"train-{i:05d}-of-00004.tfrecord" for i in range(4)]
-    assert manifest["split"]["counts"] == {"train": 16, "val": 0, "test": 0, "guard": 0}
+    assert manifest.input_shape == [32, 32, 32, 1] and manifest.target_shape == [20, 20, 20, 3]
+    assert [s["file"] for s in manifest.shards] == [f"train-{i:05d}-of-00004.tfrecord" for i in range(4)]
+    assert manifest.split["counts"] == {"train": 16, "val": 0, "test": 0, "guard": 0}
     truth = np.stack([v[target] for _, v in boxes]).astype(np.float64)
-    scale = manifest["normalisation"]["target_scale"]
+    scale = manifest.target_scale
     assert scale == nearest_power_of_two(np.sqrt(np.mean(truth**2)))
 
-    x, y, origins, box_index = read_split_arrays(tmp_path / "ds", "train")
+    x, y, origins, box_index = read_split_arrays(read_manifest(tmp_path / "ds"), "train")
     for b, (_, values) in enumerate(boxes):
         sel = box_index == b
         ln = np.log1p(values["density"])
@@ -50,12 +51,12 @@ def test_whole_boxes_read_back_into_the_fields(tmp_path, target):
 def test_one_split_per_box(tmp_path):
     boxes = [write_box(tmp_path / f"box{i}.h5", 40, seed=i) for i in range(3)]
     manifest = make_shards([p for p, _ in boxes], tmp_path / "ds", split=["train", "train", "val"])
-    assert manifest["split"]["counts"] == {"train": 16, "val": 8, "test": 0, "guard": 0}
+    assert manifest.split["counts"] == {"train": 16, "val": 8, "test": 0, "guard": 0}
     train = np.stack([v["velocity"] for _, v in boxes[:2]]).astype(np.float64)
-    assert manifest["normalisation"]["target_scale"] == nearest_power_of_two(np.sqrt(np.mean(train**2)))
-    _, y, origins, box_index = read_split_arrays(tmp_path / "ds", "val")
+    assert manifest.target_scale == nearest_power_of_two(np.sqrt(np.mean(train**2)))
+    _, y, origins, box_index = read_split_arrays(read_manifest(tmp_path / "ds"), "val")
     assert set(box_index) == {2}
-    np.testing.assert_allclose(untile(y, origins, 40) * manifest["normalisation"]["target_scale"],
+    np.testing.assert_allclose(untile(y, origins, 40) * manifest.target_scale,
                                boxes[2][1]["velocity"], rtol=1e-6)
     with pytest.raises(VelnetInputError, match="one per file"):
         make_shards([p for p, _ in boxes], tmp_path / "ds2", split=["train", "val"])
@@ -64,12 +65,12 @@ def test_one_split_per_box(tmp_path):
 def test_region_split_tiles_land_in_their_regions(tmp_path):
     path, values = write_box(tmp_path / "box.h5", 24, seed=3)
     manifest = make_shards([path], tmp_path / "ds", tile=4, margin=2, fractions=(0.5, 0.25, 0.25))
-    counts = manifest["split"]["counts"]
+    counts = manifest.split["counts"]
     assert counts == {"train": 72, "val": 36, "test": 36, "guard": 72}  # 6 slabs: 2/1/1 + 2 guards
-    scale = manifest["normalisation"]["target_scale"]
+    scale = manifest.target_scale
     train_x = set()
     for split in ("train", "val", "test"):
-        x, y, origins, _ = read_split_arrays(tmp_path / "ds", split)
+        x, y, origins, _ = read_split_arrays(read_manifest(tmp_path / "ds"), split)
         assert len(x) == counts[split]
         np.testing.assert_allclose(y * scale, extract(values["velocity"], origins, 4), rtol=1e-6)
         cells = {int(c) for o in origins[:, 0] for c in (o - 2 + np.arange(8)) % 24}
@@ -116,7 +117,7 @@ def test_existing_dataset_is_kept_unless_overwrite(tmp_path):
         make_shards([path], out, tile=5, margin=2, split="train")
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
     replaced = make_shards([path], out, tile=5, margin=2, split="train", overwrite=True)
-    assert replaced["tile"]["target"] == 5 and read_manifest(out, verify=True) == replaced
+    assert replaced.tile["target"] == 5 and read_manifest(out, verify=True) == replaced
     # a folder that is not a dataset is refused too
     junk = tmp_path / "junk"
     junk.mkdir()
@@ -131,16 +132,16 @@ def test_test_boxes_take_the_training_scale(tmp_path):
     with pytest.raises(VelnetInputError, match="target_scale"):
         make_shards([path], tmp_path / "ds", tile=10, margin=2, split="test")
     manifest = make_shards([path], tmp_path / "ds", tile=10, margin=2, split="test", target_scale=250.0)
-    assert manifest["normalisation"]["target_scale"] == 250.0
-    _, y, origins, _ = read_split_arrays(tmp_path / "ds", "test")
+    assert manifest.target_scale == 250.0
+    _, y, origins, _ = read_split_arrays(read_manifest(tmp_path / "ds"), "test")
     np.testing.assert_allclose(untile(y, origins, 20) * 250.0, values["velocity"], rtol=1e-6)
     assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["split"]["mode"] == ["test"]
 
 
 def test_verify_shards_checks_every_tile_against_its_source(tmp_path):
     boxes = [write_box(tmp_path / f"box{i}.h5", 40, seed=i) for i in range(2)]
-    make_shards([p for p, _ in boxes], tmp_path / "ds", split=["train", "val"], linear_input=True,
-                smoothing=2.0)
+    make_shards([p for p, _ in boxes], tmp_path / "ds", split=["train", "val"],
+                inputs=InputSpec(linear=True, smoothing=2.0))
     assert verify_shards(tmp_path / "ds") == {"train": 8, "val": 8}
     write_box(boxes[1][0], 40, seed=7)
     with pytest.raises(VelnetInputError, match="box1.h5.*changed"):
@@ -156,11 +157,11 @@ def test_the_papers_subfield_from_the_command_line(tmp_path):
     assert main(["prep", str(path), "--split", "train", "--tile", "12", "--margin", "2", "--subfield", "36",
                  "--out", str(tmp_path / "ds")]) == 0
     manifest = read_manifest(tmp_path / "ds", verify=True)
-    assert manifest["split"]["counts"]["train"] == 27 and manifest["tile"]["subfield"] == 36
-    assert manifest["provenance"]["config"]["subfield"] == 36
-    x, y, origins, _ = read_split_arrays(tmp_path / "ds", "train")
+    assert manifest.split["counts"]["train"] == 27 and manifest.tile["subfield"] == 36
+    assert manifest.provenance["config"]["subfield"] == 36
+    x, y, origins, _ = read_split_arrays(read_manifest(tmp_path / "ds"), "train")
     assert origins.min() == 2 and origins.max() == 26
-    scale = manifest["normalisation"]["target_scale"]
+    scale = manifest.target_scale
     np.testing.assert_array_equal(untile(y, origins - 2, 36) * scale, values["velocity"][2:38, 2:38, 2:38])
     np.testing.assert_array_equal(x[..., 0], extract(np.log1p(values["density"]), origins, 16, -2))
     assert main(["check-shards", str(tmp_path / "ds")]) == 0

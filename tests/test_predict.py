@@ -25,9 +25,12 @@ def central_copy_model():
 
 
 def metadata(nmesh, box_size):
-    return {"box_size": box_size, "nmesh": nmesh, "target_name": "velocity",
-            "tile": {"input": 32, "target": 20, "margin": MARGIN},
-            "normalisation": {"target_scale": 300.0}}
+    """What `velnet train` stores with a model of ln(1 + density) tiles, 2 Mpc/h cells."""
+    return {"box_size": box_size, "nmesh": nmesh, "redshift": 0.0, "cosmology": WU2021.to_dict(),
+            "input_name": "ln_density", "target_name": "velocity", "input_shape": [32, 32, 32, 1],
+            "target_shape": [20, 20, 20, 3], "input_vector_slices": [], "target_vector_slices": [[0, 3]],
+            "tile": {"input": 32, "target": 20, "margin": MARGIN}, "normalisation": {"target_scale": 300.0},
+            "model_config": {}}
 
 
 @pytest.mark.parametrize("nmesh,tile", [(40, 20), (40, 8), (36, None), (25, None), (27, 8), (30, None)])
@@ -98,7 +101,7 @@ def test_a_box_of_another_cell_size_is_refused():
 def test_a_box_of_another_cosmology_is_predicted_with_a_warning(caplog):
     from velnet.cosmology import HALO2024
     density = Field(np.ones((40,) * 3, np.float32), "density", 80.0, 0.0, HALO2024, {"path": "wmap.h5"})
-    meta = {**metadata(80, 160.0), "cosmology": WU2021.to_dict(), "redshift": 0.0}
+    meta = metadata(80, 160.0)
     with caplog.at_level("WARNING", logger="velnet.predict"):
         out = predict_box(central_copy_model(), meta, density)
     assert out.cosmology == HALO2024
@@ -108,3 +111,12 @@ def test_a_box_of_another_cosmology_is_predicted_with_a_warning(caplog):
     with caplog.at_level("WARNING", logger="velnet.predict"):
         predict_box(central_copy_model(), meta, same)
     assert "cosmology" not in caplog.text and "redshift" not in caplog.text
+
+
+def test_metadata_that_train_did_not_write_is_refused():
+    density = Field(np.ones((40,) * 3, np.float32), "density", 80.0, 0.0, WU2021, {"path": "box.h5"})
+    partial = {key: value for key, value in metadata(80, 160.0).items() if key != "tile"}
+    with pytest.raises(VelnetInputError, match="box.h5.*lacks \\['tile'\\]"):
+        predict_box(central_copy_model(), partial, density)
+    with pytest.raises(VelnetInputError, match="box.h5.*task must be one of"):
+        predict_box(central_copy_model(), {**metadata(80, 160.0), "task": "wu2022"}, density)

@@ -7,7 +7,7 @@ import pytest
 
 from velnet.cosmology import WU2021
 from velnet.fields import Field
-from velnet.inputs import input_layout, read_spec
+from velnet.networks import ModelMetadata
 from velnet.predict import predict_box
 from velnet.train import load_model
 
@@ -23,12 +23,13 @@ def test_a_paper_design_and_a_default_ship():
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_model_predicts_a_box(path):
     model, metadata = load_model(path)
-    assert metadata["target_name"] == path.stem
-    spec = read_spec(metadata, path)
-    assert model.input_shape[-1] == input_layout(spec)[0]
+    meta = ModelMetadata.from_dict(metadata, path)  # saved before tasks existed: a wu2021 model
+    assert meta.target_name == path.stem and meta.task == "wu2021"
+    spec = meta.input_spec
+    assert model.input_shape[-1] == spec.channels and meta.to_dict()["input_spec"] == metadata["input_spec"]
     experiment = json.loads((path.parent / "experiment.json").read_text())
     (variant, settings), = experiment["variants"].items()
-    assert spec["linear"] == settings["linear_input"] and spec.get("context", 0) == settings.get("context", 0)
+    assert spec.linear == settings["linear_input"] and spec.context == settings.get("context", 0)
     rng = np.random.default_rng(0)
     density = Field(np.exp(0.5 * rng.standard_normal((24,) * 3)).astype(np.float32), "density", 48.0, 0.0, WU2021)
     out = predict_box(model, metadata, density)

@@ -1,4 +1,4 @@
-"""velnet.rsd: redshift-space positions (eq. 1), the bias of eq. 4, the linear inputs of eq. 2-3."""
+"""velnet.rsd: redshift-space positions (eq. 1) and back, the bias of eq. 4, the linear inputs of eq. 2-3."""
 import math
 
 import numpy as np
@@ -7,7 +7,9 @@ import pytest
 from velnet.cosmology import HALO2024
 from velnet.errors import VelnetInputError
 from velnet.fields import Field
-from velnet.rsd import bias_kedges, linear_bias, linear_inputs, los_axis, redshift_space_positions
+from velnet.fields import los_axis
+from velnet.rsd import (bias_kedges, linear_bias, linear_inputs, read_back, real_space_positions,
+                        redshift_space_positions)
 
 BOX = 100.0
 Z = 0.59
@@ -144,3 +146,60 @@ def test_linear_inputs_equal_linear_theory_of_the_matter():
     assert np.abs(truth["velocity"].value).max() > 10.0  # a real velocity field, not zeros
     with pytest.raises(VelnetInputError, match="beta"):
         linear_inputs(field(1 + delta), 0.0)
+
+
+MESH_BOX, MESH_N = 64.0, 32
+"""The velocity fields that move halos back: 2 Mpc/h cells."""
+
+
+def mesh_field(value, name="density"):
+    return Field(np.asarray(value, dtype=np.float32), name, MESH_BOX, Z, HALO2024)
+
+
+def hubble_rate():
+    """a H(a) of HALO2024 at Z, km/s per Mpc/h."""
+    a = 1 / (1 + Z)
+    return a * HALO2024.hubble(a)
+
+
+def test_rsd_correction_moves_halos_back_to_their_real_space_positions():
+    rng = np.random.default_rng(3)
+    real = rng.uniform(0, MESH_BOX, (40, 3))
+    uniform = np.zeros((MESH_N, MESH_N, MESH_N, 3))
+    uniform[..., 2] = 350.0  # km/s along the line of sight, everywhere
+    velocity = mesh_field(uniform, "velocity")
+    halo_v = np.tile([[120.0, -80.0, 350.0]], (40, 1))
+    s = redshift_space_positions(real, halo_v, "z", MESH_BOX, Z, HALO2024)
+    assert np.abs(s[:, 2] - real[:, 2]).max() > 1.0  # the distortion is several Mpc/h
+    for back in (real_space_positions(s, velocity, "z"), read_back(s, real, velocity, "z")):
+        offset = np.mod(back - real + MESH_BOX / 2, MESH_BOX) - MESH_BOX / 2
+        np.testing.assert_allclose(offset, 0.0, atol=1e-6)
+
+    # v_z = A + B z (away from the periodic face): the root of r + (A + B r) / aH = s.
+    z = np.arange(MESH_N) * MESH_BOX / MESH_N
+    ramp = np.zeros((MESH_N, MESH_N, MESH_N, 3))
+    ramp[..., 2] = 200.0 + 3000.0 / MESH_BOX * z[None, None, :]
+    real = np.column_stack([rng.uniform(0, MESH_BOX, 30), rng.uniform(0, MESH_BOX, 30), rng.uniform(10, 40, 30)])
+    s = real.copy()
+    s[:, 2] += (200.0 + 3000.0 / MESH_BOX * real[:, 2]) / hubble_rate()
+    np.testing.assert_allclose(real_space_positions(s, mesh_field(ramp, "velocity"), "z"), real, atol=1e-6)
+
+
+def test_rsd_correction_takes_the_densest_root_where_the_map_folds():
+    # Bulk flow v_b plus infall onto z0 at up to three times the Hubble rate: with u = r - z0,
+    # r + v(r) / aH = s has the roots u (1 - 3 exp(-(u / 4)^2)) = 0: u = 0 and u = +-4 sqrt(ln 3).
+    ah = hubble_rate()
+    z = np.arange(MESH_N) * MESH_BOX / MESH_N
+    z0, bulk = 32.0, 3.5 * ah
+    u = z - z0
+    infall = np.zeros((MESH_N, MESH_N, MESH_N, 3))
+    infall[..., 2] = (bulk - 3 * ah * u * np.exp(-(u / 4) ** 2))[None, None, :]
+    peak = mesh_field(np.ones((MESH_N, MESH_N, 1)) * (1 + 50 * np.exp(-(u / 2) ** 2))[None, None, :])
+    real = np.array([[10.0, 20.0, z0], [30.0, 5.0, z0]])
+    s = real + [0, 0, bulk / ah]  # the halo at the centre moves with the bulk flow only
+    velocity = mesh_field(infall, "velocity")
+    np.testing.assert_allclose(real_space_positions(s, velocity, "z", density=peak), real, atol=0.05)
+    nearest = real_space_positions(s, velocity, "z")  # without a density: the root nearest s, an outer one
+    np.testing.assert_allclose(nearest[:, 2], z0 + 4 * np.log(3) ** 0.5, atol=0.5)
+    with pytest.raises(VelnetInputError, match="not a vector"):
+        real_space_positions(s, peak, "z")

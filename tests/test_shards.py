@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from velnet.shards import (SCHEMA, ShardDataset, ShardWriter, decode_example, de
 from velnet.tiling import oh_transform
 
 RNG = np.random.default_rng(11)
-SHAPES = {"input_shape": [8, 8, 8, 1], "target_shape": [4, 4, 4, 3]}
+SHAPES = SimpleNamespace(input_shape=[8, 8, 8, 1], target_shape=[4, 4, 4, 3])
+"""What `decode_tile` reads of a manifest."""
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,11 @@ def dataset(tmp_path_factory):
         files.append(save_fields(root / f"box{seed}.h5", fields))
     make_shards(files, root / "ds", tile=4, margin=2, fractions=(0.5, 0.25, 0.25), tiles_per_shard=20)
     return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def manifest(dataset):
+    return read_manifest(dataset)
 
 
 def _tiles(n):
@@ -117,12 +124,15 @@ def test_truncated_or_corrupt_shards_are_named(tmp_path):
 
 def test_manifest_is_validated(dataset, tmp_path):
     manifest = read_manifest(dataset, verify=True)
-    assert manifest["split"]["counts"] == {"train": 144, "val": 72, "test": 72, "guard": 144}
-    assert [s["file"] for s in manifest["shards"] if s["split"] == "val"] == \
+    assert manifest.task == "wu2021" and manifest.input_spec.channels == 1
+    assert manifest.split["counts"] == {"train": 144, "val": 72, "test": 72, "guard": 144}
+    assert [s["file"] for s in manifest.shards if s["split"] == "val"] == \
         [f"val-{i:05d}-of-00004.tfrecord" for i in range(4)]
     copy = tmp_path / "ds"
     shutil.copytree(dataset, copy)
-    shard = copy / manifest["shards"][0]["file"]
+    (copy / "manifest.json").write_text(json.dumps(manifest.to_dict()))
+    assert read_manifest(copy) == manifest  # what it writes reads back the same
+    shard = copy / manifest.shards[0]["file"]
     shard.write_bytes(shard.read_bytes()[:-1] + b"\x00")
     read_manifest(copy)  # without verify the damage goes unseen
     with pytest.raises(VelnetInputError, match="sha256"):
@@ -130,10 +140,13 @@ def test_manifest_is_validated(dataset, tmp_path):
     shard.unlink()
     with pytest.raises(VelnetInputError, match=f"{shard.name}.*not found"):
         read_manifest(copy)
-    broken = dict(manifest)
+    broken = manifest.to_dict()
     del broken["normalisation"]
     (copy / "manifest.json").write_text(json.dumps(broken))
     with pytest.raises(VelnetInputError, match="normalisation"):
+        read_manifest(copy)
+    (copy / "manifest.json").write_text(json.dumps({**manifest.to_dict(), "task": "halo-vorticity"}))
+    with pytest.raises(VelnetInputError, match="manifest.json.*task must be one of"):
         read_manifest(copy)
     (copy / "manifest.json").write_text("{")
     with pytest.raises(VelnetInputError, match="JSON"):
@@ -149,49 +162,49 @@ def _collect(batches):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def test_both_readers_give_the_same_tiles(dataset):
+def test_both_readers_give_the_same_tiles(manifest):
     pytest.importorskip("tensorflow")
-    x, y, _, _ = read_split_arrays(dataset, "val")
-    ds = load_split(dataset, "val", batch_size=16, shuffle=False)
+    x, y, _, _ = read_split_arrays(manifest, "val")
+    ds = load_split(manifest, "val", batch_size=16, shuffle=False)
     shapes = [(b[0].shape, b[1].shape) for b in ds]
     assert shapes[0] == ((16, 8, 8, 8, 1), (16, 4, 4, 4, 3)) and len(shapes) == 5
     assert _rows(*_collect(ds)) == _rows(x, y)
-    py = ShardDataset(dataset, "val", batch_size=16, shuffle=False)
+    py = ShardDataset(manifest, "val", batch_size=16, shuffle=False)
     assert len(py) == 5 and py[4][0].shape == (8, 8, 8, 8, 1)
     assert _rows(*_collect(py[i] for i in range(len(py)))) == _rows(x, y)
     assert x.dtype == y.dtype == np.float32
 
 
-def test_dropping_the_smaller_last_batch(dataset):
+def test_dropping_the_smaller_last_batch(manifest):
     """72 validation tiles in batches of 16: 4 whole batches, the 8 left over dropped."""
     pytest.importorskip("tensorflow")
-    tf_sizes = [len(b[0]) for b in load_split(dataset, "val", batch_size=16, drop_remainder=True)]
-    py = ShardDataset(dataset, "val", batch_size=16, drop_remainder=True)
+    tf_sizes = [len(b[0]) for b in load_split(manifest, "val", batch_size=16, drop_remainder=True)]
+    py = ShardDataset(manifest, "val", batch_size=16, drop_remainder=True)
     py_sizes = [len(py[i][0]) for i in range(len(py))]
     assert tf_sizes == py_sizes == [16] * 4
     kept = _rows(*_collect(py[i] for i in range(len(py))))
-    assert len(kept) == 64 and set(kept) <= set(_rows(*read_split_arrays(dataset, "val")[:2]))
+    assert len(kept) == 64 and set(kept) <= set(_rows(*read_split_arrays(manifest, "val")[:2]))
 
 
-def test_shuffling_is_seeded_and_new_each_epoch(dataset):
+def test_shuffling_is_seeded_and_new_each_epoch(manifest):
     pytest.importorskip("tensorflow")
-    first = load_split(dataset, "train", batch_size=144, seed=3)
+    first = load_split(manifest, "train", batch_size=144, seed=3)
     epoch1, epoch2 = (next(iter(first))[0].numpy() for _ in range(2))
-    again = next(iter(load_split(dataset, "train", batch_size=144, seed=3)))[0].numpy()
+    again = next(iter(load_split(manifest, "train", batch_size=144, seed=3)))[0].numpy()
     np.testing.assert_array_equal(epoch1, again)
     assert not np.array_equal(epoch1, epoch2) and _rows(epoch1, epoch1) == _rows(epoch2, epoch2)
 
-    py = ShardDataset(dataset, "train", batch_size=144, seed=3)
+    py = ShardDataset(manifest, "train", batch_size=144, seed=3)
     e1 = py[0][0]
-    np.testing.assert_array_equal(e1, ShardDataset(dataset, "train", batch_size=144, seed=3)[0][0])
+    np.testing.assert_array_equal(e1, ShardDataset(manifest, "train", batch_size=144, seed=3)[0][0])
     py.on_epoch_end()
     e2 = py[0][0]
     assert not np.array_equal(e1, e2) and _rows(e1, e1) == _rows(e2, e2)
 
 
-def _check_augmented(dataset, x, y):
+def _check_augmented(manifest, x, y):
     """Each pair is some stored pair under one Oh element, the same for input and target."""
-    xs, ys, _, _ = read_split_arrays(dataset, "val")
+    xs, ys, _, _ = read_split_arrays(manifest, "val")
     lookup = {oh_transform(a, k).tobytes(): (i, k) for i, a in enumerate(xs) for k in range(48)}
     elements = set()
     for a, b in zip(x, y):
@@ -201,11 +214,11 @@ def _check_augmented(dataset, x, y):
     assert len(elements) > 20
 
 
-def test_augmentation_transforms_pairs_jointly(dataset):
+def test_augmentation_transforms_pairs_jointly(manifest):
     pytest.importorskip("tensorflow")
-    _check_augmented(dataset, *_collect(load_split(dataset, "val", batch_size=8, augment=True)))
-    py = ShardDataset(dataset, "val", batch_size=8, augment=True)
-    _check_augmented(dataset, *_collect(py[i] for i in range(len(py))))
+    _check_augmented(manifest, *_collect(load_split(manifest, "val", batch_size=8, augment=True)))
+    py = ShardDataset(manifest, "val", batch_size=8, augment=True)
+    _check_augmented(manifest, *_collect(py[i] for i in range(len(py))))
 
 
 def test_other_backends_read_without_tensorflow(dataset):
@@ -213,8 +226,8 @@ def test_other_backends_read_without_tensorflow(dataset):
     if backend is None:
         pytest.skip("neither jax nor torch is installed (Keras's numpy backend needs jax)")
     code = (
-        "import sys; from velnet.shards import load_split\n"
-        f"ds = load_split({str(dataset)!r}, 'test', batch_size=10, augment=True)\n"
+        "import sys; from velnet.shards import load_split, read_manifest\n"
+        f"ds = load_split(read_manifest({str(dataset)!r}), 'test', batch_size=10, augment=True)\n"
         "x, y = ds[0]\n"
         "print(type(ds).__name__, x.shape, y.shape, 'tensorflow' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KERAS_BACKEND": backend},

@@ -1,14 +1,15 @@
-"""Power spectra (nbodykit FFTPower), error spectra, pixel statistics, sub-boxes and slices."""
+"""Power spectra (nbodykit FFTPower), error spectra, sub-boxes, multipoles and the error of eq. 11."""
 import numpy as np
 import pytest
 
 from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
 from velnet.fields import Field
-from velnet.linear import linear_momentum
 
 pytest.importorskip("nbodykit")
 from velnet import stats  # noqa: E402
+
+from boxes import gaussian  # noqa: E402
 
 N, BOX = 64, 128.0
 KF = 2 * np.pi / BOX
@@ -137,40 +138,6 @@ def test_mismatched_fields_are_refused():
         stats.power(_noise(12), _noise(13, shape=(32, 32, 32)))
 
 
-def test_pixel_statistics_on_a_hand_computed_case():
-    # 2^3 cells: truth (3, 4, 0) everywhere; the prediction is right in half the cells and
-    # reversed in the other half; density 1 in the right half and 3 in the reversed half.
-    truth = np.zeros((2, 2, 2, 3))
-    truth[...] = (3.0, 4.0, 0.0)
-    pred = truth.copy()
-    pred[1] *= -1
-    density = np.ones((2, 2, 2))
-    density[1] = 3.0
-    d, p, t = _field(density, "density"), _field(pred, "velocity"), _field(truth, "velocity")
-    out = stats.pixel_statistics(p, linear_momentum(d, p), t)
-    assert out["abs_v"] == pytest.approx({"mean": 5.0, "std": 0.0})
-    assert out["abs_v_residual"] == pytest.approx({"mean": 5.0, "std": 5.0})
-    assert out["abs_cos_theta"] == pytest.approx({"mean": 1.0, "std": 0.0})
-    assert out["cos_theta"] == pytest.approx({"mean": 0.0, "std": 1.0})
-    assert out["abs_p"] == pytest.approx({"mean": 10.0, "std": 5.0})  # |p| = |v| (1 + delta): 5 and 15
-    region = stats.Slab((1, 0, 0), (1, 2, 2), 3.0, 1.0).index(2)
-    assert stats.pixel_statistics(p, linear_momentum(d, p), t, region)["abs_v_residual"]["mean"] == 10.0
-    # momentum residual: 0 where right, |2 x 3 x (3, 4, 0)| = 30 where reversed
-    both = stats.pixel_statistics(p, linear_momentum(d, p), t, truth_momentum=linear_momentum(d, t))
-    assert both["abs_p_residual"] == pytest.approx({"mean": 15.0, "std": 15.0})
-    assert "abs_p_residual" not in out
-
-
-def test_derived_fields_are_speed_divergence_momentum_and_curl():
-    rng = np.random.default_rng(14)
-    v = _field(rng.normal(0, 100, (16, 16, 16, 3)), "velocity", box=32.0)
-    d = _field(np.exp(rng.normal(0, 0.5, (16, 16, 16))), "density", box=32.0)
-    out = stats.derived_fields(v, linear_momentum(d, v))
-    assert set(out) == set(stats.QUANTITIES)
-    np.testing.assert_allclose(out["p"].value, np.linalg.norm(v.value, axis=-1) * d.value, rtol=1e-5)
-    assert out["curl_p"].is_vector and not out["theta_v"].is_vector
-
-
 def test_sub_boxes_of_nearest_whole_cells():
     f = _noise(15)  # 64 cells of 2 Mpc/h
     subs = stats.split_subboxes(f, size=61.0)  # 30.5 cells -> 30 (60 Mpc/h), 2 per side
@@ -185,33 +152,32 @@ def test_sub_boxes_of_nearest_whole_cells():
     assert res["double"].attrs["n_sub"] == 8 and "periodic" in res["double"].attrs["note"]
 
 
-def test_densest_slabs_are_found_in_order_and_do_not_overlap():
-    # 2 Mpc/h cells: a slab is 20 x 20 x 1 cells
-    density = np.ones((N, N, N))
-    density[5:25, 5:25, 10] = 10.0  # densest
-    density[10:30, 10:30, 30] = 8.0  # overlaps the first in x-y at another z: must be skipped
-    density[40:60, 40:60, 40] = 5.0
-    density[5:25, 42:62, 20] = 3.0
-    slabs = stats.densest_slabs(_field(density, "density"))
-    assert [s.start for s in slabs] == [(5, 5, 10), (40, 40, 40), (5, 42, 20)]
-    assert [s.mean_density for s in slabs] == pytest.approx([10.0, 5.0, 3.0])
-    assert slabs[0].shape == (20, 20, 1) and slabs[0].to_dict()["size_mpc_h"] == [40.0, 40.0, 2.0]
+def test_quadrupole_vanishes_for_an_isotropic_field_and_matches_kaiser():
+    n, box = 48, 96.0
+    value, k2, kz = gaussian(n, 4, box=box)
+    iso = stats.multipoles(_field(1 + 0.1 * value, box=box), "z")
+    p0, p2, p4, modes = iso["power_0"], iso["power_2"], iso["power_4"], iso["modes"]
+    # Gaussian error of P_ell: sqrt((2 ell + 1) / (N_modes / 2)) P_0 (modes come in +-k pairs)
+    for p, ell in ((p2, 2), (p4, 4)):
+        pulls = p / (np.sqrt((2 * ell + 1) / (modes / 2)) * p0)
+        assert np.abs(pulls).max() < 5 and abs(pulls.mean()) < 4 / np.sqrt(len(pulls))
+    # Kaiser: delta(k) (1 + beta mu^2) gives P_2 / P_0 = (4 beta / 3 + 4 beta^2 / 7) / (1 + 2 beta / 3 + beta^2 / 5).
+    beta = 0.5
+    mu2 = np.where(k2 > 0, kz[None, None, :] ** 2 / np.where(k2 > 0, k2, 1), 0)
+    squashed = np.fft.irfftn(np.fft.rfftn(value) * (1 + beta * mu2), s=(n,) * 3, axes=(0, 1, 2))
+    rsd = stats.multipoles(_field(1 + 0.1 * squashed, box=box), 2)
+    ratio = np.sum(rsd["power_2"] * rsd["modes"]) / np.sum(rsd["power_0"] * rsd["modes"])
+    kaiser = (4 * beta / 3 + 4 * beta ** 2 / 7) / (1 + 2 * beta / 3 + beta ** 2 / 5)
+    assert ratio == pytest.approx(kaiser, rel=0.03)
+    assert stats.multipoles(_field(1 + 0.1 * squashed, box=box), "x")["power_2"].mean() < 0.5 * rsd["power_2"].mean()
+    with pytest.raises(VelnetInputError, match="scalar"):
+        stats.multipoles(_field(np.zeros((8, 8, 8, 3)), "velocity"), "z")
 
 
-def test_slab_windows_wrap_around_the_box():
-    density = np.ones((N, N, N))
-    density[-5:, :15, 3] = 4.0
-    density[:15, -5:, 3] = 4.0  # same window seen across the corner: wraps in x and y
-    density[:15, :15, 3] = 4.0
-    density[-5:, -5:, 3] = 4.0
-    slab = stats.densest_slabs(_field(density, "density"), count=1)[0]
-    assert slab.start == (N - 5, N - 5, 3) and slab.mean_density == pytest.approx(4.0)
-    cut = density[slab.index(N)]
-    assert cut.shape == (20, 20, 1) and np.all(cut == 4.0)
-
-
-def test_too_many_slabs_are_refused():
-    with pytest.raises(VelnetInputError, match="fewer than 50"):
-        stats.densest_slabs(_field(np.ones((N, N, N)), "density"), count=50)
-    with pytest.raises(VelnetInputError, match="does not fit"):
-        stats.densest_slabs(_field(np.ones((8, 8, 8)), "density", box=16.0))
+def test_eq_11_rescales_the_spread_by_the_independent_volume():
+    # the paper: 25 boxes of 600 Mpc/h cut from 1200 x 1200 x 600 (Mpc/h)^3: a factor 0.4
+    error, factor = stats.box_error(np.array([1.0, 2.0]), 600.0 ** 3, 25, 1200.0 * 1200.0 * 600.0)
+    assert factor == pytest.approx(0.4) and error == pytest.approx([0.4, 0.8])
+    assert stats.box_error(3.0, 100.0 ** 3, 4)[1] == 1.0  # separate simulations
+    with pytest.raises(VelnetInputError, match="independent volume"):
+        stats.box_error(1.0, 100.0 ** 3, 2, 3 * 100.0 ** 3)

@@ -1,4 +1,4 @@
-"""Training on real shards: the loss falls, the km/s model reloads, an interrupted run resumes."""
+"""Training the Wu et al. task on real shards: the loss falls, the km/s model reloads, an interrupted run resumes."""
 import importlib.util
 import json
 
@@ -9,7 +9,7 @@ import pytest
 from data_prep.make_shards import make_shards
 from velnet.errors import VelnetInputError
 from boxes import gradient_boxes
-from velnet.shards import read_split_arrays
+from velnet.shards import read_manifest, read_split_arrays
 from velnet.train import load_model, train
 
 MODEL = {"preset": "tiny", "n_valid": 2}
@@ -63,7 +63,7 @@ def test_training_reduces_the_loss_and_saves_a_km_s_model(dataset, tmp_path):
     assert meta["tile"] == {"input": 8, "target": 4, "margin": 2}
     assert meta["model_config"]["n_valid"] == 2
     scale = meta["normalisation"]["target_scale"]
-    x, y, _, _ = read_split_arrays(dataset, "val")
+    x, y, _, _ = read_split_arrays(read_manifest(dataset), "val")
     best = keras.saving.load_model(out / "best.keras")
     np.testing.assert_allclose(model.predict(x, verbose=0), scale * best.predict(x, verbose=0), rtol=1e-4, atol=1e-2)
     km_s_error = np.sqrt(np.mean((model.predict(x, verbose=0) - scale * y) ** 2))

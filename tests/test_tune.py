@@ -15,8 +15,10 @@ keras_tuner = pytest.importorskip("keras_tuner")
 
 from data_prep.make_shards import make_shards  # noqa: E402
 from boxes import gradient_boxes  # noqa: E402
-from velnet.shards import MANIFEST, read_manifest  # noqa: E402
-from velnet.train import build_network, load_model, train  # noqa: E402
+from velnet.inputs import InputSpec  # noqa: E402
+from velnet.networks import build_network  # noqa: E402
+from velnet.shards import read_manifest  # noqa: E402
+from velnet.train import load_model, train  # noqa: E402
 from velnet.tune import VelnetHyperModel, tune  # noqa: E402
 
 SMALL = {"preset": "tiny", "n_valid": 2, "widths": [16, 32, 64]}
@@ -32,7 +34,7 @@ def datasets(tmp_path_factory):
     files = gradient_boxes(root)
     kwargs = dict(tile=4, margin=2, fractions=(0.5, 0.25, 0.25), tiles_per_shard=50)
     make_shards(files, root / "ds", **kwargs)
-    make_shards(files, root / "ds-linear", linear_input=True, **kwargs)
+    make_shards(files, root / "ds-linear", inputs=InputSpec(linear=True), **kwargs)
     return root / "ds", root / "ds-linear"
 
 
@@ -47,7 +49,7 @@ def test_default_hyperparameters_give_the_default_model(datasets):
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     assert hp.values == {"learning_rate": 1e-4, "width_multiplier": 0.125, "batch_size": 6}
-    _, default = build_network(SMALL, read_manifest(ds), ds / MANIFEST)
+    _, default = build_network(SMALL, read_manifest(ds))
     assert model.count_params() == default.count_params()
     assert [layer.get_config() for layer in model.layers] == [layer.get_config() for layer in default.layers]
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)
@@ -81,7 +83,7 @@ def test_train_boxes_keeps_the_tiles_of_the_first_boxes(datasets):
     hp = keras_tuner.HyperParameters()
     assert hypermodel.declare_hyperparameters(hp)["train_boxes"] == 2
     assert (hp.space[-1].min_value, hp.space[-1].max_value) == (1, 2)
-    per_box = read_manifest(ds)["split"]["per_box"]
+    per_box = read_manifest(ds).split["per_box"]
     one = hypermodel._train_data({"batch_size": 6, "train_boxes": 1})
     assert len(one.records) == per_box[0]["train"] < sum(b["train"] for b in per_box)
     assert set(hypermodel._record_boxes) == {0, 1}

@@ -10,11 +10,11 @@ from velnet.classical import ClassicalEstimator, absolute_kedges
 from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
 from velnet.fields import Field, load_fields, save_fields
-from velnet.inputs import InputWindows, box_inputs, input_spec, read_spec
+from velnet.inputs import InputSpec, InputWindows, box_inputs
 from velnet.linear import linear_momentum, linear_velocity
 from velnet.models import ChannelSlice, physical_model, unet3d, unet_config, unet_from_config
 from velnet.predict import predict_box, predict_file
-from velnet.shards import ShardDataset, load_split, read_split_arrays
+from velnet.shards import ShardDataset, load_split, read_manifest, read_split_arrays
 from velnet.tiling import OH_ELEMENTS, extract, oh_transform
 from velnet.train import load_model, train
 
@@ -50,13 +50,15 @@ def write_box(path, seed, local=150.0):
 def test_linear_channels_come_from_the_whole_box(tmp_path, target):
     path, density = write_box(tmp_path / "box.h5", seed=0)
     manifest = make_shards([path], tmp_path / "ds", target=target, split="train",
-                           linear_input=True, smoothing=R, **TILES)
-    assert manifest["input_shape"] == [8, 8, 8, 4] and manifest["input_vector_slices"] == [[1, 4]]
-    assert manifest["input_spec"] == {"linear": True, "smoothing": R} == read_spec(manifest)
-    assert manifest["provenance"]["config"]["input_spec"] == manifest["input_spec"]
-    scale = manifest["normalisation"]["target_scale"]
+                           inputs=InputSpec(linear=True, smoothing=R), **TILES)
+    assert manifest.input_shape == [8, 8, 8, 4] and manifest.input_vector_slices == [[1, 4]]
+    stored = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert stored["input_spec"] == {"linear": True, "smoothing": R} == manifest.input_spec.to_dict()
+    assert InputSpec.from_dict(stored) == manifest.input_spec
+    assert manifest.provenance["config"]["input_spec"] == stored["input_spec"]
+    scale = manifest.normalisation["target_scale"]
 
-    x, _, origins, _ = read_split_arrays(tmp_path / "ds", "train")
+    x, _, origins, _ = read_split_arrays(read_manifest(tmp_path / "ds"), "train")
     linear = linear_velocity(density, R)
     if target == "momentum":
         linear = linear_momentum(density, linear)
@@ -76,26 +78,26 @@ def test_linear_channels_come_from_the_whole_box(tmp_path, target):
 def test_default_inputs_are_unchanged(tmp_path):
     path, _ = write_box(tmp_path / "box.h5", seed=0)
     manifest = make_shards([path], tmp_path / "ds", split="train", **TILES)
-    assert manifest["input_shape"] == [8, 8, 8, 1] and manifest["input_vector_slices"] == []
-    assert manifest["input_spec"] == {"linear": False}
-    assert "input_spec" not in manifest["provenance"]["config"]  # old datasets still match
-    assert read_spec({}) == {"linear": False}
-    with pytest.raises(VelnetInputError, match="linear_input=True"):
-        make_shards([path], tmp_path / "ds2", smoothing=2.0, **TILES)
+    assert manifest.input_shape == [8, 8, 8, 1] and manifest.input_vector_slices == []
+    assert manifest.input_spec == InputSpec() and manifest.input_spec.to_dict() == {"linear": False}
+    assert "input_spec" not in manifest.provenance["config"]  # old datasets still match
+    assert InputSpec.from_dict({}) == InputSpec()
+    with pytest.raises(VelnetInputError, match="--linear-input"):
+        InputSpec(smoothing=2.0)
     with pytest.raises(VelnetInputError, match="smoothing=-1"):
-        input_spec(True, -1.0)
+        InputSpec(True, -1.0)
     with pytest.raises(VelnetInputError, match="model.keras.*input_spec"):
-        read_spec({"input_spec": {"linear": True, "R": 2}}, "model.keras")
+        InputSpec.from_dict({"input_spec": {"linear": True, "R": 2}}, "model.keras")
 
 
 def test_linear_theory_is_equivariant_under_oh():
     """Rotating (ln rho, v_L) as scalar + vector gives the inputs of the rotated box."""
     density = density_field(1)
-    spec = input_spec(True, R)
-    inputs = box_inputs(density, spec, "velocity", 300.0)
+    spec = InputSpec(True, R)
+    inputs = box_inputs({"density": density}, spec, "velocity", 300.0)
     for element in range(0, 48, 5):
         rotated = density.with_value(oh_transform(density.value[..., None], element)[..., 0])
-        np.testing.assert_allclose(box_inputs(rotated, spec, "velocity", 300.0),
+        np.testing.assert_allclose(box_inputs({"density": rotated}, spec, "velocity", 300.0),
                                    oh_transform(inputs, element, [[1, 4]]), rtol=0, atol=1e-5,
                                    err_msg=f"element {OH_ELEMENTS[element]}")
 
@@ -103,12 +105,12 @@ def test_linear_theory_is_equivariant_under_oh():
 def test_oh_augmentation_keeps_density_linear_theory_and_target_consistent(tmp_path):
     pytest.importorskip("tensorflow")
     path, _ = write_box(tmp_path / "box.h5", seed=2, local=0.0)  # velocity = v_L exactly
-    make_shards([path], tmp_path / "ds", split="train", linear_input=True, smoothing=R, **TILES)
-    xs, ys, _, _ = read_split_arrays(tmp_path / "ds", "train")
+    manifest = make_shards([path], tmp_path / "ds", split="train", inputs=InputSpec(True, R), **TILES)
+    xs, ys, _, _ = read_split_arrays(manifest, "train")
     np.testing.assert_array_equal(xs[:, 2:6, 2:6, 2:6, 1:], ys)
     lookup = {oh_transform(a[..., :1], k).tobytes(): (i, k) for i, a in enumerate(xs) for k in range(48)}
-    py = ShardDataset(tmp_path / "ds", "train", batch_size=64, augment=True)
-    tf_data = load_split(tmp_path / "ds", "train", batch_size=64, augment=True)
+    py = ShardDataset(manifest, "train", batch_size=64, augment=True)
+    tf_data = load_split(manifest, "train", batch_size=64, augment=True)
     for batches in ([tuple(map(np.asarray, b)) for b in tf_data], [py[i] for i in range(len(py))]):
         elements = set()
         for a, b in ((a, b) for x, y in batches for a, b in zip(x, y)):
@@ -175,10 +177,12 @@ def test_residual_model_with_zero_network_gives_its_base(tmp_path, target, base)
     network = unet_from_config(config)
     layer = network.get_layer("output")
     layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
-    spec = input_spec(True, R) if base is None else input_spec(True, 0.0, base=classical_base())
-    metadata = {"input_spec": spec, "target_name": target,
+    spec = InputSpec(True, R) if base is None else InputSpec(True, 0.0, base=classical_base())
+    metadata = {"input_spec": spec.to_dict(), "target_name": target, "input_name": "ln_density",
+                "input_shape": [8, 8, 8, 4], "target_shape": [4, 4, 4, 3], "input_vector_slices": [[1, 4]],
+                "target_vector_slices": [[0, 3]], "cosmology": WU2021.to_dict(), "redshift": 0.0,
                 "normalisation": {"target_scale": scale}, "tile": {"input": 8, "target": 4, "margin": 2},
-                "box_size": BOX, "nmesh": NMESH}
+                "box_size": BOX, "nmesh": NMESH, "model_config": config}
     physical_model(config, network.get_weights(), scale, metadata).save(tmp_path / "model.keras")
     model, metadata = load_model(tmp_path / "model.keras")
     expected = linear_velocity(density, R) if base is None else classical_base().velocity(density)
@@ -203,16 +207,16 @@ def test_residual_model_with_zero_network_gives_its_base(tmp_path, target, base)
 
 def test_a_classical_base_replaces_the_linear_channels_in_prep(tmp_path):
     path, density = write_box(tmp_path / "box.h5", seed=4)
-    manifest = make_shards([path], tmp_path / "ds", fractions=(0.5, 0.25, 0.25), linear_input=True,
-                           base=classical_base(), **TILES)
-    assert manifest["input_spec"]["base"] == classical_base().to_dict()
-    inputs = box_inputs(density, read_spec(manifest), "velocity", manifest["normalisation"]["target_scale"])
-    np.testing.assert_allclose(inputs[..., 1:4] * manifest["normalisation"]["target_scale"],
+    manifest = make_shards([path], tmp_path / "ds", fractions=(0.5, 0.25, 0.25),
+                           inputs=InputSpec(True, base=classical_base()), **TILES)
+    assert manifest.input_spec.base == classical_base().to_dict()
+    inputs = box_inputs({"density": density}, manifest.input_spec, "velocity", manifest.target_scale)
+    np.testing.assert_allclose(inputs[..., 1:4] * manifest.target_scale,
                                classical_base().velocity(density).value, rtol=1e-5, atol=1e-3)
     with pytest.raises(VelnetInputError, match="no --smoothing"):
-        input_spec(True, R, base=classical_base())
+        InputSpec(True, R, base=classical_base())
     with pytest.raises(VelnetInputError, match="--linear-input"):
-        input_spec(False, base=classical_base())
+        InputSpec(False, base=classical_base())
 
 
 def test_residual_model_on_a_one_channel_dataset_is_refused(tmp_path):
@@ -234,11 +238,11 @@ def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, pr
     files = [write_box(tmp_path / f"box{i}.h5", seed=10 + i)[0] for i in range(2)]
     smoothing = R if linear_input else 0.0
     manifest = make_shards(files, tmp_path / "ds", fractions=(0.5, 0.25, 0.25), tiles_per_shard=64,
-                           linear_input=linear_input, smoothing=smoothing, context=context, **TILES)
+                           inputs=InputSpec(linear_input, smoothing, context=context), **TILES)
     path = train(tmp_path / "ds", tmp_path / "run", {"preset": preset, "n_valid": 2}, epochs=2,
                  batch_size=16, learning_rate=1e-3, steps_per_epoch=4, validation_steps=2)
     model, metadata = load_model(path)
-    assert metadata["input_spec"] == manifest["input_spec"]
+    assert metadata["input_spec"] == manifest.input_spec.to_dict() and metadata["task"] == "wu2021"
     assert model.input_shape[-1] == (4 if linear_input else 1) + bool(context)
 
     density = density_field(10)
@@ -246,7 +250,7 @@ def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, pr
     assert whole.value.shape == (NMESH, NMESH, NMESH, 3) and np.all(np.isfinite(whole.value))
     # whole-box prediction at the training tile builds the inputs exactly as the shards hold them
     at_tiles = predict_box(model, metadata, density, tile=4)
-    x, _, origins, boxes = read_split_arrays(tmp_path / "ds", "val")
+    x, _, origins, boxes = read_split_arrays(manifest, "val")
     x, origins = x[boxes == 0], origins[boxes == 0]
     np.testing.assert_allclose(extract(at_tiles.value, origins, 4), model.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-3)
@@ -267,41 +271,41 @@ def brute_force_context(density, centre, size, factor):
 def test_context_windows_are_block_means_around_the_centre(factor):
     density = density_field(4).value
     centres = np.array([[0, 0, 0], [5, 11, 23], [13, 2, 7], [22, 22, 1]])  # several block offsets
-    windows = InputWindows(None, density, input_spec(context=factor))
+    windows = InputWindows(None, density, InputSpec(context=factor))
     for _ in range(2):  # the second time from the coarse boxes made the first
         context = windows.context(centres, 8)
         assert context.shape == (4, 8, 8, 8) and context.dtype == np.float32
         for window, centre in zip(context, centres):
             np.testing.assert_allclose(window, brute_force_context(density, centre, 8, factor), rtol=1e-5)
     with pytest.raises(VelnetInputError, match="factor 5 does not divide the 24"):
-        InputWindows(None, density, input_spec(context=5))
+        InputWindows(None, density, InputSpec(context=5))
 
 
 def test_context_window_flips_with_its_tile():
     """Reflecting the box about a window's centre reflects both windows: Oh augmentation holds."""
     density = density_field(5)
-    spec = input_spec(context=3)
+    spec = InputSpec(context=3)
     origin, size, margin = np.array([[6, 10, 14]]), 8, 2
     centre = origin[0] - margin + size // 2
-    x = InputWindows(box_inputs(density, spec, "velocity", 1.0), density.value, spec)(origin, size, margin)
+    x = InputWindows(box_inputs({"density": density}, spec, "velocity", 1.0), density.value, spec)(origin, size, margin)
     assert x.shape == (1, 8, 8, 8, 2)
     index = (2 * centre[0] - 1 - np.arange(NMESH)) % NMESH  # cell i <-> cell 2c - 1 - i along x
     flipped = density.with_value(density.value[index])
-    y = InputWindows(box_inputs(flipped, spec, "velocity", 1.0), flipped.value, spec)(origin, size, margin)
+    y = InputWindows(box_inputs({"density": flipped}, spec, "velocity", 1.0), flipped.value, spec)(origin, size, margin)
     np.testing.assert_allclose(y, x[:, ::-1], rtol=1e-6)
 
 
 def test_context_shards_verify_and_record_their_spec(tmp_path):
     path, density = write_box(tmp_path / "box.h5", seed=6)
-    manifest = make_shards([path], tmp_path / "ds", split="train", context=2, **TILES)
-    assert manifest["input_spec"] == {"linear": False, "context": 2} == read_spec(manifest)
-    assert manifest["input_shape"] == [8, 8, 8, 2] and "channel 1:" in manifest["normalisation"]["input_transform"]
+    manifest = make_shards([path], tmp_path / "ds", split="train", inputs=InputSpec(context=2), **TILES)
+    assert manifest.input_spec.to_dict() == {"linear": False, "context": 2}
+    assert manifest.input_shape == [8, 8, 8, 2] and "channel 1:" in manifest.normalisation["input_transform"]
     from data_prep.make_shards import verify_shards
     assert verify_shards(tmp_path / "ds") == {"train": 216}
-    x, _, origins, _ = read_split_arrays(tmp_path / "ds", "train")
-    windows = InputWindows(None, density.value, manifest["input_spec"])
+    x, _, origins, _ = read_split_arrays(manifest, "train")
+    windows = InputWindows(None, density.value, manifest.input_spec)
     np.testing.assert_array_equal(x[..., 1], windows.context(origins + 2, 8))
     with pytest.raises(VelnetInputError, match="context factor 5 does not divide"):
-        make_shards([path], tmp_path / "bad", split="train", context=5, **TILES)
+        make_shards([path], tmp_path / "bad", split="train", inputs=InputSpec(context=5), **TILES)
     with pytest.raises(VelnetInputError, match="context must be a coarsening factor"):
-        input_spec(context=1)
+        InputSpec(context=1)

@@ -320,4 +320,4 @@ def physical_halo_model(network, scale, metadata, vector=False):
     if vector:
         x = Recombine(dtype="float32", name="recombine")(x)
     outputs = ToPhysical(scale, metadata, dtype="float32", name=OUTPUT_LAYER)(x)
-    return keras.Model(network.inputs, outputs, name=network.name)
+    return keras.Model(network.inputs[0], outputs, name=network.name)

@@ -1,4 +1,4 @@
-"""The evaluation report on small synthetic boxes: contents, numbers, atomicity."""
+"""The report of Wu et al. 2021 on small synthetic boxes: contents, numbers, atomicity, progress."""
 import json
 
 import numpy as np
@@ -10,7 +10,8 @@ from velnet.fields import Field
 from velnet.linear import linear_momentum, linear_prediction
 
 pytest.importorskip("nbodykit")
-from velnet.evaluate import evaluate  # noqa: E402
+from velnet.reports.common import Steps  # noqa: E402
+from velnet.reports.wu2021 import STEPS, evaluate  # noqa: E402
 from velnet.stats import Statistic  # noqa: E402
 
 N, BOX = 32, 128.0  # 4 Mpc/h cells: a 40 Mpc/h slice is 10 x 10 cells, three fit easily
@@ -124,3 +125,12 @@ def test_bad_inputs_are_refused_before_anything_is_written(box, tmp_path):
     with pytest.raises(VelnetInputError, match="NaN"):
         evaluate({"velocity": truth, "density": density}, {"bad": {"velocity": nan}}, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_the_steps_show_on_a_progress_bar(capsys):
+    steps = Steps(STEPS, "evaluate (Wu et al. 2021)")
+    for name in ("derived fields", "pixel statistics"):
+        steps(name)
+    steps.close()
+    err = capsys.readouterr().err
+    assert "evaluate (Wu et al. 2021)" in err and f"2/{STEPS}" in err and "pixel statistics" in err

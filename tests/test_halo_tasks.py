@@ -1,0 +1,169 @@
+"""The 2024 halo paper's two stages through the one pipeline: `velnet prep`, `check-shards`, `train`,
+`predict` and `evaluate` on halo fields files, shards verified bit for bit."""
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from boxes import halo_boxes
+from data_prep.make_shards import nearest_power_of_two, verify_shards
+from velnet.cli import main
+from velnet.errors import VelnetInputError
+from velnet.fields import Field, load_fields
+from velnet.halo_models import recombine
+from velnet.predict import predict_box, predict_with
+from velnet.shards import read_manifest, read_split_arrays
+from velnet.tiling import extract
+from velnet.train import load_model, read_history
+
+HALOS = [f"halos_s_{j}" for j in range(4)]
+MODEL = {"model": {"preset": "halo-tiny", "n1": 4, "n2": 6, "n3": 8, "init_kernel": 3}}
+"""A halo U-net small enough for seconds per epoch."""
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """Synthetic halo boxes (16^3; seeds 0, 1 train, 2 validation, 3 test), both stages prepared and
+    trained from the command line on 8^3 sub-boxes."""
+    root = tmp_path_factory.mktemp("halo_tasks")
+    files = halo_boxes(root, seeds=(0, 1, 2, 3))
+    (root / "model.json").write_text(json.dumps(MODEL))
+    split = ["--split", "train", "train", "val", "--tile", 8]
+    train = ["--config", root / "model.json", "--epochs", 3, "--batch-size", 2, "--learning-rate", 1e-2]
+    assert run("prep", *files[:3], "--task", "halo-density", *split, "--out", root / "density") == 0
+    assert run("train", root / "density", *train, "--out", root / "m-density") == 0
+    density_model = root / "m-density" / "model.keras"
+    assert run("prep", *files[:3], "--task", "halo-velocity", "--density-model", density_model, *split,
+               "--out", root / "velocity") == 0
+    assert run("train", root / "velocity", *train, "--out", root / "m-velocity") == 0
+    return root, files
+
+
+def test_stage_one_shards_hold_the_halo_channels_and_the_density(stages):
+    root, files = stages
+    manifest = read_manifest(root / "density", verify=True)
+    spec = manifest.input_spec
+    assert manifest.task == "halo-density" and spec.fields == tuple(HALOS) and spec.density is None
+    assert manifest.input_shape == [8, 8, 8, 4] and manifest.target_shape == [8, 8, 8, 1]
+    assert manifest.input_vector_slices == [] and manifest.target_vector_slices == []
+    assert manifest.tile == {"input": 8, "target": 8, "margin": 0}
+    assert manifest.normalisation["target_units"] == "rho/rho_mean"
+    train = [load_fields(f) for f in files[:2]]
+    total = np.concatenate([sum(b[h].value for h in HALOS).ravel() for b in train]).astype(np.float64)
+    assert spec.field_scale == nearest_power_of_two(total.std())
+    x, y, origins, boxes = read_split_arrays(manifest, "train")
+    for b, box in enumerate(train):
+        sel = boxes == b
+        halos = np.stack([box[h].value for h in HALOS], -1)
+        np.testing.assert_array_equal(x[sel], extract(halos, origins[sel], 8) / np.float32(spec.field_scale))
+        np.testing.assert_array_equal(y[sel][..., 0] * manifest.target_scale, extract(box["density"].value,
+                                                                                      origins[sel], 8))
+    assert verify_shards(root / "density") == {"train": 16, "val": 8}
+
+
+def test_stage_two_shards_take_stage_ones_whole_box_density_and_verify_bit_for_bit(stages, tmp_path, capsys):
+    root, files = stages
+    manifest = read_manifest(root / "velocity")
+    spec = manifest.input_spec
+    assert manifest.task == "halo-velocity" and spec.density == "model" and spec.vector_field == "linear_velocity_s"
+    assert manifest.input_shape == [8, 8, 8, 8] and manifest.input_vector_slices == [[5, 8]]
+    assert manifest.target_shape == [8, 8, 8, 3] and manifest.target_vector_slices == [[0, 3]]
+    box = load_fields(files[2])
+    x, y, origins, _ = read_split_arrays(manifest, "val")
+    density = predict_with(spec.density_model, box).value  # the trained stage one, on the whole box
+    np.testing.assert_array_equal(x[..., 4], extract(density, origins, 8))
+    np.testing.assert_array_equal(x[..., 5:] * manifest.target_scale, extract(box["linear_velocity_s"].value,
+                                                                              origins, 8))
+    np.testing.assert_array_equal(y * manifest.target_scale, extract(box["velocity"].value, origins, 8))
+    assert run("check-shards", root / "velocity") == 0
+    assert "24 tiles" in capsys.readouterr().out
+
+    # another stage one makes other inputs: the dataset no longer verifies
+    copy = tmp_path / "velocity"
+    copy.mkdir()
+    for item in (root / "velocity").iterdir():
+        (copy / item.name).write_bytes(item.read_bytes())
+    stored = json.loads((copy / "manifest.json").read_text())
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"retrained")
+    stored["input_spec"]["density_model"] = str(other)
+    (copy / "manifest.json").write_text(json.dumps(stored))
+    with pytest.raises(VelnetInputError, match="other.keras.*changed"):
+        verify_shards(copy)
+
+
+def test_both_stages_train_in_the_one_loop(stages):
+    root, _ = stages
+    for name, loss in (("density", "mean_squared_error"), ("velocity", "magnitude_direction")):
+        rows = read_history(root / f"m-{name}" / "history.csv")
+        assert len(rows) == 3 and min(r["loss"] for r in rows[1:]) < rows[0]["loss"]
+        record = json.loads((root / f"m-{name}" / "train_config.json").read_text())
+        assert record["config"]["task"] == f"halo-{name}" and record["config"]["loss"]["name"] == loss
+        assert record["config"]["model"]["n1"] == 4 and record["parameters"] > 0
+    _, metadata = load_model(root / "m-velocity" / "model.keras")
+    assert metadata["task"] == "halo-velocity" and metadata["input_spec"]["vector_field"] == "linear_velocity_s"
+
+
+def test_the_velocity_model_predicts_whole_periodic_boxes_in_physical_units(stages):
+    root, files = stages
+    model, metadata = load_model(root / "m-velocity" / "model.keras")
+    box = load_fields(files[3])
+    predicted = {}
+    velocity = predict_box(model, metadata, box, predicted=predicted)
+    assert velocity.name == "velocity" and velocity.value.shape == (16, 16, 16, 3)
+    density = next(iter(predicted.values()))  # stage one ran once, on the whole box
+    assert density.name == "density" and density.value.shape == (16, 16, 16)
+    # the km/s model is the best checkpoint's direction times magnitude times the target scale
+    network = keras.saving.load_model(root / "m-velocity" / "best.keras", compile=False)
+    inputs = np.concatenate([np.stack([box[h].value / metadata["input_spec"]["field_scale"] for h in HALOS], -1),
+                             density.value[..., None],
+                             box["linear_velocity_s"].value / metadata["normalisation"]["target_scale"]], -1)
+    raw = network.predict(inputs[None].astype(np.float32), verbose=0)[0]
+    expected = metadata["normalisation"]["target_scale"] * keras.ops.convert_to_numpy(recombine(raw[..., 3:],
+                                                                                                raw[..., :3]))
+    np.testing.assert_allclose(velocity.value, expected, rtol=1e-4, atol=1e-2)
+    # periodic: a box made of 2^3 copies is predicted as 2^3 copies of the prediction
+    big = {name: Field(np.tile(field.value, (2, 2, 2) + (1,) * (field.value.ndim - 3)), name, 64.0, field.redshift,
+                       field.cosmology) for name, field in box.items()}
+    np.testing.assert_allclose(predict_box(model, metadata, big).value, np.tile(velocity.value, (2, 2, 2, 1)),
+                               rtol=1e-4, atol=1e-2)
+    odd = {name: Field(field.value[:10, :10, :10], name, 20.0, field.redshift, field.cosmology)
+           for name, field in box.items()}
+    with pytest.raises(VelnetInputError, match="multiple of 4"):
+        predict_box(model, metadata, odd)
+
+
+def test_predict_and_evaluate_from_the_command_line(stages, capsys):
+    root, files = stages
+    assert run("predict", files[3], root / "m-velocity" / "model.keras", "--out", root / "pred.h5") == 0
+    pred = load_fields(root / "pred.h5")
+    assert set(pred) == {"density", "velocity", "momentum"}  # stage one's density runs and is written
+    np.testing.assert_allclose(pred["momentum"].value, pred["density"].value[..., None] * pred["velocity"].value,
+                               rtol=1e-6)
+    assert run("evaluate", files[3], root / "pred.h5", "--report", "halo2024", "--names", "number",
+               "--halo-fields", files[3], "--out", root / "report") == 0
+    metrics = json.loads((root / "report" / "metrics.json").read_text())
+    assert metrics["schemes"] == ["number"] and set(metrics["training"]["number"]) == {"density", "velocity"}
+    assert metrics["agreement"]["number"]["U-net"]["velocity"]["C_r"]["mean"] is not None
+    assert "loss_curves.png" in metrics["figures"] and "xi_density.png" in metrics["figures"]
+    assert "evaluate (2024 halo paper)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task", "halo-velocity"], "--density-model"),
+    (["--task", "halo-density", "--linear-input"], "inputs of the wu2021 task"),
+    (["--task", "halo-density", "--margin", "2"], "margin must be 0"),
+    (["--task", "halo-density", "--target", "velocity"], "predicts \\('density',\\)"),
+    (["--task", "wu2021", "--target", "density"], "predicts \\('velocity', 'momentum'\\)"),
+])
+def test_prep_refuses_what_a_task_cannot_take(stages, tmp_path, capsys, flags, message):
+    _, files = stages
+    assert run("prep", files[0], "--split", "train", "--tile", 8, *flags, "--out", tmp_path / "ds") == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "ds").exists()

@@ -75,3 +75,8 @@ def gaussian(n, seed, slope=-1.5, box=64.0):
     modes[0, 0, 0] = 0
     value = np.fft.irfftn(modes, s=(n,) * 3, axes=(0, 1, 2))
     return value / value.std(), k2, kz
+
+
+def halo_field(value, name="density", box=64.0):
+    """A `Field` of the 2024 halo paper's cosmology and redshift (z = 0.59)."""
+    return Field(np.asarray(value, dtype=np.float32), name, box, 0.59, HALO2024)

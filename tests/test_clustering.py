@@ -2,22 +2,15 @@
 import numpy as np
 import pytest
 
-from velnet.cosmology import HALO2024
 from velnet.errors import VelnetInputError
-from velnet.fields import Field
 
-from boxes import gaussian
+from boxes import gaussian, halo_field
 
 pytest.importorskip("nbodykit")
 
 from velnet.clustering import anisotropy_residual, field_xi, points_xi, xi_centres  # noqa: E402
 
-Z = 0.59
 BOX, N = 64.0, 32
-
-
-def field(value, name="density", box=BOX):
-    return Field(np.asarray(value, dtype=np.float32), name, box, Z, HALO2024)
 
 
 def test_xi_of_uniform_points_is_zero_and_of_pairs_is_positive_at_their_separation():
@@ -41,7 +34,7 @@ def test_field_xi_of_a_plane_wave_is_its_cosine_along_the_wave(los):
     x = np.arange(n) * box / n
     wave = amplitude * np.cos(2 * np.pi * x / 16.0)
     value = 1 + np.broadcast_to(wave.reshape([-1 if a == axis else 1 for a in range(3)]), (n,) * 3)
-    r_perp, r_par, xi = field_xi(field(value, box=box), los, rmax=16, dr=2)
+    r_perp, r_par, xi = field_xi(halo_field(value, box=box), los, rmax=16, dr=2)
     assert xi.shape == (8, 8) and np.array_equal(r_par, xi_centres(16, 2))
     # cells of 2 Mpc/h, bins of 2 Mpc/h: each r_par bin holds the one separation at its lower edge
     expected = amplitude ** 2 / 2 * np.cos(2 * np.pi * (r_par - 1) / 16)
@@ -55,10 +48,10 @@ def test_field_xi_agrees_with_pair_counts_of_points_drawn_from_the_field():
     cells = rng.choice(N ** 3, size=60000, p=density.ravel() / density.sum())
     position = (np.column_stack(np.unravel_index(cells, (N,) * 3)) + rng.uniform(0, 1, (len(cells), 3))) * BOX / N
     from_points = points_xi(position, BOX, "z", rmax=16, dr=4)[2]
-    from_mesh = field_xi(field(density), "z", rmax=16, dr=4)[2]
+    from_mesh = field_xi(halo_field(density), "z", rmax=16, dr=4)[2]
     assert np.abs(from_points - from_mesh)[1:, 1:].max() < 0.1 * from_mesh.max()
     with pytest.raises(VelnetInputError, match="scalar"):
-        field_xi(field(np.zeros((8, 8, 8, 3)), "velocity"), "z")
+        field_xi(halo_field(np.zeros((8, 8, 8, 3)), "velocity"), "z")
 
 
 def test_anisotropy_residual_is_one_for_redshift_space_and_zero_for_real_space():

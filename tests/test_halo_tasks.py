@@ -155,8 +155,25 @@ def test_predict_and_evaluate_from_the_command_line(stages, capsys):
     assert "evaluate (2024 halo paper)" in capsys.readouterr().err
 
 
+def test_tune_searches_a_halo_task_with_its_loss(stages, tmp_path):
+    import keras_tuner
+
+    from velnet.losses import MagnitudeDirectionLoss
+    from velnet.tune import VelnetHyperModel
+    root, _ = stages
+    hp = keras_tuner.HyperParameters()
+    network = VelnetHyperModel(root / "velocity", MODEL["model"]).build(hp)
+    assert hp.values == {"learning_rate": 1e-4, "batch_size": 6}  # no U-net width or residual to search here
+    assert network.name == "halo_velocity_unet" and isinstance(network.loss, MagnitudeDirectionLoss)
+    assert run("tune", root / "density", "--preset", "halo-tiny", "--algorithm", "random", "--max-trials", 1,
+               "--epochs", 1, "--fixed", json.dumps({"batch_size": 4}), "--out", tmp_path / "tune") == 0
+    best = json.loads((tmp_path / "tune" / "best_config.json").read_text())
+    assert best["model"] == {"preset": "halo-tiny"} and best["batch_size"] == 4
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--task", "halo-velocity"], "--density-model"),
+    (["--task", "halo-density", "--density-model", "m.keras"], "input of the halo-velocity task"),
     (["--task", "halo-density", "--linear-input"], "inputs of the wu2021 task"),
     (["--task", "halo-density", "--margin", "2"], "margin must be 0"),
     (["--task", "halo-density", "--target", "velocity"], "predicts \\('density',\\)"),

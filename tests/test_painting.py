@@ -2,20 +2,14 @@
 import numpy as np
 import pytest
 
-from velnet.cosmology import HALO2024
 from velnet.errors import VelnetInputError
-from velnet.fields import Field
+
+from boxes import halo_field
 
 pytest.importorskip("nbodykit")
 
 from velnet.painting import paint, readout  # noqa: E402
 
-Z = 0.59
-BOX, N = 64.0, 32
-
-
-def field(value, name="density", box=BOX):
-    return Field(np.asarray(value, dtype=np.float32), name, box, Z, HALO2024)
 
 
 def test_paint_is_the_mean_normalised_cic_of_weights_times_values():
@@ -35,13 +29,13 @@ def test_cic_readout_is_exact_for_a_trilinear_field_and_wraps():
     value = 1.0 + 2.0 * x[:, None, None] - 0.5 * x[None, :, None] + 0.25 * x[None, None, :]
     pos = np.random.default_rng(2).uniform(0, box * (n - 1) / n, (50, 3))  # never between the last and first node
     expected = 1.0 + 2.0 * pos[:, 0] - 0.5 * pos[:, 1] + 0.25 * pos[:, 2]
-    np.testing.assert_allclose(readout(field(value, box=box), pos), expected, rtol=1e-5)
+    np.testing.assert_allclose(readout(halo_field(value, box=box), pos), expected, rtol=1e-5)
     vector = np.stack([value, 2 * value, -value], axis=-1)
-    out = readout(field(vector, "velocity", box=box), pos)
+    out = readout(halo_field(vector, "velocity", box=box), pos)
     assert out.shape == (50, 3)
     np.testing.assert_allclose(out[:, 1], 2 * expected, rtol=1e-5)
     # Halfway between the last node and the first one (through the periodic face), and beyond the box.
-    edge = readout(field(value, box=box), [[box - 1.0, 0.0, 0.0], [box + 2.0, 0.0, 0.0]])
+    edge = readout(halo_field(value, box=box), [[box - 1.0, 0.0, 0.0], [box + 2.0, 0.0, 0.0]])
     np.testing.assert_allclose(edge, [0.5 * (value[-1, 0, 0] + value[0, 0, 0]), value[1, 0, 0]], rtol=1e-6)
     with pytest.raises(VelnetInputError, match="finite"):
-        readout(field(value, box=box), [[np.nan, 0, 0]])
+        readout(halo_field(value, box=box), [[np.nan, 0, 0]])

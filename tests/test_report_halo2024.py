@@ -16,14 +16,10 @@ from velnet.painting import readout  # noqa: E402
 from velnet.reports.halo2024 import evaluate_halo  # noqa: E402
 from velnet.reports.halo2024_measures import heaviest  # noqa: E402
 
-from boxes import gaussian  # noqa: E402
+from boxes import gaussian, halo_field  # noqa: E402
 
 Z = 0.59
 BOX, N = 64.0, 32
-
-
-def field(value, name="density", box=BOX):
-    return Field(np.asarray(value, dtype=np.float32), name, box, Z, HALO2024)
 
 
 HISTORY = [{"epoch": 0, "loss": 1.0, "val_loss": 0.9}, {"epoch": 1, "loss": 0.8, "val_loss": 0.5},
@@ -34,7 +30,7 @@ HISTORY = [{"epoch": 0, "loss": 1.0, "val_loss": 0.9}, {"epoch": 1, "loss": 0.8,
 def truth_box(seed):
     """Lognormal density, its linear velocity and momentum."""
     value, _, _ = gaussian(N, seed)
-    density = field(np.exp(0.6 * value - 0.18))
+    density = halo_field(np.exp(0.6 * value - 0.18))
     velocity = linear_velocity(density)
     return {"density": density, "velocity": velocity,
             "momentum": velocity.with_value(density.value[..., None] * velocity.value, "momentum")}
@@ -44,8 +40,8 @@ def halo_inputs(truth, beta):
     """Halo channels from the density, and linear theory of their sum divided by beta (eq. 2-3)."""
     density = truth["density"].value
     total = 1 + beta * (density - 1)
-    channels = {f"halos_s_{j}": field(total * share, f"halos_s_{j}") for j, share in enumerate((0.1, 0.2, 0.3, 0.4))}
-    velocity = linear_velocity(field(density))
+    channels = {f"halos_s_{j}": halo_field(total * share, f"halos_s_{j}") for j, share in enumerate((0.1, 0.2, 0.3, 0.4))}
+    velocity = linear_velocity(halo_field(density))
     velocity.attrs["beta"] = beta
     momentum = velocity.with_value(density[..., None] * velocity.value, "linear_momentum_s")
     return {**channels, "linear_velocity_s": velocity.with_value(velocity.value, "linear_velocity_s"),

@@ -16,14 +16,26 @@ from . import halo_models, models
 from .errors import VelnetInputError
 from .inputs import SPEC_KEY, InputSpec
 from .losses import MagnitudeDirectionLoss
-from .tasks import get_task
+from .tasks import TileData, get_task
+
+@dataclass(frozen=True)
+class Builder:
+    """A network builder, its presets, and the arguments a dataset's tiles fix (`shapes(manifest)`)."""
+
+    build: object
+    presets: dict
+    shapes: object
+
 
 BUILDERS = {
-    "unet3d": (models.unet3d, models.PRESETS),
-    "halo_unet": (halo_models.halo_unet, halo_models.PRESETS),
-    "halo_velocity_unet": (halo_models.halo_velocity_unet, halo_models.PRESETS),
+    "unet3d": Builder(models.unet3d, models.PRESETS, lambda m: {"input_shape": m.input_shape,
+                                                                "out_channels": m.target_shape[-1]}),
+    "halo_unet": Builder(halo_models.halo_unet, halo_models.PRESETS, lambda m: {
+        "input_channels": m.input_shape[-1], "output_channels": m.target_shape[-1]}),
+    "halo_velocity_unet": Builder(halo_models.halo_velocity_unet, halo_models.PRESETS,
+                                  lambda m: {"input_channels": m.input_shape[-1]}),
 }
-"""Each task's network builder and its presets, by builder name."""
+"""Each task's network builder, by name."""
 
 
 def network_config(model_config, manifest):
@@ -43,21 +55,18 @@ def network_config(model_config, manifest):
             differ from the dataset's, or a residual model without a whole-box vector input.
     """
     task = get_task(manifest.task, manifest.path)
-    builder, presets = BUILDERS[task.network]
+    builder = BUILDERS[task.network]
     requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config)
     preset = requested.pop("preset", task.preset)
-    if preset not in presets:
+    if preset not in builder.presets:
         raise VelnetInputError(manifest.path, f"Unknown preset for the {task.name} task; expected one of "
-                                              f"{sorted(presets)}. Received: preset={preset!r}")
-    channels, out_channels = manifest.input_shape[-1], manifest.target_shape[-1]
-    shapes = ({"input_shape": manifest.input_shape, "out_channels": out_channels} if task.network == "unet3d"
-              else {"input_channels": channels, "output_channels": out_channels} if task.network == "halo_unet"
-              else {"input_channels": channels})
+                                              f"{sorted(builder.presets)}. Received: preset={preset!r}")
+    shapes = builder.shapes(manifest)
     for key, value in shapes.items():
         if key in requested and json.loads(json.dumps(requested[key])) != value:
             raise VelnetInputError(manifest.path, f"model {key}={requested[key]} differs from the dataset's {value}")
     try:
-        config = models.builder_config(builder, {**presets[preset], **requested, **shapes})
+        config = models.builder_config(builder.build, {**builder.presets[preset], **requested, **shapes})
     except ValueError as err:
         raise VelnetInputError(manifest.path, str(err)) from None
     residual = config.get("residual_channels")
@@ -80,9 +89,8 @@ def build_network(model_config, manifest):
             tiles (see `network_config`).
     """
     config = network_config(model_config, manifest)
-    builder, _ = BUILDERS[get_task(manifest.task).network]
     try:
-        network = builder(**config)
+        network = BUILDERS[get_task(manifest.task).network].build(**config)
     except ValueError as err:
         raise VelnetInputError(manifest.path, f"the network cannot take these tiles: {err}") from None
     spatial = list(network.compute_output_shape((None, *manifest.input_shape))[1:-1])
@@ -115,37 +123,13 @@ def physical_network(task, config, network, scale, metadata):
                                            vector=task.network == "halo_velocity_unet")
 
 
-@dataclass(frozen=True)
-class ModelMetadata:
-    """What a trained model knows of its data, stored in its `ToPhysical` layer.
+@dataclass(frozen=True, kw_only=True)
+class ModelMetadata(TileData):
+    """What a trained model knows of its data, stored in its `ToPhysical` layer: the `TileData`
+    of its training set (models saved before tasks existed are wu2021 models) and model_config,
+    the builder arguments."""
 
-    Attributes: the dataset manifest's task, input_name, target_name, input_shape,
-    target_shape, input_vector_slices, target_vector_slices, tile {input, target, margin},
-    normalisation (target_scale in target units), cosmology, box_size (Mpc/h), nmesh,
-    redshift and input_spec (an `InputSpec`), and model_config (the builder arguments).
-    Models saved before tasks existed are wu2021 models.
-    """
-
-    input_name: str
-    target_name: str
-    input_shape: list
-    target_shape: list
-    input_vector_slices: list
-    target_vector_slices: list
-    tile: dict
-    normalisation: dict
-    cosmology: dict
-    box_size: float
-    nmesh: int
-    redshift: float
     model_config: dict
-    input_spec: InputSpec = InputSpec()
-    task: str = "wu2021"
-
-    @property
-    def target_scale(self):
-        """Target units per normalised unit."""
-        return self.normalisation["target_scale"]
 
     @property
     def cell_size(self):
@@ -155,8 +139,8 @@ class ModelMetadata:
     @classmethod
     def of(cls, manifest, model_config):
         """The metadata of a network trained on a dataset with a builder config."""
-        keys = {f.name for f in dataclasses.fields(cls)} - {"model_config"}
-        return cls(model_config=model_config, **{key: getattr(manifest, key) for key in keys})
+        return cls(model_config=model_config,
+                   **{f.name: getattr(manifest, f.name) for f in dataclasses.fields(TileData)})
 
     def to_dict(self):
         """The JSON-ready dict stored in the model."""

@@ -118,20 +118,21 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
     if spec.channels != model.input_shape[-1]:
         raise VelnetInputError(source, f"input spec {spec.to_dict()} gives {spec.channels} input channel(s), "
                                        f"the model takes {model.input_shape[-1]}")
+    periodic = get_task(meta.task).periodic
+    if periodic and reference.nmesh % TOTAL_STRIDE:
+        raise VelnetInputError(source, f"a periodic network predicts whole boxes of a multiple of {TOTAL_STRIDE} "
+                                       f"cells per side. Received: {reference.nmesh}^3")
     try:
         inputs = whole_box_inputs(box, spec, meta.target_name, meta.target_scale, predicted)
-        windows = InputWindows(inputs, box["density"].value if spec.context else None, spec)
+        windows = None if periodic else InputWindows(inputs, box["density"].value if spec.context else None, spec)
     except VelnetInputError as err:
         raise VelnetInputError(err.path or source, err.problem) from None
-    if get_task(meta.task).periodic:
-        if reference.nmesh % TOTAL_STRIDE:
-            raise VelnetInputError(source, f"a periodic network predicts whole boxes of a multiple of {TOTAL_STRIDE} "
-                                           f"cells per side. Received: {reference.nmesh}^3")
+    if periodic:
         out = keras.ops.convert_to_numpy(model(inputs[None], training=False))[0]  # one pass, no tf.function
     else:
         out = _tiled(model, meta, windows, reference.nmesh, tile, batch_size)
     return Field(out[..., 0] if meta.target_shape[-1] == 1 else out, meta.target_name, reference.box_size,
-                 reference.redshift, reference.cosmology)
+                 reference.redshift, reference.cosmology, {"path": source} if source else {})
 
 
 def _tiled(model, meta, windows, nmesh, tile, batch_size):

@@ -34,7 +34,7 @@ import numpy as np
 from .errors import VelnetInputError
 from .files import require_file
 from .inputs import SPEC_KEY, InputSpec
-from .tasks import get_task
+from .tasks import TileData, get_task
 from .tiling import SPLITS, oh_transform
 
 FORMAT = "velnet-shards"
@@ -332,45 +332,26 @@ def sha256(path):
 
 # --- The manifest ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Manifest:
+@dataclass(frozen=True, kw_only=True)
+class Manifest(TileData):
     """A shard dataset's `manifest.json`, parsed and checked once (`read_manifest`).
 
-    Attributes: the manifest's keys (see the module docstring), with `task` the name of a
-    `velnet.tasks.Task` and `input_spec` an `InputSpec`; `folder` is the dataset folder
-    (not stored).
+    Attributes: those of `TileData` (task, shapes, input spec, tile, normalisation, the
+    boxes' metadata) and format, version, split, shards, provenance (see the module
+    docstring); `folder` is the dataset folder (not stored).
     """
 
     format: str
     version: int
-    cosmology: dict
-    box_size: float
-    nmesh: int
-    redshift: float
-    input_name: str
-    target_name: str
-    input_shape: list
-    target_shape: list
-    input_vector_slices: list
-    target_vector_slices: list
-    tile: dict
-    normalisation: dict
     split: dict
     shards: list
     provenance: dict
-    task: str = "wu2021"
-    input_spec: InputSpec = InputSpec()
     folder: Path = field(default=None, compare=False)
 
     @property
     def path(self):
         """The manifest file."""
         return Path(self.folder) / MANIFEST
-
-    @property
-    def target_scale(self):
-        """Target units per stored unit."""
-        return self.normalisation["target_scale"]
 
     def to_dict(self):
         """The JSON object of `manifest.json`."""

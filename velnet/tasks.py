@@ -68,6 +68,8 @@ class Task:
         Raises:
             VelnetInputError: options this task does not take, or no halo channels.
         """
+        if density_model and self.name != "halo-velocity":
+            raise VelnetInputError(None, f"a density model is an input of the halo-velocity task, not of {self.name}")
         if self.name == "wu2021":
             return InputSpec(**wu_options)
         if wu_options and any(wu_options.values()):
@@ -112,3 +114,42 @@ def get_task(name, path=None):
     if name not in TASKS:
         raise VelnetInputError(path, f"task must be one of {sorted(TASKS)}. Received: task={name!r}")
     return TASKS[name]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TileData:
+    """What the tiles of a dataset hold, as its network sees them: the part of a shard manifest a
+    trained model keeps (`velnet.shards.Manifest`, `velnet.networks.ModelMetadata`).
+
+    Attributes:
+        task: the `TASKS` name (datasets and models made before tasks existed: wu2021).
+        input_name, target_name: what the inputs and the target are.
+        input_shape, target_shape: one tile's `(n, n, n, channels)`.
+        input_vector_slices, target_vector_slices: `[start, stop)` of their 3-vectors.
+        input_spec: the `InputSpec` of the input channels.
+        tile: {input, target, margin} cells (and subfield).
+        normalisation: input_transform, target_scale (target units per stored unit),
+            target_units, undo.
+        cosmology: the boxes' cosmology as a dict.
+        box_size: Mpc/h. nmesh: cells per side. redshift: z.
+    """
+
+    task: str = "wu2021"
+    input_name: str
+    target_name: str
+    input_shape: list
+    target_shape: list
+    input_vector_slices: list
+    target_vector_slices: list
+    input_spec: InputSpec = InputSpec()
+    tile: dict
+    normalisation: dict
+    cosmology: dict
+    box_size: float
+    nmesh: int
+    redshift: float
+
+    @property
+    def target_scale(self):
+        """Target units per stored (normalised) unit."""
+        return self.normalisation["target_scale"]

@@ -146,7 +146,7 @@ def test_manifest_is_validated(dataset, tmp_path):
     with pytest.raises(VelnetInputError, match="normalisation"):
         read_manifest(copy)
     (copy / "manifest.json").write_text(json.dumps({**manifest.to_dict(), "task": "halo-vorticity"}))
-    with pytest.raises(VelnetInputError, match="manifest.json.*task must be one of"):
+    with pytest.raises(VelnetInputError, match="manifest.json: task must be one of"):
         read_manifest(copy)
     (copy / "manifest.json").write_text("{")
     with pytest.raises(VelnetInputError, match="JSON"):

@@ -416,9 +416,10 @@ def read_manifest(dataset_dir, verify=False):
     """
     path = require_file(Path(dataset_dir) / MANIFEST, "dataset manifest")
     try:
-        manifest = Manifest.from_dict(json.loads(path.read_text()), dataset_dir)
+        stored = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise VelnetInputError(path, f"not valid JSON ({err})") from None
+    manifest = Manifest.from_dict(stored, dataset_dir)
     for shard in manifest.shards:
         shard_path = require_file(Path(dataset_dir) / shard["file"], "shard listed in the manifest")
         if verify and sha256(shard_path) != shard["sha256"]:

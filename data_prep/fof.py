@@ -12,6 +12,7 @@ from .readers import read_particles, wrap_positions
 RHO_CRIT = 2.775e11
 """Critical density today, h^2 Msun / Mpc^3, i.e. (Msun/h) / (Mpc/h)^3."""
 
+
 def particle_mass(cosmology, box_size, nparticles):
     """Mass of one simulation particle, Omega_m rho_crit L^3 / N, in Msun/h.
 

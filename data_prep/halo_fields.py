@@ -55,6 +55,7 @@ NUMBER_DENSITIES = (1e-4, 1e-3, 2e-3, 3e-3)
 WEIGHTINGS = ("number", "mass")
 """Painting schemes: "number" (without M_halo weighting) and "mass" (with M_halo weighting)."""
 
+
 @dataclass
 class MassBins:
     """Halos ranked by mass into channels closed at cumulative number densities.

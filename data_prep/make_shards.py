@@ -267,7 +267,6 @@ def _split_rule(box_splits):
     return "; ".join(rules)
 
 
-
 def verify_shards(dataset_dir):
     """Check a dataset against the fields files it was made from, tile by tile, exactly.
 

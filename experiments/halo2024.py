@@ -204,7 +204,8 @@ def run(out, config=CONFIG):
     report = out / "report"
     if not (report / "report.md").exists():
         test, schemes = config["test_seeds"], config["weightings"]
-        run_velnet("evaluate", *(by_weighting[schemes[0]][s] for s in test), *(p for w in schemes for p in predictions[w]),
+        run_velnet("evaluate", *(by_weighting[schemes[0]][s] for s in test),
+                   *(p for w in schemes for p in predictions[w]),
                    "--report", "halo2024", "--boxes", len(test), "--names", *schemes, "--halo-fields",
                    *(by_weighting[w][s] for w in schemes for s in test), "--catalogs",
                    *(out / "halos" / f"seed{s}.h5" for s in test), "--los", config["los"], "--out", report)

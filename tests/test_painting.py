@@ -11,7 +11,6 @@ pytest.importorskip("nbodykit")
 from velnet.painting import paint, readout  # noqa: E402
 
 
-
 def test_paint_is_the_mean_normalised_cic_of_weights_times_values():
     box, n = 8.0, 4
     position = np.array([[2.0, 4.0, 6.0], [6.0, 0.0, 2.0]])  # on mesh nodes (1, 2, 3) and (3, 0, 1)

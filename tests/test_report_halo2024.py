@@ -40,7 +40,8 @@ def halo_inputs(truth, beta):
     """Halo channels from the density, and linear theory of their sum divided by beta (eq. 2-3)."""
     density = truth["density"].value
     total = 1 + beta * (density - 1)
-    channels = {f"halos_s_{j}": halo_field(total * share, f"halos_s_{j}") for j, share in enumerate((0.1, 0.2, 0.3, 0.4))}
+    channels = {f"halos_s_{j}": halo_field(total * share, f"halos_s_{j}")
+                for j, share in enumerate((0.1, 0.2, 0.3, 0.4))}
     velocity = linear_velocity(halo_field(density))
     velocity.attrs["beta"] = beta
     momentum = velocity.with_value(density[..., None] * velocity.value, "linear_momentum_s")

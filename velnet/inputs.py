@@ -97,7 +97,8 @@ class InputSpec:
             base = self.base if isinstance(self.base, ClassicalEstimator) else ClassicalEstimator.from_dict(self.base)
             object.__setattr__(self, "base", base.to_dict())
         if self.density not in DENSITY_CHANNELS:
-            raise VelnetInputError(None, f"density must be one of {DENSITY_CHANNELS}. Received: density={self.density!r}")
+            raise VelnetInputError(None, f"density must be one of {DENSITY_CHANNELS}. "
+                                         f"Received: density={self.density!r}")
         if (self.density == "model") != bool(self.density_model):
             raise VelnetInputError(None, "a predicted density channel needs its model, and only it: density='model' "
                                          f"with density_model. Received: density={self.density!r}, "

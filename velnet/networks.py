@@ -18,6 +18,7 @@ from .inputs import SPEC_KEY, InputSpec
 from .losses import MagnitudeDirectionLoss
 from .tasks import TileData, get_task
 
+
 @dataclass(frozen=True)
 class Builder:
     """A network builder, its presets, and the arguments a dataset's tiles fix (`shapes(manifest)`)."""

@@ -1,4 +1,4 @@
-"""Figures of the evaluation reports (Wu et al. 2021, Figs. 3-6; the 2024 halo paper, Figs. 3-14), drawn with matplotlib.
+"""Figures of the evaluation reports (Wu et al. 2021, Figs. 3-6; the 2024 halo paper, Figs. 3-14), with matplotlib.
 
 Every function takes arrays or `velnet.stats.Statistic` results and returns a
 `matplotlib.figure.Figure` built without pyplot, so nothing depends on a display; save it

@@ -135,7 +135,8 @@ def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=
     """
     start = time.time()
     los_name = "xyz"[los_axis(los)]
-    truth, predictions, inputs, catalogs = checked_inputs(truth_fields, predictions_by_scheme, inputs_by_scheme, catalogs)
+    truth, predictions, inputs, catalogs = checked_inputs(truth_fields, predictions_by_scheme, inputs_by_scheme,
+                                                          catalogs)
     density = truth[0]["density"]
     boxes_volume = len(truth) * density.box_size ** 3
     factor = stats.box_error(1.0, density.box_size ** 3, len(truth), independent_volume)[1]

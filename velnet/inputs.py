@@ -175,9 +175,10 @@ class InputSpec:
             out["base"] = self.base
         if self.context:
             out["context"] = self.context
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for key in ("fields", "field_scale", "density", "density_model", "vector_field"):
             value = getattr(self, key)
-            if value != InputSpec.__dataclass_fields__[key].default:
+            if value != defaults[key]:
                 out[key] = list(value) if key == "fields" else value
         return out
 

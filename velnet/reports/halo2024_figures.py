@@ -93,8 +93,7 @@ def figures(folder, metrics, fields, histories):
                                              for name in ("truth", f"{s} {UNET}", f"{s} halos_s")
                                              if name in xi["curves"]}
               for s in schemes}
-    save(plots.xi_contour_figure(panels, xi["levels"], title="dark-matter xi(r_perp, r_par) in real space, "
-                                                             "mean over test boxes (Fig. 13)"), "xi_density.png")
+    save(plots.xi_contour_figure(panels, xi["levels"], title="dark matter, real space (Fig. 13)"), "xi_density.png")
     if histories:
         save(plots.loss_figure(histories, NETWORKS, title="loss per epoch (Fig. 3)"), "loss_curves.png")
 

@@ -190,30 +190,30 @@ def _predict(args):
 
 def _evaluate(args):
     boxes = args.boxes
-    args.truth, files = args.files[:boxes], args.files[boxes:]
+    truth, files = args.files[:boxes], args.files[boxes:]
     names = args.names or [Path(p).stem for p in files]
-    if boxes < 1 or len(args.truth) != boxes or len(files) != boxes * len(names):
+    if boxes < 1 or len(truth) != boxes or len(files) != boxes * len(names):
         raise VelnetInputError(None, f"{boxes} test box(es) and {len(names)} method(s) need {boxes} true box(es) "
                                      f"and {boxes * len(names)} predictions. Received: {len(args.files)} files")
     predictions = {name: files[i * boxes:(i + 1) * boxes] for i, name in enumerate(names)}
     if args.report == "halo2024":
-        _evaluate_halo(args, predictions)
+        _evaluate_halo(args, truth, predictions)
     else:
         if boxes != 1 or args.halo_fields or args.catalogs:
             raise VelnetInputError(None, "the wu2021 report takes one box and no halo files: for several test boxes, "
                                          "halo fields or catalogues, ask for --report halo2024")
-        _evaluate_wu(args, {name: paths[0] for name, paths in predictions.items()})
+        _evaluate_wu(args, truth[0], {name: paths[0] for name, paths in predictions.items()})
     print(Path(args.out) / "report.md")
 
 
-def _evaluate_wu(args, predictions):
+def _evaluate_wu(args, truth_file, predictions):
     from .classical import SHIPPED, ClassicalEstimator
     from .fields import load_fields
     from .linear import linear_prediction
     from .reports.wu2021 import evaluate
-    truth = load_fields(args.truth[0])
+    truth = load_fields(truth_file)
     if "density" not in truth or "velocity" not in truth:
-        raise VelnetInputError(args.truth[0], "needs 'density' and 'velocity' fields")
+        raise VelnetInputError(truth_file, "needs 'density' and 'velocity' fields")
     density = truth["density"]
     methods = {name: load_fields(path) for name, path in predictions.items()}
     smoothing, reference = args.smoothing, None
@@ -238,7 +238,7 @@ def _evaluate_wu(args, predictions):
     evaluate(truth, methods, args.out, density=density, n_slices=slices, reference=reference)
 
 
-def _evaluate_halo(args, predictions):
+def _evaluate_halo(args, truth_files, predictions):
     from data_prep.catalogs import load_halos
 
     from .fields import load_fields
@@ -251,7 +251,7 @@ def _evaluate_halo(args, predictions):
     if args.catalogs and len(args.catalogs) != boxes:
         raise VelnetInputError(None, f"--catalogs takes one halo catalogue per test box ({boxes}). "
                                      f"Received: {len(args.catalogs)}")
-    truth = [load_fields(path, ["density", "velocity", "momentum"]) for path in args.truth]
+    truth = [load_fields(path, ["density", "velocity", "momentum"]) for path in truth_files]
     loaded = {name: [load_fields(path) for path in paths] for name, paths in predictions.items()}
     inputs = ({name: [load_fields(path) for path in args.halo_fields[i * boxes:(i + 1) * boxes]]
                for i, name in enumerate(predictions)} if args.halo_fields else None)

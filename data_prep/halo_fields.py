@@ -4,7 +4,9 @@ The paper's input (section 2.2) is four channels of redshift-space halos, ranked
 and cut where the cumulative number density reaches 1e-4, 1e-3, 2e-3 and 3e-3 (h/Mpc)^3,
 CIC-painted without ("number") or with ("mass") mass weighting (`paint_halo_channels`);
 its targets are the real-space matter density, velocity and momentum; its extra inputs are
-the linear velocity and momentum of delta_s / beta (`velnet.rsd`). `halo_fields` makes all
+the linear velocity and momentum of delta_s / beta (`velnet.rsd`). Beside them goes the
+linear real-space matter density delta_s / (b + f mu^2) (`velnet.rsd.linear_density`), the
+whole-box base of a residual stage one. `halo_fields` makes all
 of them for one snapshot, `write_halo_fields` writes them as one fields file.
 
 Number densities reached. The paper's 3e-3 (h/Mpc)^3 needs halos down to about
@@ -41,7 +43,7 @@ import numpy as np
 from velnet.errors import VelnetInputError
 from velnet.fields import Field, los_axis, save_fields
 from velnet.painting import paint
-from velnet.rsd import BIAS_KMAX, linear_bias, linear_inputs, redshift_space_positions
+from velnet.rsd import BIAS_KMAX, linear_bias, linear_density, linear_inputs, redshift_space_positions
 
 from .fof import find_halos
 from .paint import paint_fields
@@ -213,7 +215,8 @@ def halo_fields(particles, nmesh, catalog=None, los="z", weighting="number",
         `paint_halo_channels`), "density" (rho/rho_mean of the matter, real space),
         "velocity", "momentum" (km/s, `data_prep.paint.paint_fields`),
         "linear_velocity_s", "linear_momentum_s" (km/s, eq. 2-3 from the summed channels
-        with beta of eq. 4); attrs: JSON-ready metadata (los, weighting, mass edges,
+        with beta of eq. 4), "linear_density_s" (rho/rho_mean, `velnet.rsd.linear_density`
+        of the summed channels along `los`); attrs: JSON-ready metadata (los, weighting, mass edges,
         target and reached number densities, counts, beta, the catalogue's provenance).
 
     Raises:
@@ -231,6 +234,7 @@ def halo_fields(particles, nmesh, catalog=None, los="z", weighting="number",
     halos = Field(total, "halos_s", catalog.box_size, catalog.redshift, catalog.cosmology)
     beta = linear_bias(halos, fields["density"], kmax)
     fields.update(linear_inputs(halos, beta))
+    fields["linear_density_s"] = linear_density(halos, beta, los)
     log.info("%d halos (n = %.3g (h/Mpc)^3), %s weighting: beta = %.3f", len(catalog),
              catalog.number_density, weighting, beta)
     attrs = {**meta, "beta": beta, "beta_kmax": float(kmax), "nhalos": len(catalog),
@@ -242,7 +246,7 @@ def _json_ready(attrs):
     return json.loads(json.dumps(attrs, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
 
 
-TARGETS = ("density", "velocity", "momentum", "linear_velocity_s", "linear_momentum_s")
+TARGETS = ("density", "velocity", "momentum", "linear_velocity_s", "linear_momentum_s", "linear_density_s")
 """The fields after the halo channels in a halo fields file."""
 
 

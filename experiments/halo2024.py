@@ -7,7 +7,13 @@ real-space targets for both weighting schemes (`velnet halo-fields`); then per s
 shards and network of stage one (`velnet prep --task halo-density`, `velnet train`: 4 halo
 channels -> real-space density, eq. 5), and of stage two for the velocity and the momentum
 (`--task halo-velocity`: the halo channels, stage one's whole-box density and the linear
-velocity or momentum of eq. 2-3 -> magnitude and direction, eq. 6); the momentum kept is the
+velocity or momentum of eq. 2-3 -> magnitude and direction, eq. 6). Each stage is trained in
+every candidate design of the config on the same data and budget, and the one with the lowest
+validation loss is kept (models/WEIGHTING/designs.json): the paper's, and a residual over a
+whole-box linear estimate (stage one: the linear real-space density from the redshift-space
+halos, `velnet.rsd.linear_density`; stage two: eq. 2-3's linear velocity). A config with a
+"search" runs `velnet tune` (keras-tuner, the paper's search space) before each training and
+trains with its best hyperparameters. The momentum kept is the
 momentum network's or, as the paper forms it, stage one's density times stage two's velocity,
 whichever correlates better with the truth on the validation boxes (eq. 10); predictions of
 the whole test boxes (`velnet predict`) and the report (`velnet evaluate --report halo2024`).
@@ -55,8 +61,15 @@ CONFIG = {
     "weightings": ["number", "mass"],
     "targets": ["velocity", "momentum"],
     "momentum": ["network", "product"],  # candidates, the better on the validation boxes kept
-    "density_model": {"preset": "halo-tiny"},
-    "velocity_model": {"preset": "halo-tiny"},
+    # candidate designs of each stage, trained on the same data and budget; the lowest best
+    # val_loss is kept: the paper's, and the residual over the whole-box linear estimate
+    # (stage one: the linear real-space density from the halos, stage two: eq. 2-3's velocity)
+    "density_models": {"paper": {"preset": "halo-tiny"}, "residual": {"preset": "halo-tiny-residual"}},
+    "velocity_models": {"paper": {"preset": "halo-tiny"}, "residual": {"preset": "halo-tiny-residual"}},
+    # null, or a keras-tuner search run before each network's training, whose best
+    # hyperparameters it then trains with (`velnet tune`): e.g. {"algorithm": "random",
+    # "max_trials": 8, "epochs": 5, "executions_per_trial": 5, "tune_boxes": true}
+    "search": None,
     "size": 32,                   # training sub-box, cells per side
     "batch_size": 4,
     "epochs_density": 20,
@@ -72,8 +85,8 @@ LARGE = {
     "train_seeds": [1, 2, 3, 4, 5, 6, 7, 8],
     "val_seeds": [9, 10],
     "test_seeds": [100, 101],
-    "density_model": {"preset": "halo2024"},
-    "velocity_model": {"preset": "halo2024"},
+    "density_models": {"paper": {"preset": "halo2024"}, "residual": {"preset": "halo2024-residual"}},
+    "velocity_models": {"paper": {"preset": "halo2024"}, "residual": {"preset": "halo2024-residual"}},
     "size": 64,
     "batch_size": 4,
     "epochs_density": 100,
@@ -111,30 +124,68 @@ def prepare_box(out, config, seed):
     return files
 
 
-def train_network(out, config, files, weighting, name, *prep):
-    """`velnet prep` (the training and validation boxes) and `velnet train` of one network, where missing.
+def train_network(out, config, files, weighting, name, design, *prep):
+    """`velnet prep` (the training and validation boxes), `velnet tune` when the config asks for
+    a search, and `velnet train` of one network, each where missing.
 
     Args:
         name: "density", or a stage-two target.
+        design: a key of the stage's candidate models (CONFIG "density_models" or "velocity_models").
         *prep: the task's `velnet prep` flags.
 
     Returns:
         The model's path.
     """
+    stage = "density" if name == "density" else "velocity"
+    model = config[f"{stage}_models"][design]
     fit = [*config["train_seeds"], *config["val_seeds"]]
-    data, run = out / "data" / weighting / name, out / "models" / weighting / name
+    data = out / "data" / weighting / (f"{name}-linear" if "--linear-input" in prep else name)
+    run = out / "models" / weighting / f"{name}-{design}"
     if not (data / "manifest.json").exists():
         run_velnet("prep", *(files[s] for s in fit), *prep, "--tile", config["size"], "--split",
                    *(["train"] * len(config["train_seeds"]) + ["val"] * len(config["val_seeds"])), "--out", data)
+    run.mkdir(parents=True, exist_ok=True)
+    settings = run.parent / f"{name}-{design}-config.json"
+    write_once(settings, json.dumps({"model": model, "learning_rate": config["learning_rate"],
+                                     "batch_size": config["batch_size"]}))
+    if config["search"]:
+        settings = search(out / "tuning" / weighting / f"{name}-{design}", data, settings, config)
     if not (run / "model.keras").exists():
-        stage = "density" if name == "density" else "velocity"
-        run.mkdir(parents=True, exist_ok=True)
-        settings = run.parent / f"{name}-config.json"
-        settings.write_text(json.dumps({"model": config[f"{stage}_model"]}))
-        run_velnet("train", data, "--config", settings, "--epochs", config[f"epochs_{stage}"],
-                   "--batch-size", config["batch_size"], "--learning-rate", config["learning_rate"], "--seed",
+        run_velnet("train", data, "--config", settings, "--epochs", config[f"epochs_{stage}"], "--seed",
                    config["seed"], "--out", run)
     return run / "model.keras"
+
+
+def write_once(path, text):
+    """Write `text` to `path` unless it holds it already (so that a resumed run changes no file)."""
+    if not (path.exists() and path.read_text() == text):
+        path.write_text(text)
+
+
+def search(folder, data, settings, config):
+    """`velnet tune` of one network from its base `settings` (where missing); returns its best_config.json."""
+    best = folder / "best_config.json"
+    if not best.exists():
+        options = {"algorithm": "random", "max_trials": 8, "epochs": 5, "executions_per_trial": 1,
+                   "tune_boxes": False, **config["search"]}
+        flags = [f"--{key.replace('_', '-')}" for key in ("tune_boxes",) if options.pop(key)]
+        run_velnet("tune", data, "--config", settings, "--seed", config["seed"], "--out", folder, *flags,
+                   *(str(a) for key, value in options.items() for a in (f"--{key.replace('_', '-')}", value)))
+    return best
+
+
+def residual(model):
+    """Whether a model config adds the dataset's whole-box estimate (needs `prep --linear-input` in stage one)."""
+    return "residual" in model.get("preset", "") or model.get("residual_channels") is not None
+
+
+def best_design(out, weighting, name, designs):
+    """The design of the lowest best val_loss (train_config.json of each run); logs all of them."""
+    scores = {design: json.loads((out / "models" / weighting / f"{name}-{design}" / "train_config.json")
+                                 .read_text())["best"]["val_loss"] for design in designs}
+    chosen = min(scores, key=scores.get)
+    log.info("%s weighting, %s: best val_loss %s: the %s design kept", weighting, name, scores, chosen)
+    return chosen
 
 
 def predict(files, models, folder, seeds_of):
@@ -175,11 +226,24 @@ def momentum_of(out, config, files, weighting, models):
 
 
 def run_scheme(out, config, files, weighting):
-    """Train both stages of one weighting scheme and predict the test boxes; returns their prediction files."""
-    models = {"density": train_network(out, config, files, weighting, "density", "--task", "halo-density")}
+    """Train both stages of one weighting scheme (every candidate design, the best by validation
+    kept) and predict the test boxes; returns their prediction files.
+
+    Writes the choices and every candidate's best val_loss to models/WEIGHTING/designs.json.
+    """
+    density = {design: train_network(out, config, files, weighting, "density", design, "--task", "halo-density",
+                                     *(["--linear-input"] if residual(model) else []))
+               for design, model in config["density_models"].items()}
+    chosen = {"density": best_design(out, weighting, "density", density)}
+    models = {"density": density[chosen["density"]]}
     for target in config["targets"]:
-        models[target] = train_network(out, config, files, weighting, target, "--task", "halo-velocity",
-                                       "--target", target, "--density-model", models["density"])
+        candidates = {design: train_network(out, config, files, weighting, target, design, "--task",
+                                            "halo-velocity", "--target", target, "--density-model",
+                                            models["density"])
+                      for design in config["velocity_models"]}
+        chosen[target] = best_design(out, weighting, target, candidates)
+        models[target] = candidates[chosen[target]]
+    write_once(out / "models" / weighting / "designs.json", json.dumps(chosen, indent=1) + "\n")
     kept = [models["density"], models["velocity"]]
     if "momentum" in models:
         kept += momentum_of(out, config, files, weighting, models)

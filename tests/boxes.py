@@ -40,7 +40,7 @@ def halo_boxes(root, seeds=(0, 1), nmesh=16, box_size=32.0):
 
     The density is exp(s / 2) of a smooth field s, the velocity 300 km/s times the central
     difference of s, the halo channels s, s^2, s shifted by a cell and a constant; the linear
-    inputs are 0.8 times the targets.
+    velocity and momentum are 0.8 times the targets, the linear density 1 + 0.8 (density - 1).
 
     Returns:
         list of the fields file paths, one per seed.
@@ -53,9 +53,11 @@ def halo_boxes(root, seeds=(0, 1), nmesh=16, box_size=32.0):
         momentum = density[..., None] * velocity
         halos = [1 + 0.3 * s, 0.5 * s ** 2, 1 + 0.2 * np.roll(s, 1, 0), np.ones_like(s)]
         values = {**{f"halos_s_{j}": h for j, h in enumerate(halos)}, "density": density, "velocity": velocity,
-                  "momentum": momentum, "linear_velocity_s": 0.8 * velocity, "linear_momentum_s": 0.8 * momentum}
+                  "momentum": momentum, "linear_velocity_s": 0.8 * velocity, "linear_momentum_s": 0.8 * momentum,
+                  "linear_density_s": 1 + 0.8 * (density - 1)}
         fields = [Field(v.astype(np.float32), k, box_size, 0.59, HALO2024) for k, v in values.items()]
-        fields[-2].attrs["beta"] = fields[-1].attrs["beta"] = 2.0
+        for field in fields[-3:]:
+            field.attrs["beta"] = 2.0
         files.append(save_fields(root / f"halos{seed}.h5", fields, attrs={"weighting": "number"}))
     return files
 

@@ -6,12 +6,13 @@ import pytest
 from experiments import halo2024
 from velnet.errors import VelnetInputError
 
+NARROW = {"n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3}
+DESIGNS = {"paper": {"preset": "halo-tiny", **NARROW}, "residual": {"preset": "halo-tiny-residual", **NARROW}}
 TINY = {
     **halo2024.CONFIG,
     "box_size": 32.0, "particles": 32, "nmesh": 16,
     "train_seeds": [1], "val_seeds": [2], "test_seeds": [3],
-    "density_model": {"preset": "halo-tiny", "n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3},
-    "velocity_model": {"preset": "halo-tiny", "n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3},
+    "density_models": DESIGNS, "velocity_models": DESIGNS,
     "size": 8, "batch_size": 2, "epochs_density": 1, "epochs_velocity": 1,
 }
 
@@ -39,9 +40,11 @@ def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
     commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("$ velnet")]
     assert sum(c.startswith("$ velnet simulate --preset halo2024") for c in commands) == 3
     assert sum(c.startswith("$ velnet halo-fields") for c in commands) == 6  # 3 boxes x 2 weightings
-    for task, count in (("halo-density", 2), ("halo-velocity", 4)):  # per weighting: density; velocity, momentum
+    # per weighting: density with and without the linear density; velocity, momentum
+    for task, count in (("halo-density", 4), ("halo-velocity", 4)):
         assert sum(c.startswith("$ velnet prep") and f"--task {task}" in c for c in commands) == count
-    assert sum(c.startswith("$ velnet train") for c in commands) == 6
+    assert sum(c.startswith("$ velnet prep") and "--linear-input" in c for c in commands) == 2
+    assert sum(c.startswith("$ velnet train") for c in commands) == 12  # 2 designs x 3 networks x 2 weightings
     assert sum(c.startswith("$ velnet evaluate") and "--report halo2024" in c for c in commands) == 1
 
     metrics = json.loads((report.parent / "metrics.json").read_text())
@@ -52,6 +55,10 @@ def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
             manifest = json.loads((out / "data" / scheme / target / "manifest.json").read_text())
             assert manifest["input_shape"][-1] == 8 and manifest["input_vector_slices"] == [[5, 8]]
             assert manifest["task"] == "halo-velocity"
+        designs = json.loads((out / "models" / scheme / "designs.json").read_text())
+        assert set(designs) == {"density", "velocity", "momentum"} and set(designs.values()) <= set(DESIGNS)
+        residual = json.loads((out / "data" / scheme / "density-linear" / "manifest.json").read_text())
+        assert residual["input_shape"][-1] == 5 and residual["input_spec"]["scalar_field"] == "linear_density_s"
         choice = json.loads((out / "models" / scheme / "momentum-choice.json").read_text())
         assert choice["chosen"] in ("network", "product") and set(choice["C_r"]) == {"network", "product"}
         assert metrics["agreement"][scheme]["U-net"]["velocity"]["C_r"]["mean"] is not None
@@ -65,3 +72,23 @@ def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
     assert not [r for r in caplog.records if r.getMessage().startswith(("$ velnet", "train"))]
     changed = [p for p, t in stamps.items() if p.exists() and p.stat().st_mtime != t and p.name != "config.json"]
     assert changed == []
+
+
+@pytest.mark.slow
+def test_a_config_with_a_search_trains_with_the_tuners_best(tmp_path, caplog):
+    pytest.importorskip("fastpm")
+    config = {**TINY, "weightings": ["number"], "targets": ["velocity"], "momentum": [],
+              "density_models": {"paper": DESIGNS["paper"]}, "velocity_models": {"paper": DESIGNS["paper"]},
+              "search": {"max_trials": 2, "epochs": 1, "executions_per_trial": 2}}
+    with caplog.at_level("INFO", logger="experiments"):
+        halo2024.run(tmp_path, config)
+    commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("$ velnet")]
+    tunes = [c for c in commands if c.startswith("$ velnet tune")]
+    assert len(tunes) == 2 and all("--executions-per-trial 2" in c and "--max-trials 2" in c for c in tunes)
+    for name in ("density", "velocity"):
+        best = json.loads((tmp_path / "tuning" / "number" / f"{name}-paper" / "best_config.json").read_text())
+        record = tmp_path / "models" / "number" / f"{name}-paper" / "train_config.json"
+        trained = json.loads(record.read_text())["config"]
+        assert trained["learning_rate"] == best["learning_rate"] and trained["batch_size"] == best["batch_size"]
+        assert {k: trained["model"][k] for k in ("n1", "n2", "n3", "dropout")} == \
+            {k: best["model"][k] for k in ("n1", "n2", "n3", "dropout")}

@@ -140,7 +140,10 @@ def test_halo_fields_of_a_simulation(tmp_path, tiny_simulation):
     assert meta["mass_edges_msun_h"] == pytest.approx(attrs["mass_edges_msun_h"])
     loaded = load_fields(out)
     assert set(loaded) == {"halos_s_0", "halos_s_1", "halos_s_2", "halos_s_3", "density", "velocity",
-                           "momentum", "linear_velocity_s", "linear_momentum_s"}
+                           "momentum", "linear_velocity_s", "linear_momentum_s", "linear_density_s"}
+    # the linear real-space density from the redshift-space halos follows the matter density
+    corr = np.corrcoef(loaded["linear_density_s"].value.ravel(), loaded["density"].value.ravel())[0, 1]
+    assert corr > 0.3 and loaded["linear_density_s"].value.mean() == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(loaded["halos_s_0"].value, fields["halos_s_0"].value)
     assert loaded["halos_s_0"].attrs["nhalos"] == attrs["halo_counts"][0]
 

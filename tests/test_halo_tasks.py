@@ -163,18 +163,23 @@ def test_tune_searches_a_halo_task_with_its_loss(stages, tmp_path):
     root, _ = stages
     hp = keras_tuner.HyperParameters()
     network = VelnetHyperModel(root / "velocity", MODEL["model"]).build(hp)
-    assert hp.values == {"learning_rate": 1e-4, "batch_size": 6}  # no U-net width or residual to search here
+    # the paper's space: learning rate, widths N1-N3, dropout, batch size; and the residual over eq. 2-3's v_L
+    assert set(hp.values) == {"learning_rate", "n1", "n2", "n3", "dropout", "batch_size", "residual"}
+    assert {k: hp.values[k] for k in ("n1", "n2", "n3")} == {k: MODEL["model"][k] for k in ("n1", "n2", "n3")}
+    assert hp.values["residual"] is False and hp.values["learning_rate"] == 1e-4
     assert network.name == "halo_velocity_unet" and isinstance(network.loss, MagnitudeDirectionLoss)
     assert run("tune", root / "density", "--preset", "halo-tiny", "--algorithm", "random", "--max-trials", 1,
                "--epochs", 1, "--fixed", json.dumps({"batch_size": 4}), "--out", tmp_path / "tune") == 0
     best = json.loads((tmp_path / "tune" / "best_config.json").read_text())
-    assert best["model"] == {"preset": "halo-tiny"} and best["batch_size"] == 4
+    assert best["model"]["preset"] == "halo-tiny" and best["batch_size"] == 4
+    assert {"n1", "n2", "n3", "dropout"} <= set(best["model"]) and "residual_channels" not in best["model"]
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--task", "halo-velocity"], "--density-model"),
     (["--task", "halo-density", "--density-model", "m.keras"], "input of the halo-velocity task"),
-    (["--task", "halo-density", "--linear-input"], "inputs of the wu2021 task"),
+    (["--task", "halo-density", "--smoothing", "3"], "inputs of the wu2021 task"),
+    (["--task", "halo-velocity", "--linear-input"], "always eq. 2-3's linear"),
     (["--task", "halo-density", "--margin", "2"], "margin must be 0"),
     (["--task", "halo-density", "--target", "velocity"], "predicts \\('density',\\)"),
     (["--task", "wu2021", "--target", "density"], "predicts \\('velocity', 'momentum'\\)"),

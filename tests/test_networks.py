@@ -26,7 +26,7 @@ def test_presets_and_overrides_of_both_papers_builders():
     assert network_config({}, manifest("wu2021", [32, 32, 32, 1], [20, 20, 20, 3]))["width_multiplier"] == 1.0
     halo = manifest("halo-density", [16, 16, 16, 4], [16, 16, 16, 1], HALO_SPEC)
     assert network_config({}, halo) == {"input_channels": 4, "output_channels": 1, "n1": 32, "n2": 64, "n3": 128,
-                                        "dropout": 0.1, "init_kernel": 7, "name": "halo_unet"}
+                                        "dropout": 0.1, "init_kernel": 7, "residual_channels": None, "name": "halo_unet"}
     small = network_config({"preset": "halo-tiny", "n1": 4}, halo)
     assert (small["n1"], small["n2"], small["init_kernel"]) == (4, 16, 5)
     config, network = build_network({"preset": "halo-tiny", "n1": 4, "n2": 4, "n3": 4}, halo)
@@ -39,7 +39,8 @@ def test_presets_and_overrides_of_both_papers_builders():
 
 @pytest.mark.parametrize("task, config, message", [
     ("halo-density", "tiny", "Unknown preset for the halo-density task"),
-    ("halo-density", {"preset": "halo-tiny", "residual_channels": [1, 4]}, "Unknown halo_unet config keys"),
+    ("halo-density", {"preset": "halo-tiny", "widths": [4]}, "Unknown halo_unet config keys"),
+    ("halo-density", "halo-tiny-residual", "ds/manifest.json.*residual model.*no such channels.*--linear-input"),
     ("halo-density", {"input_channels": 3}, "input_channels=3 differs from the dataset's 4"),
     ("wu2021", {"preset": "tiny-residual"}, "ds/manifest.json.*residual model.*--linear-input"),
 ])
@@ -47,6 +48,19 @@ def test_configs_the_dataset_cannot_take_are_refused(task, config, message):
     shapes = ([16, 16, 16, 4], [16, 16, 16, 1]) if task != "wu2021" else ([32, 32, 32, 1], [20, 20, 20, 3])
     with pytest.raises(VelnetInputError, match=message):
         network_config(config, manifest(task, *shapes, HALO_SPEC if task != "wu2021" else InputSpec()))
+
+
+def test_residual_presets_take_the_datasets_whole_box_estimate():
+    spec = InputSpec(fields=HALO_SPEC.fields, density=None, field_scale=4.0, scalar_field="linear_density_s")
+    one = manifest("halo-density", [16, 16, 16, 5], [16, 16, 16, 1], spec)
+    config, network = build_network({"preset": "halo-tiny-residual", "n1": 4, "n2": 4, "n3": 4}, one)
+    assert config["residual_channels"] == [4, 5] and network.get_layer("residual_add")
+    two = manifest("halo-velocity", [16, 16, 16, 8], [16, 16, 16, 3],
+                   InputSpec(fields=HALO_SPEC.fields, density="model", density_model="m.keras",
+                             vector_field="linear_velocity_s", field_scale=4.0))
+    assert network_config("halo2024-residual", two)["residual_channels"] == [5, 8]
+    with pytest.raises(VelnetInputError, match="adds input channels \\[5, 8\\].*hold channels \\[4, 5\\]"):
+        network_config({"preset": "halo-tiny", "residual_channels": [5, 8]}, one)
 
 
 def test_metadata_round_trips_and_older_models_are_wu2021():

@@ -8,8 +8,8 @@ from velnet.cosmology import HALO2024
 from velnet.errors import VelnetInputError
 from velnet.fields import Field
 from velnet.fields import los_axis
-from velnet.rsd import (bias_kedges, linear_bias, linear_inputs, read_back, real_space_positions,
-                        redshift_space_positions)
+from velnet.rsd import (bias_kedges, kaiser_bias, linear_bias, linear_density, linear_inputs, read_back,
+                        real_space_positions, redshift_space_positions)
 
 BOX = 100.0
 Z = 0.59
@@ -146,6 +146,34 @@ def test_linear_inputs_equal_linear_theory_of_the_matter():
     assert np.abs(truth["velocity"].value).max() > 10.0  # a real velocity field, not zeros
     with pytest.raises(VelnetInputError, match="beta"):
         linear_inputs(field(1 + delta), 0.0)
+
+
+@pytest.mark.parametrize("beta, f", [(1.85, 0.75), (2.57, 0.75), (1.2, 0.5)])
+def test_kaiser_bias_has_the_monopole_beta_squared(beta, f):
+    b = kaiser_bias(beta, f)
+    assert b > 0
+    mu = np.linspace(0.0, 1.0, 200_001)
+    monopole = np.trapezoid((b + f * mu ** 2) ** 2, mu)  # <(b + f mu^2)^2> over mu in [0, 1]
+    assert monopole == pytest.approx(beta ** 2, rel=1e-9)
+    with pytest.raises(VelnetInputError, match="beta\\^2 must exceed"):
+        kaiser_bias(0.9 * f / math.sqrt(5), f)
+
+
+@pytest.mark.parametrize("los", ["x", "z"])
+def test_linear_density_divides_each_plane_wave_by_b_plus_f_mu_squared(los):
+    n, box, amplitude, radius = 16, 200.0, 0.05, 4.0
+    x = np.arange(n) * box / n
+    k = 2 * np.pi * 2 / box  # the second harmonic
+    along = np.cos(k * x)[:, None, None] * np.ones((n, n, n))  # a wave along x: mu = 1 if los is x, else 0
+    beta = 2.0
+    out = linear_density(field(1 + amplitude * along, "halos_s"), beta, los, smoothing=radius)
+    f = HALO2024.growth_rate(1 / (1 + Z))
+    b = kaiser_bias(beta, f)
+    expected = 1 + amplitude * along * np.exp(-0.5 * (k * radius) ** 2) / (b + f * (los == "x"))
+    np.testing.assert_allclose(out.value, expected, atol=1e-6)
+    assert out.name == "linear_density_s" and out.attrs["bias"] == pytest.approx(b)
+    with pytest.raises(VelnetInputError, match="smoothing must be"):
+        linear_density(field(1 + amplitude * along, "halos_s"), beta, los, smoothing=-1.0)
 
 
 MESH_BOX, MESH_N = 64.0, 32

@@ -9,7 +9,7 @@ from velnet.inputs import InputSpec, box_inputs
 from velnet.tasks import TASKS, get_task
 
 HALOS = ["halos_s_0", "halos_s_1", "halos_s_2", "halos_s_3"]
-FILE = ["density", "velocity", "momentum", *HALOS, "linear_velocity_s", "linear_momentum_s"]
+FILE = ["density", "velocity", "momentum", *HALOS, "linear_velocity_s", "linear_momentum_s", "linear_density_s"]
 """The fields of a halo fields file."""
 
 
@@ -28,6 +28,11 @@ def test_default_inputs_of_each_task():
     assert wu.to_dict() == {"linear": True, "smoothing": 3.0, "context": 2}
     one = TASKS["halo-density"].inputs("density", FILE[::-1])
     assert one.fields == tuple(HALOS) and one.density is None and one.channels == 4 and one.vector_slices == []
+    assert one.base_channels is None
+    residual = TASKS["halo-density"].inputs("density", FILE, linear=True)
+    assert residual.channels == 5 and residual.base_channels == [4, 5] and residual.vector_slices == []
+    assert residual.field_names() == [*HALOS, "linear_density_s"]
+    assert InputSpec.from_dict({"input_spec": residual.to_dict()}) == residual
     two = TASKS["halo-velocity"].inputs("momentum", FILE, density_model="m.keras")
     assert two.channels == 8 and two.vector_channels == [5, 8] and two.vector_field == "linear_momentum_s"
     assert two.field_names() == [*HALOS, "linear_momentum_s"]
@@ -45,7 +50,9 @@ def test_default_inputs_of_each_task():
     (lambda: TASKS["halo-density"].check("velocity", 0), "predicts \\('density',\\)"),
     (lambda: TASKS["halo-velocity"].check("velocity", 2), "margin must be 0"),
     (lambda: InputSpec(density="model"), "density='model' with density_model"),
-    (lambda: InputSpec(linear=True, vector_field="linear_velocity_s"), "one whole-box vector"),
+    (lambda: InputSpec(linear=True, vector_field="linear_velocity_s"), "one whole-box estimate"),
+    (lambda: InputSpec(fields=HALOS, density=None, vector_field="v", scalar_field="d"), "one whole-box estimate"),
+    (lambda: TASKS["halo-velocity"].inputs("velocity", FILE, "m.keras", linear=True), "always eq. 2-3's linear"),
     (lambda: InputSpec(fields=HALOS, density=None, linear=True), "need the ln\\(1 \\+ rho/rho_mean\\) channel"),
     (lambda: InputSpec(density=None), "no input channel"),
     (lambda: InputSpec(fields=HALOS, field_scale=0.0), "field_scale must be > 0"),
@@ -67,3 +74,11 @@ def test_box_inputs_of_the_halo_stages(tmp_path):
     np.testing.assert_allclose(x[..., 5:], box["linear_velocity_s"].value / 300.0, rtol=1e-6)
     with pytest.raises(VelnetInputError, match="need the fields \\['linear_velocity_s'\\]"):
         box_inputs({k: v for k, v in box.items() if k != "linear_velocity_s"}, spec, "velocity", 300.0, predicted)
+
+    one = InputSpec(fields=HALOS, density=None, scalar_field="linear_density_s", field_scale=2.0)
+    x = box_inputs(box, one, "density", 0.5)
+    assert x.shape == (8, 8, 8, 5)
+    np.testing.assert_array_equal(x[..., 4], box["linear_density_s"].value / np.float32(0.5))
+    with pytest.raises(VelnetInputError, match="'linear_velocity_s' must be a scalar field"):
+        box_inputs(box, InputSpec(fields=HALOS, density=None, scalar_field="linear_velocity_s", field_scale=2.0),
+                   "density", 0.5)

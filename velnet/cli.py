@@ -172,12 +172,19 @@ def _train(args):
 
 
 def _tune(args):
-    from .tune import tune
+    from .tune import TUNED_TRAIN_KWARGS, tune
     fixed = json.loads(args.fixed) if args.fixed else None
-    best = tune(args.data, args.out, model_config=args.preset or _laptop_preset(args.data), algorithm=args.algorithm,
+    config = json.loads(Path(args.config).read_text()) if args.config else {}
+    unknown = sorted(set(config) - {"model", *TUNED_TRAIN_KWARGS})
+    if unknown:
+        raise VelnetInputError(args.config, f"a tune config holds 'model' and the defaults of "
+                                            f"{list(TUNED_TRAIN_KWARGS)}. Received: {unknown}")
+    model_config = config.pop("model", args.preset or _laptop_preset(args.data))
+    best = tune(args.data, args.out, model_config=model_config, algorithm=args.algorithm,
                 max_trials=args.max_trials, epochs=args.epochs, overwrite=args.overwrite,
                 seed=args.seed, fixed=fixed, steps_per_epoch=args.steps_per_epoch,
-                validation_steps=args.validation_steps, tune_boxes=args.tune_boxes)
+                validation_steps=args.validation_steps, tune_boxes=args.tune_boxes,
+                executions_per_trial=args.executions_per_trial, **config)
     if best:
         print(best)
 
@@ -379,8 +386,9 @@ def build_parser():
                                 "train/val/test for whole boxes; one value, or one per input")
             s.add_argument("--tiles-per-shard", type=int, default=256)
             s.add_argument("--linear-input", action="store_true",
-                           help="add the linear-theory target of the whole box as input channels "
-                                "1-3 (for the *-residual presets)")
+                           help="add a linear estimate of the target from the whole box as input channels "
+                                "(for the *-residual presets): wu2021 linear theory (channels 1-3); "
+                                "halo-density the halo fields file's linear_density_s (channel 4)")
             s.add_argument("--smoothing", type=float, default=0.0,
                            help="Gaussian radius of that linear theory, Mpc/h (default 0: none; "
                                 "`velnet baseline` fits one)")
@@ -432,7 +440,8 @@ def build_parser():
     s.add_argument("--preset",
                    help="model preset of the dataset's task: wu2021: tiny (default), wu2021-text, or "
                         "tiny-residual, wu2021-text-residual (these need shards from prep --linear-input); "
-                        "halo tasks: halo-tiny (default), halo2024")
+                        "halo tasks: halo-tiny (default), halo2024, or halo-tiny-residual, halo2024-residual "
+                        "(halo-density: shards from prep --linear-input)")
     s.add_argument("--config", help="JSON file: {'model': {...}, 'epochs': ..., ...}")
     s.add_argument("--epochs", type=int, default=10)
     s.add_argument("--batch-size", type=int, default=6)
@@ -450,11 +459,15 @@ def build_parser():
     s.add_argument("--out", required=True,
                    help="tuning folder: trials.csv/.md, best_config.json (for `velnet train --config`)")
     s.add_argument("--preset", help="base model preset (default: the task's small one, as for train)")
+    s.add_argument("--config", help="JSON file: {'model': {...}, 'learning_rate': ..., 'batch_size': ...}: the "
+                                    "base model (instead of --preset) and the defaults of the search")
     s.add_argument("--algorithm", default="bayesian", choices=["bayesian", "random", "hyperband"])
     s.add_argument("--max-trials", type=int, default=10)
     s.add_argument("--epochs", type=int, default=10, help="epochs per trial (hyperband: the most)")
     s.add_argument("--fixed", help="JSON of hyperparameters held fixed, e.g. '{\"batch_size\": 6}'")
     s.add_argument("--tune-boxes", action="store_true", help="also search the number of training boxes")
+    s.add_argument("--executions-per-trial", type=int, default=1,
+                   help="trainings per trial, from successive seeds, scored by their mean (the paper: 5)")
     s.add_argument("--overwrite", action="store_true", help="restart this config's search")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--steps-per-epoch", type=int)

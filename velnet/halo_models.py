@@ -38,17 +38,29 @@ vector), and concatenates them into 4 channels in the paper's order: channels 0-
 direction, channel 3 the magnitude (`DIRECTION`, `MAGNITUDE`). Trained together on the
 eq. 6 loss (`velnet.losses.MagnitudeDirectionLoss`), each sub-network gets the gradient
 of its own term only, so (with Adam) this is the same as training them separately.
+
+Residual variants (`residual_channels`, not in the paper): the input channels that hold a
+whole-box estimate of the target (in normalised target units, `velnet.inputs`) are added
+to the output, so the network learns the correction to it. Stage one adds the linear
+real-space density to its output. In stage two both U-nets output a 3-vector correction
+to the linear velocity (or momentum) of eq. 2-3: the direction is the unit vector of the
+direction U-net's sum, the magnitude the norm of the magnitude U-net's sum, so that where
+the corrections vanish (the scales a sub-box cannot see) the output is linear theory.
 """
 import keras
 from keras import layers, ops
 
-from .models import OUTPUT_LAYER, ToPhysical
+from .models import OUTPUT_LAYER, ChannelSlice, ToPhysical
 
 PRESETS = {
     # the defaults of `halo_unet` (the paper tuned N1-N3 with Optuna and does not state them)
     "halo2024": dict(n1=32, n2=64, n3=128, dropout=0.1, init_kernel=7),
     # a quarter of the widths and a 5^3 init kernel: trains on 2 cores in minutes
     "halo-tiny": dict(n1=8, n2=16, n3=32, dropout=0.1, init_kernel=5),
+    # both, as residuals over the dataset's whole-box estimate of the target ("base":
+    # `velnet.networks.network_config` puts in its channels)
+    "halo2024-residual": dict(n1=32, n2=64, n3=128, dropout=0.1, init_kernel=7, residual_channels="base"),
+    "halo-tiny-residual": dict(n1=8, n2=16, n3=32, dropout=0.1, init_kernel=5, residual_channels="base"),
 }
 """Widths, dropout and init kernel of both halo builders, by preset name."""
 DIRECTION = slice(0, 3)
@@ -107,6 +119,20 @@ class UnitVector(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable("velnet")
+class Norm(layers.Layer):
+    """The norm of the vectors (last axis), keeping that axis: `(..., 3)` to `(..., 1)`.
+
+    Computed as v . unit_vector(v), so its gradient is finite at zero.
+    """
+
+    def call(self, inputs):
+        return ops.sum(inputs * unit_vector(inputs), axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 1)
 
 
 @keras.saving.register_keras_serializable("velnet")
@@ -201,8 +227,10 @@ def _up(x, filters, name):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _validate(input_channels, output_channels, n1, n2, n3, dropout, init_kernel):
-    """Raise ValueError ending in "Received: ..." for arguments `halo_unet` cannot take."""
+def _validate(input_channels, output_channels, n1, n2, n3, dropout, init_kernel, residual_channels=None,
+              base_size=None):
+    """Raise ValueError ending in "Received: ..." for arguments `halo_unet` cannot take
+    (`residual_channels` must span `base_size` input channels, default `output_channels`)."""
     for key, value in dict(input_channels=input_channels, output_channels=output_channels,
                            n1=n1, n2=n2, n3=n3).items():
         if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
@@ -212,6 +240,13 @@ def _validate(input_channels, output_channels, n1, n2, n3, dropout, init_kernel)
     if not (isinstance(init_kernel, int) and init_kernel > 0 and init_kernel % 2):
         raise ValueError(
             f"`init_kernel` must be an odd positive integer. Received: init_kernel={init_kernel!r}")
+    if residual_channels is not None:
+        span = list(residual_channels) if isinstance(residual_channels, (list, tuple)) else []
+        size = base_size or output_channels
+        if not (len(span) == 2 and all(isinstance(c, int) for c in span) and 0 <= span[0]
+                and span[1] - span[0] == size and span[1] <= input_channels):
+            raise ValueError(f"`residual_channels` must be [start, stop) of {size} of the {input_channels} input "
+                             f"channels. Received: residual_channels={residual_channels!r}")
 
 
 def _trunk(inputs, output_channels, n1, n2, n3, dropout, init_kernel, prefix=""):
@@ -234,8 +269,14 @@ def _trunk(inputs, output_channels, n1, n2, n3, dropout, init_kernel, prefix="")
     return layers.Conv3D(output_channels, 1, dtype="float32", name=f"{prefix}output")(x)
 
 
+def _residual(inputs, outputs, residual_channels, name):
+    """`outputs` plus the input channels `residual_channels` (a layer named `{name}_add`)."""
+    base = ChannelSlice(*residual_channels, dtype="float32", name=f"{name}_channels")(inputs)
+    return layers.Add(dtype="float32", name=f"{name}_add")([outputs, base])
+
+
 def halo_unet(input_channels=4, output_channels=1, n1=32, n2=64, n3=128, dropout=0.1,
-              init_kernel=7, name="halo_unet"):
+              init_kernel=7, residual_channels=None, name="halo_unet"):
     """Build the U-net of Fig. 2 of the 2024 halo paper, with periodic padding.
 
     Args:
@@ -248,6 +289,8 @@ def halo_unet(input_channels=4, output_channels=1, n1=32, n2=64, n3=128, dropout
         dropout: dropout rate of the final block, between its convolution and its
             BatchNormalization.
         init_kernel: odd kernel size of the "init" convolution (large receptive field).
+        residual_channels: None, or `[start, stop)` of `output_channels` input channels
+            (a whole-box estimate of the target, normalised) added to the output.
         name: model name.
 
     Returns:
@@ -263,14 +306,16 @@ def halo_unet(input_channels=4, output_channels=1, n1=32, n2=64, n3=128, dropout
         >>> model.output_shape
         (None, None, None, None, 1)
     """
-    _validate(input_channels, output_channels, n1, n2, n3, dropout, init_kernel)
+    _validate(input_channels, output_channels, n1, n2, n3, dropout, init_kernel, residual_channels)
     inputs = keras.Input(shape=(None, None, None, input_channels), name="inputs")
     outputs = _trunk(inputs, output_channels, n1, n2, n3, dropout, init_kernel)
+    if residual_channels is not None:
+        outputs = _residual(inputs, outputs, residual_channels, "residual")
     return keras.Model(inputs, outputs, name=name)
 
 
 def halo_velocity_unet(input_channels=8, n1=32, n2=64, n3=128, dropout=0.1, init_kernel=7,
-                       name="halo_velocity_unet"):
+                       residual_channels=None, name="halo_velocity_unet"):
     """Build the stage-two network: a magnitude U-net (8 -> 1) and a direction U-net (8 -> 3).
 
     Both are `halo_unet` layouts with the same widths on the same input (Table 1); the
@@ -280,6 +325,10 @@ def halo_velocity_unet(input_channels=8, n1=32, n2=64, n3=128, dropout=0.1, init
     Args:
         input_channels: channels of the input (Table 1: 8).
         n1, n2, n3, dropout, init_kernel: as for `halo_unet`, for both U-nets.
+        residual_channels: None, or `[start, stop)` of the 3 input channels of the linear
+            velocity (or momentum), normalised: both U-nets then output a 3-vector added to
+            it, the direction U-net's sum giving the direction, the magnitude U-net's sum
+            its norm as the magnitude.
         name: model name.
 
     Returns:
@@ -290,12 +339,19 @@ def halo_velocity_unet(input_channels=8, n1=32, n2=64, n3=128, dropout=0.1, init
     Raises:
         ValueError: for arguments the architecture cannot take.
     """
-    _validate(input_channels, 1, n1, n2, n3, dropout, init_kernel)
+    _validate(input_channels, 1, n1, n2, n3, dropout, init_kernel, residual_channels, base_size=3)
     inputs = keras.Input(shape=(None, None, None, input_channels), name="inputs")
     widths = dict(n1=n1, n2=n2, n3=n3, dropout=dropout, init_kernel=init_kernel)
-    magnitude = _trunk(inputs, 1, prefix="magnitude_", **widths)
-    magnitude = layers.Activation("softplus", dtype="float32", name="magnitude")(magnitude)
-    direction = _trunk(inputs, 3, prefix="direction_", **widths)
+    if residual_channels is None:
+        magnitude = _trunk(inputs, 1, prefix="magnitude_", **widths)
+        magnitude = layers.Activation("softplus", dtype="float32", name="magnitude")(magnitude)
+        direction = _trunk(inputs, 3, prefix="direction_", **widths)
+    else:
+        magnitude = _trunk(inputs, 3, prefix="magnitude_", **widths)
+        magnitude = _residual(inputs, magnitude, residual_channels, "magnitude_residual")
+        magnitude = Norm(dtype="float32", name="magnitude")(magnitude)
+        direction = _trunk(inputs, 3, prefix="direction_", **widths)
+        direction = _residual(inputs, direction, residual_channels, "direction_residual")
     direction = UnitVector(dtype="float32", name="direction")(direction)
     outputs = layers.Concatenate(dtype="float32", name="direction_magnitude")(
         [direction, magnitude])

@@ -12,10 +12,13 @@ An `InputSpec` lists them, in this order:
    density (`linear`: velocity v_L, or momentum (rho/rho_mean) v_L, with a Gaussian of
    radius `smoothing` Mpc/h, or the velocity of the fitted classical estimator `base`, a
    `velnet.classical.ClassicalEstimator` as a dict), or a vector field of the file
-   (`vector_field`: the 2024 paper's linear velocity or momentum of eq. 2-3). A 32^3 window
-   is smaller than the bulk flows that carry most of the velocity variance; a vector from
-   the whole box brings them in, and a residual network adds it back to its output
-   (`vector_channels` is that network's base);
+   (`vector_field`: the 2024 paper's linear velocity or momentum of eq. 2-3); or, for a
+   scalar target, a scalar field of the file (`scalar_field`: the linear real-space density
+   from the redshift-space halos, "linear_density_s"), divided by the target scale too. A
+   32^3 window is smaller than the bulk flows that carry most of the velocity variance and
+   the large-scale density modes; an estimate of the target from the whole box brings them
+   in, and a residual network adds it back to its output (`base_channels` is that
+   network's base);
 4. the context window (`context` = f): ln(1 + rho/rho_mean) averaged over f^3 blocks, in a
    window of the input tile's shape centred on the same point, so an s^3 input of 2 Mpc/h
    cells also sees s f cells around its target. It is not a field of the box but of each
@@ -61,6 +64,8 @@ class InputSpec:
         density: "ln", "model" or None (see `DENSITY_CHANNELS`).
         density_model: path of the model whose prediction is the density channel.
         vector_field: name of a vector field of the file, instead of `linear`.
+        scalar_field: name of a scalar field of the file estimating a scalar target over
+            the whole box, instead of a vector.
 
     Raises:
         VelnetInputError: a combination that does not make a set of channels (the message
@@ -76,6 +81,7 @@ class InputSpec:
     density: str = "ln"
     density_model: str = None
     vector_field: str = None
+    scalar_field: str = None
 
     def __post_init__(self):
         smoothing = float(self.smoothing or 0.0)
@@ -103,8 +109,9 @@ class InputSpec:
             raise VelnetInputError(None, "a predicted density channel needs its model, and only it: density='model' "
                                          f"with density_model. Received: density={self.density!r}, "
                                          f"density_model={self.density_model!r}")
-        if self.linear and self.vector_field:
-            raise VelnetInputError(None, f"one whole-box vector: linear theory or the field {self.vector_field!r}")
+        if sum(map(bool, (self.linear, self.vector_field, self.scalar_field))) > 1:
+            raise VelnetInputError(None, "one whole-box estimate of the target: linear theory, the field "
+                                         f"{self.vector_field or self.scalar_field!r}, or neither")
         if (self.linear or self.context) and self.density != "ln":
             raise VelnetInputError(None, "linear theory and the context window are computed from the density: "
                                          "they need the ln(1 + rho/rho_mean) channel")
@@ -117,15 +124,20 @@ class InputSpec:
     def channels(self):
         """Number of input channels."""
         return (len(self.fields) + (self.density is not None) + 3 * bool(self.linear or self.vector_field)
-                + bool(self.context))
+                + bool(self.scalar_field) + bool(self.context))
+
+    @property
+    def base_channels(self):
+        """`[start, stop)` of the whole-box estimate of the target (a residual network's base), or None."""
+        start = len(self.fields) + (self.density is not None)
+        if self.scalar_field:
+            return [start, start + 1]
+        return [start, start + 3] if self.linear or self.vector_field else None
 
     @property
     def vector_channels(self):
-        """`[start, stop)` of the whole-box vector (a residual network's base), or None."""
-        if not (self.linear or self.vector_field):
-            return None
-        start = len(self.fields) + (self.density is not None)
-        return [start, start + 3]
+        """`[start, stop)` of the whole-box vector, or None."""
+        return None if self.scalar_field else self.base_channels
 
     @property
     def vector_slices(self):
@@ -137,8 +149,7 @@ class InputSpec:
         names = list(self.fields)
         if self.density == "ln":
             names.append("density")
-        if self.vector_field:
-            names.append(self.vector_field)
+        names += [name for name in (self.vector_field, self.scalar_field) if name]
         return names
 
     def describe(self, target):
@@ -161,6 +172,8 @@ class InputSpec:
                 origin = f"{target} of the whole box from linear theory (Gaussian R = {self.smoothing:g} Mpc/h)"
             start, stop = self.vector_channels
             parts.append(f"channels {start}-{stop - 1}: {origin} / target_scale")
+        elif self.scalar_field:
+            parts.append(f"channel {self.base_channels[0]}: the field {self.scalar_field} / target_scale")
         if self.context:
             parts.append(f"channel {self.channels - 1}: ln(1 + rho/rho_mean) of {self.context}^3-cell blocks in a "
                          "window of the input's shape with the same centre")
@@ -176,7 +189,7 @@ class InputSpec:
         if self.context:
             out["context"] = self.context
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for key in ("fields", "field_scale", "density", "density_model", "vector_field"):
+        for key in ("fields", "field_scale", "density", "density_model", "vector_field", "scalar_field"):
             value = getattr(self, key)
             if value != defaults[key]:
                 out[key] = list(value) if key == "fields" else value
@@ -216,13 +229,13 @@ def box_inputs(fields, spec, target, target_scale, predicted_density=None):
         float32 `(N, N, N, C)`, C = `spec.channels` without the context window.
 
     Raises:
-        VelnetInputError: a missing field, no linear theory for the target, or a
-            non-positive scale.
+        VelnetInputError: a missing field, no linear theory for the target, a whole-box
+            field of the wrong kind, or a non-positive scale.
     """
     missing = [name for name in spec.field_names() if name not in fields]
     if missing:
         raise VelnetInputError(None, f"the inputs need the fields {missing}; the box holds {sorted(fields)}")
-    if (spec.linear or spec.vector_field) and not target_scale > 0:
+    if spec.base_channels and not target_scale > 0:
         raise VelnetInputError(None, f"target_scale must be > 0. Received: target_scale={target_scale}")
     channels = [(fields[name].value.astype(np.float64) / spec.field_scale).astype(np.float32)[..., None]
                 for name in spec.fields]
@@ -239,8 +252,13 @@ def box_inputs(fields, spec, target, target_scale, predicted_density=None):
         if target == "momentum":
             field = linear_momentum(density, field)
         channels.append((field.value.astype(np.float64) / target_scale).astype(np.float32))
-    elif spec.vector_field:
-        channels.append((fields[spec.vector_field].value.astype(np.float64) / target_scale).astype(np.float32))
+    for name, vector in ((spec.vector_field, True), (spec.scalar_field, False)):
+        if name:
+            if fields[name].is_vector != vector:
+                raise VelnetInputError(None, f"the field {name!r} must be a {'vector' if vector else 'scalar'} "
+                                             f"field. Received: shape {fields[name].value.shape}")
+            value = (fields[name].value.astype(np.float64) / target_scale).astype(np.float32)
+            channels.append(value if vector else value[..., None])
     return np.concatenate(channels, axis=-1)
 
 

@@ -3,7 +3,8 @@
 A model config is a preset name of the task's builder, or a dict of builder arguments with
 an optional "preset" key (default: the task's full-size preset) that the other keys
 override; the dataset fixes the shapes (`network_config`, the one parser of both papers'
-configs). A trained model ends in a `ToPhysical` layer that outputs physical units and
+configs), and `residual_channels="base"` stands for its whole-box estimate of the target
+(`velnet.inputs.InputSpec.base_channels`). A trained model ends in a `ToPhysical` layer that outputs physical units and
 carries its `ModelMetadata`, so `velnet predict` needs nothing else.
 """
 import dataclasses
@@ -37,6 +38,8 @@ BUILDERS = {
                                   lambda m: {"input_channels": m.input_shape[-1]}),
 }
 """Each task's network builder, by name."""
+BASE = "base"
+"""`residual_channels` value that stands for the dataset's whole-box estimate of the target."""
 
 
 def network_config(model_config, manifest):
@@ -49,7 +52,8 @@ def network_config(model_config, manifest):
 
     Returns:
         Every argument of the task's builder, its input and output channels (and, for the
-        Wu U-net, tile shape) from the dataset.
+        Wu U-net, tile shape) from the dataset; `residual_channels` "base" resolved to the
+        dataset's channels.
 
     Raises:
         VelnetInputError: naming the manifest: an unknown preset or argument, shapes that
@@ -70,13 +74,15 @@ def network_config(model_config, manifest):
         config = models.builder_config(builder.build, {**builder.presets[preset], **requested, **shapes})
     except ValueError as err:
         raise VelnetInputError(manifest.path, str(err)) from None
+    base = manifest.input_spec.base_channels
+    if config.get("residual_channels") == BASE and base:
+        config["residual_channels"] = base
     residual = config.get("residual_channels")
-    if residual is not None and list(residual) != manifest.input_spec.vector_channels:
-        held = (f"channels {manifest.input_spec.vector_channels}" if manifest.input_spec.vector_channels
-                else "no such channels")
+    if residual is not None and list(residual) != base:
+        held = f"channels {base}" if base else "no such channels"
         raise VelnetInputError(
-            manifest.path, f"the residual model adds input channels {residual} (the whole-box vector: linear "
-                           f"theory or a classical estimate of the target) to its output, but the dataset's inputs "
+            manifest.path, f"the residual model adds input channels {residual} (the whole-box estimate of the "
+                           f"target: linear theory or a classical estimate) to its output, but the dataset's inputs "
                            f"hold {held}: make the dataset with linear_input=True (velnet prep --linear-input), or "
                            "use a model without residual_channels")
     return config

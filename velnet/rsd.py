@@ -24,17 +24,25 @@ halo field and the real-space matter field as the k-average (in dk) of their pow
 nbodykit's FFTPower through `velnet.stats.power`, without shot-noise subtraction, as in
 the paper; P_halo is taken of the redshift-space field that eq. 2 divides, so beta also
 absorbs the Kaiser boost of its large-scale power.
+
+That boost splits beta into a real-space bias b and Kaiser's factor f / b: the monopole
+of b^2 (1 + (f / b) mu^2)^2 is b^2 + 2 b f / 3 + f^2 / 5 = beta^2 (`kaiser_bias`), and
+`linear_density` divides delta_s(k) by b (1 + (f / b) mu^2) = b + f mu^2 (mu the cosine
+of k to the line of sight): a linear estimate of the real-space matter density from the
+redshift-space halos, over the whole box (the residual base of the halo-density task).
 """
 import numpy as np
 
 from .errors import VelnetInputError
 from .fields import Field, los_axis
-from .linear import linear_momentum, linear_velocity
+from .linear import linear_momentum, linear_velocity, wavevectors
 from .painting import readout
 from .stats import power
 
 BIAS_KMAX = 0.3
 """Upper limit (h/Mpc) of the k-range of eq. 4."""
+LINEAR_DENSITY_SMOOTHING = 2.0
+"""Gaussian radius (Mpc/h) of `linear_density` in the halo fields files (see docs/results-halo2024.md)."""
 ROOT_STEP = 0.25
 """Spacing, in cells, of the candidate positions along the line of sight in `real_space_positions`."""
 
@@ -228,4 +236,65 @@ def linear_inputs(halo_density, beta, smoothing=0.0):
         out[name] = field.with_value(field.value, name)
         out[name].attrs.update(beta=float(beta), smoothing_mpc_h=float(smoothing),
                                method="linear theory of delta_s / beta (eq. 2-3)", units="km/s")
+    return out
+
+
+def kaiser_bias(beta, growth_rate):
+    """The real-space bias b whose Kaiser monopole b^2 + 2 b f / 3 + f^2 / 5 is beta^2 of eq. 4.
+
+    Args:
+        beta: the linear bias of eq. 4 (`linear_bias`), measured in redshift space.
+        growth_rate: f = dlnD/dlna at the halos' redshift.
+
+    Returns:
+        b = -f / 3 + sqrt(beta^2 - 4 f^2 / 45) (float); Kaiser's factor is f / b.
+
+    Raises:
+        VelnetInputError: beta^2 <= f^2 / 5, below the monopole of any b > 0.
+    """
+    f = float(growth_rate)
+    if not beta ** 2 > f ** 2 / 5:
+        raise VelnetInputError(None, f"beta^2 must exceed f^2 / 5 = {f ** 2 / 5:.3g} (the Kaiser monopole of a "
+                                     f"positive bias). Received: beta={beta}")
+    return float(-f / 3 + np.sqrt(beta ** 2 - 4 * f ** 2 / 45))
+
+
+def linear_density(halo_density, beta, los, smoothing=LINEAR_DENSITY_SMOOTHING):
+    """The real-space matter density of linear theory from the redshift-space halo field.
+
+    delta(k) = delta_s(k) exp(-k^2 R^2 / 2) / (b + f mu^2), with b = `kaiser_bias(beta, f)`,
+    f the growth rate at the field's redshift and mu = k_los / k; the box mean is 1.
+
+    Args:
+        halo_density: scalar `Field` 1 + delta_s of the redshift-space halos, with the
+            snapshot's redshift and cosmology.
+        beta: the linear bias of eq. 4 (`linear_bias`).
+        los: the line of sight of the redshift space: 0, 1, 2 or "x", "y", "z".
+        smoothing: Gaussian radius R, Mpc/h (0: none).
+
+    Returns:
+        scalar `Field` "linear_density_s", rho/rho_mean `(N, N, N)` float32, with attrs
+        beta, bias b, growth_rate f and smoothing_mpc_h.
+
+    Raises:
+        VelnetInputError: a vector field, an unknown `los`, a negative radius, or see
+            `kaiser_bias`.
+    """
+    axis = los_axis(los)
+    if halo_density.is_vector:
+        raise VelnetInputError(halo_density.attrs.get("source"), f"{halo_density.name!r} is not a scalar field")
+    if not smoothing >= 0:
+        raise VelnetInputError(None, f"smoothing must be a radius >= 0 Mpc/h. Received: {smoothing}")
+    f = halo_density.cosmology.growth_rate(1.0 / (1.0 + halo_density.redshift))
+    b = kaiser_bias(beta, f)
+    k, _, k2 = wavevectors(halo_density.nmesh, halo_density.box_size)
+    mu2 = np.divide(k[axis] ** 2, k2, out=np.zeros_like(k2), where=k2 > 0)
+    delta_k = np.fft.rfftn(np.asarray(halo_density.value, dtype=np.float64) - 1.0)
+    delta_k *= np.exp(-0.5 * k2 * smoothing ** 2) / (b + f * mu2)
+    delta_k[0, 0, 0] = 0.0
+    value = 1.0 + np.fft.irfftn(delta_k, s=halo_density.value.shape, axes=(0, 1, 2))
+    out = halo_density.with_value(value.astype(np.float32), "linear_density_s")
+    out.attrs.update(beta=float(beta), bias=b, growth_rate=f, smoothing_mpc_h=float(smoothing),
+                     method="delta_s / (b + f mu^2), b from beta (eq. 4) and the Kaiser monopole",
+                     units="rho / rho_mean")
     return out

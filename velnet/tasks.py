@@ -9,8 +9,9 @@ prep`, `train`, `tune` and `predict` run every task through the same code.
 
     wu2021          Wu et al. 2021: ln(1 + rho/rho_mean) in 32^3 tiles -> velocity or momentum
                     on the central 20^3 (`velnet.models.unet3d`, MSE)
-    halo-density    the 2024 halo paper's stage one: the redshift-space halo channels ->
-                    the real-space density, whole periodic boxes (`halo_unet`, eq. 5)
+    halo-density    the 2024 halo paper's stage one: the redshift-space halo channels (and,
+                    with `linear`, the linear real-space density of the whole box) -> the
+                    real-space density, whole periodic boxes (`halo_unet`, eq. 5)
     halo-velocity   its stage two: halo channels, stage one's density and the linear
                     velocity (or momentum) of eq. 2-3 -> abs(v) and direction, recombined
                     into the velocity or momentum (`halo_velocity_unet`, eq. 6)
@@ -24,6 +25,8 @@ HALO_CHANNEL_PREFIX = "halos_s_"
 """Halo fields files name their redshift-space halo channels halos_s_0, halos_s_1, ..."""
 LINEAR_FIELDS = {"velocity": "linear_velocity_s", "momentum": "linear_momentum_s"}
 """The halo fields file's linear inputs of eq. 2-3, by stage-two target."""
+LINEAR_DENSITY = "linear_density_s"
+"""The halo fields file's linear real-space density from the redshift-space halos (`velnet.rsd.linear_density`)."""
 UNITS = {"velocity": "km/s", "momentum": "km/s", "density": "rho/rho_mean"}
 """Units of each target."""
 
@@ -55,15 +58,17 @@ class Task:
     preset: str
     laptop_preset: str
 
-    def inputs(self, target, field_names=(), density_model=None, **wu_options):
+    def inputs(self, target, field_names=(), density_model=None, linear=False, **wu_options):
         """The default input channels of this task.
 
         Args:
             target: the target.
             field_names: the fields a box's file holds (the halo channels are found there).
             density_model: the stage-one model (halo-velocity).
-            **wu_options: `InputSpec` options of the wu2021 task (linear, smoothing, base,
-                context).
+            linear: add a linear estimate of the target from the whole box (the residual
+                presets' base): wu2021 linear theory of the density, halo-density the
+                file's `LINEAR_DENSITY`. halo-velocity always has eq. 2-3's.
+            **wu_options: `InputSpec` options of the wu2021 task (smoothing, base, context).
 
         Raises:
             VelnetInputError: options this task does not take, or no halo channels.
@@ -71,17 +76,20 @@ class Task:
         if density_model and self.name != "halo-velocity":
             raise VelnetInputError(None, f"a density model is an input of the halo-velocity task, not of {self.name}")
         if self.name == "wu2021":
-            return InputSpec(**wu_options)
+            return InputSpec(linear=linear, **wu_options)
         if wu_options and any(wu_options.values()):
             raise VelnetInputError(None, f"{sorted(k for k, v in wu_options.items() if v)} are inputs of the wu2021 "
                                          f"task, not of {self.name}")
+        if linear and self.name != "halo-density":
+            raise VelnetInputError(None, f"the {self.name} task's whole-box input is always eq. 2-3's linear "
+                                         f"{target}; a linear input is an option of wu2021 and halo-density")
         halos = sorted((n for n in field_names if n.startswith(HALO_CHANNEL_PREFIX)),
                        key=lambda n: int(n[len(HALO_CHANNEL_PREFIX):]))
         if not halos:
             raise VelnetInputError(None, f"the {self.name} task reads the halo channels {HALO_CHANNEL_PREFIX}0.. of a "
                                          f"halo fields file (velnet halo-fields); the file holds {sorted(field_names)}")
         if self.name == "halo-density":
-            return InputSpec(fields=halos, density=None)
+            return InputSpec(fields=halos, density=None, scalar_field=LINEAR_DENSITY if linear else None)
         if not density_model:
             raise VelnetInputError(None, "the halo-velocity task takes stage one's density: give the trained "
                                          "halo-density model (velnet prep --density-model)")

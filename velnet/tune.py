@@ -6,11 +6,20 @@ declares the search space with its defaults in one place, `declare_hyperparamete
     learning_rate      Adam learning rate, 1e-5 to 1e-2, log sampling      (default 1e-4)
     width_multiplier   factor on every U-net width, 1/8, 1/4, 1/2, 1       (the preset's;
                        the Wu et al. U-net)
-    batch_size         tiles per batch, 2 to 32                            (6, the paper's)
-    residual           add the whole-box vector input channels to the      (the preset's;
-                       output (the Wu et al. U-net, on datasets with that input)
+    n1, n2, n3         the widths N1-N3 of the 2024 halo paper's U-nets    (the preset's;
+                       (`HALO_WIDTHS`)                                      the halo tasks)
+    dropout            their final dropout rate, 0 to 0.5 in steps of 0.1  (the preset's)
+    batch_size         tiles per batch, 2 to 32                            (6, Wu et al.'s)
+    residual           add the whole-box estimate of the target (input     (the preset's;
+                       channels) to the output                             on datasets with it)
     train_boxes        train on the tiles of the first n training boxes    (all; only with
                        `tune_boxes` and several training boxes: a learning curve)
+
+That is the 2024 halo paper's Optuna space (learning rate, dropout, number of training
+sets, intermediate channels, batch size); its "minimum of five experiments ... for each
+set of hyperparameter values" is `executions_per_trial`: keras-tuner trains each trial that
+many times and scores the mean of their best val_loss, the i-th run of a setting seeded
+with seed + i.
 
 `tune` runs a search and writes, in its output folder:
 
@@ -35,6 +44,7 @@ in several processes, each with `KERASTUNER_TUNER_ID` ("chief" for one, "tuner0"
 set, and the same `outdir` (on a shared file system across machines). The chief serves
 the oracle and writes the results; workers run trials and return None.
 """
+import collections
 import csv
 import hashlib
 import importlib.util
@@ -61,6 +71,10 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ("bayesian", "random", "hyperband")
 OBJECTIVE = "val_loss"
 WIDTH_MULTIPLIERS = (1 / 8, 1 / 4, 1 / 2, 1.0)
+HALO_WIDTHS = {"n1": (4, 8, 16, 32), "n2": (8, 16, 32, 64), "n3": (16, 32, 64, 128)}
+"""Choices of the halo U-nets' widths N1-N3 (a preset's value is added)."""
+DROPOUT_RANGE = (0.0, 0.5, 0.1)
+"""min, max and step of the halo U-nets' dropout rate."""
 BATCH_SIZES = (2, 4, 6, 8, 16, 32)
 TUNED_TRAIN_KWARGS = ("learning_rate", "batch_size")
 """Hyperparameters that are `velnet.train.train` keyword arguments of the same name."""
@@ -86,15 +100,21 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         tune_boxes: also search the number of training boxes (`train_boxes`), when the
             dataset has several: how the loss falls with more simulations. Off by default,
             as fewer boxes rarely win and `velnet train` always uses all.
+        learning_rate, batch_size: the defaults of those hyperparameters.
+
+    Attributes:
+        runs: builds so far per setting (JSON of its values): the i-th build of a setting
+            seeds weights, shuffling and augmentation with seed + i.
 
     Raises:
         VelnetInputError: a bad dataset, or a residual model on a dataset without the
-            linear-theory input channels.
+            whole-box input channels.
         VelnetInputError: an unknown preset or model argument.
     """
 
     def __init__(self, dataset_dir, model_config=None, seed=0, augment=True,
-                 steps_per_epoch=None, validation_steps=None, tune_boxes=False):
+                 steps_per_epoch=None, validation_steps=None, tune_boxes=False, learning_rate=1e-4,
+                 batch_size=6):
         super().__init__(name="velnet_unet")
         self.dataset_dir = Path(dataset_dir)
         self.manifest = read_manifest(self.dataset_dir)
@@ -102,16 +122,17 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         requested = {"preset": model_config} if isinstance(model_config, str) else dict(model_config or {})
         self.preset = requested.pop("preset", self.task.preset)
         self.overrides = requested
-        base = network_config({"preset": self.preset, **self.overrides}, self.manifest)
+        self.base = network_config({"preset": self.preset, **self.overrides}, self.manifest)
         self.wu_unet = self.task.network == "unet3d"
-        self.residual_base = self.manifest.input_spec.vector_channels if self.wu_unet else None
-        self.default_width = float(base.get("width_multiplier", 1.0))
-        self.default_residual = base.get("residual_channels") is not None
+        self.residual_base = self.manifest.input_spec.base_channels
         per_box = self.manifest.split.get("per_box", [])
         self.train_box_ids = [i for i, counts in enumerate(per_box) if counts.get(TRAIN_SPLIT)]
         self.seed, self.augment, self.tune_boxes = seed, augment, tune_boxes
         self.steps_per_epoch, self.validation_steps = steps_per_epoch, validation_steps
+        self.learning_rate, self.batch_size = learning_rate, batch_size
+        self.runs = collections.Counter()
         self._record_boxes = None
+        self._run_seed = seed
 
     def declare_hyperparameters(self, hp):
         """Declare the search space in `hp` (values already there win) and return the values.
@@ -119,13 +140,21 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         Returns:
             dict name -> value of every hyperparameter of this dataset's space.
         """
-        values = {"learning_rate": hp.Float("learning_rate", 1e-5, 1e-2, sampling="log", default=1e-4)}
+        values = {"learning_rate": hp.Float("learning_rate", 1e-5, 1e-2, sampling="log",
+                                            default=self.learning_rate)}
         if self.wu_unet:
-            values["width_multiplier"] = hp.Choice("width_multiplier", sorted({*WIDTH_MULTIPLIERS, self.default_width}),
-                                                   default=self.default_width)
-        values["batch_size"] = hp.Choice("batch_size", list(BATCH_SIZES), default=6)
+            width = float(self.base["width_multiplier"])
+            values["width_multiplier"] = hp.Choice("width_multiplier", sorted({*WIDTH_MULTIPLIERS, width}),
+                                                   default=width)
+        else:
+            for name, choices in HALO_WIDTHS.items():
+                values[name] = hp.Choice(name, sorted({*choices, self.base[name]}), default=self.base[name])
+            low, high, step = DROPOUT_RANGE
+            values["dropout"] = hp.Float("dropout", low, high, step=step, default=self.base["dropout"])
+        values["batch_size"] = hp.Choice("batch_size", sorted({*BATCH_SIZES, self.batch_size}),
+                                         default=self.batch_size)
         if self.residual_base:
-            values["residual"] = hp.Boolean("residual", default=self.default_residual)
+            values["residual"] = hp.Boolean("residual", default=self.base["residual_channels"] is not None)
         if self.tune_boxes and len(self.train_box_ids) > 1:
             n = len(self.train_box_ids)
             values["train_boxes"] = hp.Int("train_boxes", 1, n, default=n)
@@ -135,19 +164,24 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         """The `velnet.train.train` model config of the values in `hp` (preset plus overrides)."""
         values = self.declare_hyperparameters(hp)
         config = {"preset": self.preset, **self.overrides}
-        if "width_multiplier" in values:
-            config["width_multiplier"] = values["width_multiplier"]
+        for name in ("width_multiplier", "dropout", *HALO_WIDTHS):
+            if name in values:
+                config[name] = values[name]
         if "residual" in values:
             config["residual_channels"] = self.residual_base if values["residual"] else None
         return config
 
     def build(self, hp):
-        """Build and compile the network of `hp` (Adam, the task's loss of normalised targets).
+        """Build and compile the network of `hp` (Adam, the task's loss of normalised targets),
+        seeded with seed + the number of earlier builds of the same values (`runs`).
 
         Raises:
             VelnetInputError: a model config that does not fit the dataset's tiles.
         """
-        keras.utils.set_random_seed(self.seed)
+        setting = json.dumps(self.declare_hyperparameters(hp), sort_keys=True)
+        self._run_seed = self.seed + self.runs[setting]
+        self.runs[setting] += 1
+        keras.utils.set_random_seed(self._run_seed)
         _, network = build_network(self.model_config(hp), self.manifest)
         lr = self.declare_hyperparameters(hp)["learning_rate"]
         network.compile(optimizer=keras.optimizers.Adam(lr), loss=task_loss(self.task),
@@ -155,7 +189,8 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         return network
 
     def fit(self, hp, model, **kwargs):
-        """Train `model` on the dataset with the batch size (and boxes) of `hp`.
+        """Train `model` on the dataset with the batch size (and boxes) of `hp`, shuffled and
+        augmented with the seed of the last `build`.
 
         Args:
             hp: the trial's `HyperParameters`.
@@ -174,7 +209,7 @@ class VelnetHyperModel(keras_tuner.HyperModel):
 
     def _train_data(self, values):
         """The training batches: every training tile, or those of the first n training boxes."""
-        kwargs = dict(shuffle=True, seed=self.seed, augment=self.augment)
+        kwargs = dict(shuffle=True, seed=self._run_seed, augment=self.augment)
         n = values.get("train_boxes", len(self.train_box_ids))
         if n == len(self.train_box_ids):
             return load_split(self.manifest, TRAIN_SPLIT, values["batch_size"], **kwargs)
@@ -197,8 +232,9 @@ class VelnetHyperModel(keras_tuner.HyperModel):
 
 def tune(dataset_dir, outdir, model_config=None, algorithm="bayesian", max_trials=10,
          epochs=10, overwrite=False, seed=0, fixed=None, augment=True, steps_per_epoch=None,
-         validation_steps=None, tune_boxes=False, verbose=1):
-    """Search the U-net's hyperparameters on a shard dataset, minimising val_loss.
+         validation_steps=None, tune_boxes=False, executions_per_trial=1, learning_rate=1e-4,
+         batch_size=6, verbose=1):
+    """Search the network's hyperparameters on a shard dataset, minimising val_loss.
 
     Args:
         dataset_dir: shard folder with `manifest.json`.
@@ -218,6 +254,9 @@ def tune(dataset_dir, outdir, model_config=None, algorithm="bayesian", max_trial
         steps_per_epoch: training batches per epoch (default: all training tiles).
         validation_steps: validation batches per epoch (default: the whole "val" split).
         tune_boxes: also search the number of training boxes (see `VelnetHyperModel`).
+        executions_per_trial: trainings per trial (from seeds seed, seed + 1, ...), scored
+            by the mean of their best val_loss.
+        learning_rate, batch_size: the defaults of those hyperparameters.
         verbose: Keras fit verbosity (0, 1 or 2).
 
     Returns:
@@ -232,21 +271,27 @@ def tune(dataset_dir, outdir, model_config=None, algorithm="bayesian", max_trial
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}. Received: algorithm={algorithm!r}")
     outdir = Path(outdir)
+    if not (isinstance(executions_per_trial, int) and executions_per_trial >= 1):
+        raise ValueError(f"executions_per_trial must be an integer >= 1. "
+                         f"Received: executions_per_trial={executions_per_trial!r}")
     hypermodel = VelnetHyperModel(dataset_dir, model_config, seed=seed, augment=augment,
                                   steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                                  tune_boxes=tune_boxes)
+                                  tune_boxes=tune_boxes, learning_rate=learning_rate, batch_size=batch_size)
     space = _space(hypermodel, fixed or {})
     config = {"dataset": str(Path(dataset_dir).resolve()), "model": model_config,
               "algorithm": algorithm, "max_trials": max_trials, "epochs": epochs, "seed": seed,
               "fixed": fixed or {}, "augment": augment, "steps_per_epoch": steps_per_epoch,
               "validation_steps": validation_steps, "tune_boxes": tune_boxes}
+    if executions_per_trial > 1:  # only when asked, so searches made before it existed resume
+        config["executions_per_trial"] = executions_per_trial
     digest = hashlib.sha256(json.dumps(
         {**config, "manifest": sha256(hypermodel.manifest.path),
          "space": space.get_config()}, sort_keys=True, default=str).encode()).hexdigest()
     project = f"{algorithm}-{digest[:12]}"
     role = _role()
     tuner = _tuner(algorithm, hypermodel, space, outdir, project, max_trials, epochs, seed,
-                   overwrite=overwrite and role != "worker")
+                   overwrite=overwrite and role != "worker", executions_per_trial=executions_per_trial)
+    hypermodel.runs.clear()  # the tuner built the default setting to read the space
     log.info("keras-tuner project %s (%s)", tuner.project_dir, role)
     tuner.search(epochs=epochs, callbacks=_callbacks(outdir), verbose=verbose)
     if role == "worker":
@@ -301,11 +346,12 @@ def _role():
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
-def _tuner(algorithm, hypermodel, space, outdir, project, max_trials, epochs, seed, overwrite):
+def _tuner(algorithm, hypermodel, space, outdir, project, max_trials, epochs, seed, overwrite,
+           executions_per_trial):
     """The keras-tuner tuner of `algorithm`; keras-tuner takes seed 0 for "no seed", so seed + 1."""
     common = dict(objective=keras_tuner.Objective(OBJECTIVE, "min"), seed=seed + 1,
                   hyperparameters=space, directory=str(outdir / TUNER_DIR), project_name=project,
-                  overwrite=overwrite)
+                  overwrite=overwrite, executions_per_trial=executions_per_trial)
     if algorithm == "bayesian":
         return keras_tuner.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
     if algorithm == "random":

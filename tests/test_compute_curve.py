@@ -1,7 +1,7 @@
 """The compute curve's restricted correction: kept where it predicts the wanted one, dropped where it is noise."""
 import numpy as np
 
-from experiments.compute_curve import restricted, restriction
+from experiments.compute_curve import figure, restricted, restriction
 from velnet.classical import absolute_kedges
 from velnet.cosmology import WU2021
 from velnet.fields import Field
@@ -30,3 +30,15 @@ def test_restricted_adds_the_gained_correction_to_the_base():
     base, prediction = _velocity(3), _velocity(4)
     np.testing.assert_allclose(restricted(base, prediction, np.ones(16), kedges).value, prediction.value, atol=1e-4)
     np.testing.assert_allclose(restricted(base, prediction, np.zeros(16), kedges).value, base.value, atol=1e-4)
+
+
+def test_the_curve_figure_is_written(tmp_path):
+    def box(network, restricted_error):
+        return {"network": {"mean_abs_v_res": network}, "restricted": {"mean_abs_v_res": restricted_error}}
+
+    points = [{"samples": s, "boxes": {"test": box(40.0 - i, 36.5), "halo2024": box(37.0 - i, 33.5)}}
+              for i, s in enumerate((1000, 2000, 4000))]
+    result = {"classical": {"test": {"mean_abs_v_res": 36.0}, "halo2024": {"mean_abs_v_res": 33.0}},
+              "runs": {"window-32": {"points": points}}}
+    path = figure(result, tmp_path / "curve.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

@@ -406,10 +406,13 @@ def compute_curve_figure(panels, xlabel="training samples seen", ylabel="mean ab
             ax.axhline(y, color=TRUTH_COLOR if i == 0 else f"C{len(content['curves']) + i}", ls="--", lw=1.2,
                        label=name)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_title(panel, fontsize=10)
     axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5 * len(panels) + 0.04, -0.18))
+    fig.suptitle(title)
+    return fig
 
 
 def loss_figure(histories, columns, title=""):

@@ -16,11 +16,15 @@ $(STAMP): setup.cfg scripts/install.sh scripts/requirements.txt
 
 install: $(STAMP)
 
+# Tests run in one process per core (pytest-xdist; a file's tests stay in one process, so its
+# fixtures are built once): TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo

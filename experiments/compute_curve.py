@@ -149,7 +149,8 @@ def measure(data, folder, recipe, boxes, val_box, base):
             point["boxes"][name] = {"network": band_errors(pred, box["velocity"]),
                                     "restricted": band_errors(restricted(box_base, pred, gain, kedges),
                                                               box["velocity"])}
-        log.info("epoch %d: %s", epoch, {n: round(b["network"]["mean_abs_v_res"], 2) for n, b in point["boxes"].items()})
+        errors = {n: round(b["network"]["mean_abs_v_res"], 2) for n, b in point["boxes"].items()}
+        log.info("epoch %d: %s", epoch, errors)
         points.append(point)
     return points
 
@@ -184,7 +185,8 @@ def run(out, config=CONFIG):
     tests = {"test": fields_for_seed(out, boxes, boxes["test_seed"])}
     if boxes.get("other_cosmology"):
         tests[boxes["other_cosmology"]] = fields_for_seed(out, boxes, boxes["test_seed"], boxes["other_cosmology"])
-    base_file = fit_sets(out, {"sets": {config["base"]: CLASSICAL_CONFIG["sets"][config["base"]]}}, train)[config["base"]]
+    chosen = {"sets": {config["base"]: CLASSICAL_CONFIG["sets"][config["base"]]}}
+    base_file = fit_sets(out, chosen, train)[config["base"]]
     base = ClassicalEstimator.load(base_file)
     loaded = {name: load_fields(path, ["density", "velocity"]) for name, path in tests.items()}
     val_box = load_fields(val[0], ["density", "velocity"])

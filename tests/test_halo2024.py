@@ -73,22 +73,3 @@ def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
     changed = [p for p, t in stamps.items() if p.exists() and p.stat().st_mtime != t and p.name != "config.json"]
     assert changed == []
 
-
-@pytest.mark.slow
-def test_a_config_with_a_search_trains_with_the_tuners_best(tmp_path, caplog):
-    pytest.importorskip("fastpm")
-    config = {**TINY, "weightings": ["number"], "targets": ["velocity"], "momentum": [],
-              "density_models": {"paper": DESIGNS["paper"]}, "velocity_models": {"paper": DESIGNS["paper"]},
-              "search": {"max_trials": 2, "epochs": 1, "executions_per_trial": 2}}
-    with caplog.at_level("INFO", logger="experiments"):
-        halo2024.run(tmp_path, config)
-    commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("$ velnet")]
-    tunes = [c for c in commands if c.startswith("$ velnet tune")]
-    assert len(tunes) == 2 and all("--executions-per-trial 2" in c and "--max-trials 2" in c for c in tunes)
-    for name in ("density", "velocity"):
-        best = json.loads((tmp_path / "tuning" / "number" / f"{name}-paper" / "best_config.json").read_text())
-        record = tmp_path / "models" / "number" / f"{name}-paper" / "train_config.json"
-        trained = json.loads(record.read_text())["config"]
-        assert trained["learning_rate"] == best["learning_rate"] and trained["batch_size"] == best["batch_size"]
-        assert {k: trained["model"][k] for k in ("n1", "n2", "n3", "dropout")} == \
-            {k: best["model"][k] for k in ("n1", "n2", "n3", "dropout")}

@@ -26,7 +26,8 @@ def test_presets_and_overrides_of_both_papers_builders():
     assert network_config({}, manifest("wu2021", [32, 32, 32, 1], [20, 20, 20, 3]))["width_multiplier"] == 1.0
     halo = manifest("halo-density", [16, 16, 16, 4], [16, 16, 16, 1], HALO_SPEC)
     assert network_config({}, halo) == {"input_channels": 4, "output_channels": 1, "n1": 32, "n2": 64, "n3": 128,
-                                        "dropout": 0.1, "init_kernel": 7, "residual_channels": None, "name": "halo_unet"}
+                                        "dropout": 0.1, "init_kernel": 7, "residual_channels": None,
+                                        "name": "halo_unet"}
     small = network_config({"preset": "halo-tiny", "n1": 4}, halo)
     assert (small["n1"], small["n2"], small["init_kernel"]) == (4, 16, 5)
     config, network = build_network({"preset": "halo-tiny", "n1": 4, "n2": 4, "n3": 4}, halo)

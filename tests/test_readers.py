@@ -377,7 +377,8 @@ def test_length_unit_flag_overrides_the_file(tmp_path, particles, caplog):
         read_particles(path)
     p = read_particles(path, length_unit="Mpc/h")
     assert p.box_size == pytest.approx(BOX)
-    assert "--length-unit Mpc/h overrides the file's kpc/h (UnitLength_in_cm = 3.085678e+21 in Parameters)" in caplog.text
+    assert ("--length-unit Mpc/h overrides the file's kpc/h (UnitLength_in_cm = 3.085678e+21 in Parameters)"
+            in caplog.text)
 
 
 def test_a_universe_that_is_not_flat_is_refused(tmp_path, particles):

@@ -80,7 +80,8 @@ def test_cover_takes_each_cell_once_from_the_tile_where_it_is_most_central(nmesh
         origins = cover_origins(nmesh, size)
         np.testing.assert_array_equal(stitch(extract(box, origins, size), nmesh), box)
         # each cell from its owner: tile n filled with n, stitched, gives the owners' index
-        index = stitch(np.broadcast_to(np.arange(len(origins))[:, None, None, None], (len(origins),) + (size,) * 3), nmesh)
+        tile_ids = np.broadcast_to(np.arange(len(origins))[:, None, None, None], (len(origins),) + (size,) * 3)
+        index = stitch(tile_ids, nmesh)
         k = len(starts)
         np.testing.assert_array_equal(index, (owner[:, None, None] * k + owner[None, :, None]) * k + owner)
 

@@ -93,7 +93,8 @@ def velocity_from_source(source_k, density, smoothing=0.0):
         scale *= np.exp(-0.5 * k2 * smoothing**2)
     scale[0, 0, 0] = 0.0
     shape = density.value.shape
-    return np.stack([np.fft.irfftn(scale * k, s=shape, axes=(0, 1, 2)) for k in (kx, ky, kz)], axis=-1).astype(np.float32)
+    components = [np.fft.irfftn(scale * k, s=shape, axes=(0, 1, 2)) for k in (kx, ky, kz)]
+    return np.stack(components, axis=-1).astype(np.float32)
 
 
 def linear_momentum(density, velocity):

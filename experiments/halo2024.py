@@ -229,7 +229,8 @@ def run_scheme(out, config, files, weighting):
     """Train both stages of one weighting scheme (every candidate design, the best by validation
     kept) and predict the test boxes; returns their prediction files.
 
-    Writes the choices and every candidate's best val_loss to models/WEIGHTING/designs.json.
+    Writes the design kept per network to models/WEIGHTING/designs.json (each candidate's best
+    val_loss is in its train_config.json).
     """
     density = {design: train_network(out, config, files, weighting, "density", design, "--task", "halo-density",
                                      *(["--linear-input"] if residual(model) else []))

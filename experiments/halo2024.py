@@ -175,8 +175,12 @@ def search(folder, data, settings, config):
 
 
 def residual(model):
-    """Whether a model config adds the dataset's whole-box estimate (needs `prep --linear-input` in stage one)."""
-    return "residual" in model.get("preset", "") or model.get("residual_channels") is not None
+    """Whether a model config adds the dataset's whole-box estimate (needs `prep --linear-input` in
+    stage one): its own `residual_channels`, or its preset's."""
+    from velnet.halo_models import PRESETS
+
+    preset = PRESETS.get(model.get("preset"), {})
+    return model.get("residual_channels", preset.get("residual_channels")) is not None
 
 
 def best_design(out, weighting, name, designs):

@@ -1,6 +1,6 @@
 """Whole-box prediction time against grid size: tile, infer and stitch with `predict_box`.
 
-Times `velnet.predict.predict_box` on random lognormal density boxes of each grid size,
+Times `velnet.prediction.predict.predict_box` on random lognormal density boxes of each grid size,
 with a trained model (`--model`) or an untrained U-net of a preset at the paper's 2 Mpc/h
 cells. The first call per grid size includes tracing and compilation for its tile shape
 ("cold"); the best of the later ones is "warm".
@@ -14,13 +14,13 @@ import time
 import numpy as np
 
 from benchmarks.environment import describe
-from velnet.cosmology import WU2021
-from velnet.fields import Field
-from velnet.inputs import InputSpec
-from velnet.models import PRESETS, physical_model, unet_config, unet_from_config
-from velnet.networks import ModelMetadata
-from velnet.predict import inference_tile, predict_box
-from velnet.tiling import tile_origins
+from velnet.data.inputs import InputSpec
+from velnet.data.tiling import tile_origins
+from velnet.fields.field import Field
+from velnet.networks.builders import ModelMetadata
+from velnet.networks.unet3d import PRESETS, physical_model, unet_config, unet_from_config
+from velnet.physics.cosmology import WU2021
+from velnet.prediction.predict import inference_tile, predict_box
 
 CELL = 2.0
 """Mpc/h per cell of the untrained model's "training data" (Wu et al. 2021)."""
@@ -30,7 +30,7 @@ def untrained_model(preset, width_multiplier=None, tile=20, margin=6):
     """A km/s-output U-net of a preset with random weights, and metadata as `train` writes it.
 
     Returns:
-        `(model, metadata)` as `velnet.train.load_model` returns them, for 2 Mpc/h cells
+        `(model, metadata)` as `velnet.training.train.load_model` returns them, for 2 Mpc/h cells
         and a target scale of 300 km/s.
     """
     linear = PRESETS[preset].get("residual_channels") is not None
@@ -67,7 +67,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     if args.model:
-        from velnet.train import load_model
+        from velnet.training.train import load_model
         model, metadata = load_model(args.model)
         source = args.model
     else:

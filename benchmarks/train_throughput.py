@@ -16,8 +16,8 @@ import keras
 import numpy as np
 
 from benchmarks.environment import describe
-from velnet.models import PRESETS, unet_config, unet_from_config
-from velnet.train import jit_compile_setting
+from velnet.networks.unet3d import PRESETS, unet_config, unet_from_config
+from velnet.training.train import jit_compile_setting
 
 DTYPES = ("float32", "mixed_bfloat16")
 
@@ -84,7 +84,7 @@ def torch_rates(config, batch, dtype, steps, warmup, seed=0):
 
 
 def torch_unet(config):
-    """The U-net of `velnet.models.unet3d` in plain PyTorch (channels first, same layers and sizes).
+    """The U-net of `velnet.networks.unet3d.unet3d` in plain PyTorch (channels first, same layers and sizes).
 
     Padding differs in one detail: stride-2 convolutions pad one cell on both sides, where
     Keras's 'same' pads one at the end only; shapes and parameter counts are equal.
@@ -92,7 +92,7 @@ def torch_unet(config):
     import torch
     from torch import nn
 
-    from velnet.models import scaled_widths
+    from velnet.networks.unet3d import scaled_widths
 
     *levels, bottom = scaled_widths(config["widths"], config["width_multiplier"])
     n_valid, residual = config["n_valid"], config["residual_channels"]

@@ -37,10 +37,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from velnet.cosmology import PRESETS as COSMOLOGIES
-from velnet.cosmology import Cosmology
 from velnet.errors import VelnetInputError
 from velnet.files import atomic_file, require_file
+from velnet.physics.cosmology import PRESETS as COSMOLOGIES
+from velnet.physics.cosmology import Cosmology
 
 from .readers import BOX_TOLERANCE, LENGTH_UNITS, wrap_positions
 

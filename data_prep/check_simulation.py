@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from velnet.fields import Field
+from velnet.fields.field import Field
 from velnet.files import atomic_file
-from velnet.linear import linear_velocity
+from velnet.physics.linear import linear_velocity
 
 from .readers import read_particles
 from .simulate import PRESETS, SimulationConfig, nbodykit_cosmology, simulate

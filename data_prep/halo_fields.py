@@ -4,8 +4,8 @@ The paper's input (section 2.2) is four channels of redshift-space halos, ranked
 and cut where the cumulative number density reaches 1e-4, 1e-3, 2e-3 and 3e-3 (h/Mpc)^3,
 CIC-painted without ("number") or with ("mass") mass weighting (`paint_halo_channels`);
 its targets are the real-space matter density, velocity and momentum; its extra inputs are
-the linear velocity and momentum of delta_s / beta (`velnet.rsd`). Beside them goes the
-linear real-space matter density delta_s / (b + f mu^2) (`velnet.rsd.linear_density`), the
+the linear velocity and momentum of delta_s / beta (`velnet.physics.rsd`). Beside them goes the
+linear real-space matter density delta_s / (b + f mu^2) (`velnet.physics.rsd.linear_density`), the
 whole-box base of a residual stage one. `halo_fields` makes all
 of them for one snapshot, `write_halo_fields` writes them as one fields file.
 
@@ -46,9 +46,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, los_axis, save_fields
-from velnet.painting import paint
-from velnet.rsd import BIAS_KMAX, linear_bias, linear_density, linear_inputs, redshift_space_positions
+from velnet.fields.field import Field, los_axis, save_fields
+from velnet.fields.painting import paint
+from velnet.physics.rsd import (
+    BIAS_KMAX,
+    linear_bias,
+    linear_density,
+    linear_inputs,
+    redshift_space_positions,
+)
 
 from .fof import find_halos
 from .paint import paint_fields
@@ -132,9 +138,9 @@ def mass_bins(mass, volume, number_densities=NUMBER_DENSITIES):
 def paint_halo_channels(catalog, nmesh, los="z", weighting="number", number_densities=NUMBER_DENSITIES):
     """The paper's input: redshift-space halos of each mass channel, CIC-painted.
 
-    Halos move to redshift space along `los` (`velnet.rsd.redshift_space_positions`), are
+    Halos move to redshift space along `los` (`velnet.physics.rsd.redshift_space_positions`), are
     binned by `mass_bins`, and each channel is painted with plain CIC
-    (`velnet.painting.paint`) with weight 1 ("number", without mass weighting) or the halo mass
+    (`velnet.fields.painting.paint`) with weight 1 ("number", without mass weighting) or the halo mass
     ("mass", with mass weighting). Each channel is normalised by the mean weight per cell
     of all binned halos, W / N^3 (W: their number or total mass): channel j is
     rho_j / rho_mean, its mean is the channel's share of W, and the channels sum to
@@ -220,7 +226,7 @@ def halo_fields(particles, nmesh, catalog=None, los="z", weighting="number",
         `paint_halo_channels`), "density" (rho/rho_mean of the matter, real space),
         "velocity", "momentum" (km/s, `data_prep.paint.paint_fields`),
         "linear_velocity_s", "linear_momentum_s" (km/s, eq. 2-3 from the summed channels
-        with beta of eq. 4), "linear_density_s" (rho/rho_mean, `velnet.rsd.linear_density`
+        with beta of eq. 4), "linear_density_s" (rho/rho_mean, `velnet.physics.rsd.linear_density`
         of the summed channels along `los`); attrs: JSON-ready metadata (los, weighting, mass edges,
         target and reached number densities, counts, beta, the catalogue's provenance).
 
@@ -264,7 +270,7 @@ def write_halo_fields(snapshot_path, out_h5, nmesh, catalog=None, los="z", weigh
 
     Args:
         snapshot_path: a snapshot `read_particles` reads.
-        out_h5: the fields file (`velnet.fields.save_fields` layout; the halo channels
+        out_h5: the fields file (`velnet.fields.field.save_fields` layout; the halo channels
             are the scalar fields "halos_s_0".."halos_s_3", heaviest first).
         nmesh, catalog, los, weighting, number_densities, kmax, linking_length, nmin:
             as `halo_fields`.

@@ -1,6 +1,6 @@
 """Fields files -> tiles -> TFRecord shards plus manifest: the training set of any task.
 
-The inputs are the task's channels (`velnet.inputs.InputSpec`) of each whole box, cut into
+The inputs are the task's channels (`velnet.data.inputs.InputSpec`) of each whole box, cut into
 `target + 2 * margin` cubes around the `target^3` cubes of the target field: for Wu et al.
 2021 ln(1 + rho/rho_mean) in 32^3 cubes around 20^3 velocity or momentum targets (with
 `linear` the linear-theory target of the whole box, with `context` a coarse, larger window);
@@ -18,16 +18,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from velnet.data.datasets import read_split_arrays
+from velnet.data.inputs import SPEC_KEY, InputWindows, check_context
+from velnet.data.manifest import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, read_manifest
+from velnet.data.records import encode_record, shard_name
+from velnet.data.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
+from velnet.data.writer import ShardWriter, sha256
 from velnet.errors import VelnetInputError
-from velnet.fields import field_names, load_fields, read_meta
+from velnet.fields.field import field_names, load_fields, read_meta
 from velnet.files import atomic_dir
-from velnet.inputs import SPEC_KEY, InputWindows, check_context
-from velnet.predict import whole_box_inputs
+from velnet.prediction.predict import whole_box_inputs
 from velnet.provenance import versions
-from velnet.shards import (FORMAT, FORMAT_VERSION, MANIFEST, Manifest, ShardWriter, encode_record, read_manifest,
-                           read_split_arrays, sha256, shard_name)
 from velnet.tasks import UNITS, get_task
-from velnet.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
 
 REGION_RULE = ("x-slabs one target tile thick dealt to contiguous regions train, val, test "
                "(periodic in x); ceil(2 margin / target) guard slabs dropped at each border "
@@ -42,7 +44,7 @@ def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, marg
     """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
 
     Args:
-        field_files: fields files (one box each, from `velnet.fields.save_fields`) holding
+        field_files: fields files (one box each, from `velnet.fields.field.save_fields`) holding
             the fields the inputs read and the target field; all must share box size, mesh,
             redshift and cosmology.
         outdir: dataset folder to create.
@@ -52,9 +54,9 @@ def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, marg
             (or the subfield).
         margin: input cells added on each side of a tile (default the task's; 0 for the
             periodic networks).
-        subfield: tile only the centred `subfield^3` of the mesh (`velnet.tiling.subfield_offset`;
+        subfield: tile only the centred `subfield^3` of the mesh (`velnet.data.tiling.subfield_offset`;
             Wu et al. 2021: 240 of 256, 1728 targets of 20^3 a box); None: the whole mesh.
-        split: "region" (each box split spatially, see `velnet.tiling.split_tiles`) or
+        split: "region" (each box split spatially, see `velnet.data.tiling.split_tiles`) or
             "train", "val", "test" (whole boxes in that split).
         fractions: train, val, test shares of each box for `split="region"`.
         tiles_per_shard: records per shard file.

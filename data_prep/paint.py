@@ -4,7 +4,7 @@ As in Wu et al. 2021 (section 2): plain CIC (no deconvolution of the window, no
 interlacing) of the mass for the density and of the mass times velocity for the momentum;
 the velocity is their ratio, and cells with no mass get the background velocity, the mean
 momentum over the mean density (their footnote 5). Painting is nbodykit's
-`CatalogSource.to_mesh(resampler="cic")` (`velnet.painting.paint`), which divides by the mean
+`CatalogSource.to_mesh(resampler="cic")` (`velnet.fields.painting.paint`), which divides by the mean
 number of particles per cell, so the density has mean 1 and the momentum is (rho / rho_mean) v.
 """
 import datetime
@@ -12,8 +12,8 @@ import datetime
 import numpy as np
 from tqdm.auto import tqdm
 
-from velnet.fields import Field, save_fields
-from velnet.painting import paint
+from velnet.fields.field import Field, save_fields
+from velnet.fields.painting import paint
 from velnet.provenance import versions
 
 from .readers import read_particles
@@ -63,7 +63,7 @@ def paint_snapshot(snapshot_path, nmesh, out_h5, **reader_kwargs):
     Args:
         snapshot_path: a snapshot `read_particles` reads.
         nmesh: cells per side.
-        out_h5: the fields file to write (`velnet.fields.save_fields` layout).
+        out_h5: the fields file to write (`velnet.fields.field.save_fields` layout).
         **reader_kwargs: passed to `read_particles` (format, box_size, cosmology, ...).
 
     Returns:

@@ -44,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from velnet.cosmology import Cosmology
 from velnet.errors import VelnetInputError
 from velnet.files import require_file
+from velnet.physics.cosmology import Cosmology
 
 log = logging.getLogger(__name__)
 

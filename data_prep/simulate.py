@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from velnet.cosmology import HALO2024, WU2021, Cosmology
 from velnet.errors import VelnetInputError
 from velnet.files import atomic_dir, atomic_file
+from velnet.physics.cosmology import HALO2024, WU2021, Cosmology
 from velnet.provenance import versions
 
 from .readers import wrap_positions

@@ -57,8 +57,8 @@ def fit_sets(out, config, train):
 
 def validation_errors(out, files, val):
     """rms velocity error (km/s, one component) of every set on the validation boxes."""
-    from velnet.classical import ClassicalEstimator
-    from velnet.fields import load_fields
+    from velnet.fields.field import load_fields
+    from velnet.physics.classical import ClassicalEstimator
 
     boxes = [load_fields(path, ["density", "velocity"]) for path in val]
     errors = {}

@@ -71,7 +71,7 @@ class Snapshots(keras.callbacks.Callback):
 
 def train_recipe(out, name, recipe, config, train, val, base):
     """Shards over the classical base, then training with snapshots; returns (shards, run folder)."""
-    from velnet.train import train as train_network
+    from velnet.training.train import train as train_network
 
     data = out / "data" / f"curve-{name}"
     run_velnet("prep", *train, *val, "--split", *(["train"] * len(train) + ["val"] * len(val)),
@@ -86,9 +86,9 @@ def train_recipe(out, name, recipe, config, train, val, base):
 
 def band_errors(prediction, truth):
     """mean abs(v_res) (km/s) and the rms error of one component per k band."""
-    from velnet import stats
+    from velnet.statistics import spectra
 
-    spectrum = stats.error_spectrum(prediction, truth)
+    spectrum = spectra.error_spectrum(prediction, truth)
     residual = np.linalg.norm(prediction.value.astype(np.float64) - truth.value, axis=-1)
     return {"mean_abs_v_res": float(residual.mean()), "rms_all": spectrum.attrs["rms_error_all"],
             "bands": [float(x) for x in spectrum["rms_error"]],
@@ -98,7 +98,7 @@ def band_errors(prediction, truth):
 def restriction(correction, wanted, kedges, min_modes=20):
     """Least-squares gain per |k| bin of the network's correction towards the wanted one
     (truth - base), from nbodykit cross spectra; 0 in bins with fewer modes."""
-    from velnet.stats import power
+    from velnet.statistics.spectra import power
 
     cross, auto = power(correction, wanted, kedges), power(correction, kedges=kedges)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -108,7 +108,7 @@ def restriction(correction, wanted, kedges, min_modes=20):
 
 def restricted(base, prediction, gain, kedges):
     """base + g(|k|) (prediction - base), as a velocity `Field`."""
-    from velnet.linear import wavevectors
+    from velnet.physics.linear import wavevectors
 
     _, _, k2 = wavevectors(base.nmesh, base.box_size)
     g = gain[np.clip(np.digitize(np.sqrt(k2), kedges) - 1, 0, len(gain) - 1)]
@@ -121,10 +121,10 @@ def restricted(base, prediction, gain, kedges):
 
 def measure(data, folder, recipe, boxes, val_box, base):
     """Curve points of one run: each snapshot on the test boxes, plain and restricted."""
-    from velnet.classical import absolute_kedges
-    from velnet.models import physical_model
-    from velnet.predict import predict_box
-    from velnet.train import load_model
+    from velnet.networks.unet3d import physical_model
+    from velnet.physics.classical import absolute_kedges
+    from velnet.prediction.predict import predict_box
+    from velnet.training.train import load_model
 
     _, metadata = load_model(folder / "model.keras")
     scale, config = metadata["normalisation"]["target_scale"], metadata["model_config"]
@@ -158,7 +158,7 @@ def measure(data, folder, recipe, boxes, val_box, base):
 def figure(result, path):
     """mean abs(v_res) of the network and of its restricted correction against samples seen, one
     panel per test box, beside the classical base and smoothed linear theory; saved to `path`."""
-    from velnet.plots import compute_curve_figure
+    from velnet.reports.plots import compute_curve_figure
 
     panels = {}
     for box, classical in result["classical"].items():
@@ -176,8 +176,8 @@ def figure(result, path):
 
 def run(out, config=CONFIG):
     """Train every run of `config["runs"]` and measure its curve into out/compute-curve/curve.json."""
-    from velnet.classical import ClassicalEstimator
-    from velnet.fields import load_fields
+    from velnet.fields.field import load_fields
+    from velnet.physics.classical import ClassicalEstimator
 
     out, boxes = Path(out), config["boxes"]
     train = [fields_for_seed(out, boxes, s) for s in boxes["train_seeds"]]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from experiments import run_velnet
 from experiments.wu2021 import PRETRAINED
-from velnet.classical import SHIPPED as DEFAULT
+from velnet.physics.classical import SHIPPED as DEFAULT
 
 log = logging.getLogger("experiments.demo")
 BOX, SEED, NMESH = 160.0, 2026, 80

@@ -11,7 +11,7 @@ velocity or momentum of eq. 2-3 -> magnitude and direction, eq. 6). Each stage i
 every candidate design of the config on the same data and budget, and the one with the lowest
 validation loss is kept (models/WEIGHTING/designs.json): the paper's, and a residual over a
 whole-box linear estimate (stage one: the linear real-space density from the redshift-space
-halos, `velnet.rsd.linear_density`; stage two: eq. 2-3's linear velocity). A config with a
+halos, `velnet.physics.rsd.linear_density`; stage two: eq. 2-3's linear velocity). A config with a
 "search" runs `velnet tune` (keras-tuner, the paper's search space) before each training and
 trains with its best hyperparameters. The momentum kept is the
 momentum network's or, as the paper forms it, stage one's density times stage two's velocity,
@@ -177,7 +177,7 @@ def search(folder, data, settings, config):
 def residual(model):
     """Whether a model config adds the dataset's whole-box estimate (needs `prep --linear-input` in
     stage one): its own `residual_channels`, or its preset's."""
-    from velnet.halo_models import PRESETS
+    from velnet.networks.halo_unets import PRESETS
 
     preset = PRESETS.get(model.get("preset"), {})
     return model.get("residual_channels", preset.get("residual_channels")) is not None
@@ -208,8 +208,8 @@ def momentum_of(out, config, files, weighting, models):
     Writes the choice and both C_r (eq. 10, mean over the validation boxes) to
     models/WEIGHTING/momentum-choice.json.
     """
-    from velnet.fields import load_fields
-    from velnet.pixels import agreement
+    from velnet.fields.field import load_fields
+    from velnet.statistics.pixels import agreement
 
     record = out / "models" / weighting / "momentum-choice.json"
     if not record.exists():

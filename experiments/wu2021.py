@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from experiments import run_velnet, with_overrides
-from velnet.train import read_history
+from velnet.training.train import read_history
 
 log = logging.getLogger("experiments.wu2021")
 

@@ -56,9 +56,10 @@ def fail(path, problem):
 def pack(args):
     """Simulate and paint each seed's box (velnet's fastpm driver, wu2021 preset, z = 0) and pack
     it as OUTDIR/<split>-seed<seed>.h5; collective under mpirun, rank 0 packs."""
+    from nbodykit import CurrentMPIComm
+
     from data_prep.paint import paint_snapshot
     from data_prep.simulate import SimulationConfig, simulate
-    from nbodykit import CurrentMPIComm
 
     rank = CurrentMPIComm.get().rank
     out, work = Path(args.out), Path(args.work)
@@ -212,10 +213,10 @@ def throughput(args):
 # --- training --------------------------------------------------------------------------------
 
 def train_step(args):
-    """`velnet.train.train` under a dtype policy, stopped before the deadline at an epoch's end."""
+    """`velnet.training.train.train` under a dtype policy, stopped before the deadline at an epoch's end."""
     import keras
 
-    from velnet.train import train
+    from velnet.training.train import train
 
     deadline = float(args.deadline)
     if args.dtype != "float32":
@@ -267,9 +268,9 @@ def evaluate_box(args):
     with the classical estimator, write OUT/prediction-f16.h5 and the whole-box rms error of one
     velocity component (km/s) of each: a pixel statistic (`velnet evaluate`'s "all k" error),
     so no power spectra and no nbodykit are needed."""
-    from velnet.fields import load_fields
-    from velnet.linear import linear_prediction
-    from velnet.predict import predict_file
+    from velnet.fields.field import load_fields
+    from velnet.physics.linear import linear_prediction
+    from velnet.prediction.predict import predict_file
 
     work, out = Path(args.work), Path(args.out)
     shipped = work / "shipped"
@@ -305,7 +306,7 @@ def evaluate_box(args):
 def export_weights(args):
     """The trained model's weights as float16 arrays in one .npz, cut into parts, + a JSON
     manifest (config, scale, metadata, sha256) from which `import-model` rebuilds it."""
-    from velnet.train import load_model
+    from velnet.training.train import load_model
 
     model, metadata = load_model(args.model)
     weights = model.get_weights()
@@ -339,8 +340,8 @@ def import_model(args):
     with the logs and experiment.json that velnet/pretrained folders hold."""
     import keras
 
-    from velnet.models import physical_model
-    from velnet.train import save_keras
+    from velnet.networks.unet3d import physical_model
+    from velnet.training.train import save_keras
 
     results = Path(args.results)
     state_file = results / "campaign.json"

@@ -131,7 +131,7 @@ step_install() {
     return 2
   fi
   "${CAMPAIGN[@]}" install --wheelhouse "$wh" --site "$SITE" --state "$STATE"
-  "$PYTHON" -c "import keras, velnet.train, velnet.predict; print('keras', keras.__version__, 'backend', keras.backend.backend())"
+  "$PYTHON" -c "import keras, velnet.training.train, velnet.prediction.predict; print('keras', keras.__version__, 'backend', keras.backend.backend())"
 }
 
 step_throughput() {

@@ -234,7 +234,7 @@ fi
     echo "  pip install --no-index --find-links . 'velnet[tune]' six   # keras-tuner imports six"
     echo "                                                            # without declaring it"
     echo "  export KERAS_BACKEND=jax   # no TensorFlow on the node; shards are read without it"
-    echo "  python -c 'import keras, keras_tuner, velnet.train'"
+    echo "  python -c 'import keras, keras_tuner, velnet.training.train'"
   fi
   echo
   echo "Files (sha256 in SHA256SUMS):"

@@ -1,8 +1,8 @@
 """Small fields files with learnable targets, shared by the training, tuning, multi-device and halo-task tests."""
 import numpy as np
 
-from velnet.cosmology import HALO2024, WU2021
-from velnet.fields import Field, save_fields
+from velnet.fields.field import Field, save_fields
+from velnet.physics.cosmology import HALO2024, WU2021
 
 
 def gradient_boxes(root, seeds=(0, 1), nmesh=24, box_size=48.0):

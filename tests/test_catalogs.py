@@ -4,10 +4,18 @@ import h5py
 import numpy as np
 import pytest
 
-from data_prep.catalogs import (HaloCatalog, combine_catalogs, halos_and_subhalos, is_hbt, load_halos, read_catalog,
-                                read_hbt, save_halos)
-from velnet.cosmology import HALO2024, WU2021
+from data_prep.catalogs import (
+    HaloCatalog,
+    combine_catalogs,
+    halos_and_subhalos,
+    is_hbt,
+    load_halos,
+    read_catalog,
+    read_hbt,
+    save_halos,
+)
 from velnet.errors import VelnetInputError
+from velnet.physics.cosmology import HALO2024, WU2021
 
 BOX = 100.0  # Mpc/h
 A = 1 / 1.59  # z = 0.59, the 2024 paper's redshift
@@ -144,7 +152,7 @@ def test_bad_catalogues_name_file_and_problem(tmp_path, problem, match):
 def test_halo_fields_from_an_hbt_catalogue(tmp_path, tiny_simulation):
     """`velnet halo-fields --catalog SubSnap...` paints the combined tracers in redshift space."""
     from velnet.cli import main
-    from velnet.fields import load_fields, read_meta
+    from velnet.fields.field import load_fields, read_meta
 
     config, snapshots = tiny_simulation  # 64 Mpc/h, z = 1 and 0, WU2021
     rng = np.random.default_rng(7)

@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from velnet.classical import ClassicalEstimator, absolute_kedges, estimator_velocity
-from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, load_fields
-from velnet.linear import growth_velocity_factor, linear_velocity
+from velnet.fields.field import Field, load_fields
+from velnet.physics.classical import ClassicalEstimator, absolute_kedges, estimator_velocity
+from velnet.physics.cosmology import WU2021
+from velnet.physics.linear import growth_velocity_factor, linear_velocity
 
 N, BOX, Z = 32, 64.0, 0.5
 EXACT = 1e-5  # relative tolerance of float32 results in exact cases

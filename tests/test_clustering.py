@@ -1,14 +1,13 @@
-"""velnet.clustering: xi(r_perp, r_par) of points by pair counts and of fields on a mesh."""
+"""velnet.statistics.clustering: xi(r_perp, r_par) of points by pair counts and of fields on a mesh."""
 import numpy as np
 import pytest
+from boxes import gaussian, halo_field
 
 from velnet.errors import VelnetInputError
 
-from boxes import gaussian, halo_field
-
 pytest.importorskip("nbodykit")
 
-from velnet.clustering import anisotropy_residual, field_xi, points_xi, xi_centres  # noqa: E402
+from velnet.statistics.clustering import anisotropy_residual, field_xi, points_xi, xi_centres  # noqa: E402
 
 BOX, N = 64.0, 32
 

@@ -2,9 +2,9 @@
 import numpy as np
 
 from experiments.compute_curve import figure, restricted, restriction
-from velnet.classical import absolute_kedges
-from velnet.cosmology import WU2021
-from velnet.fields import Field
+from velnet.fields.field import Field
+from velnet.physics.classical import absolute_kedges
+from velnet.physics.cosmology import WU2021
 
 N, BOX = 32, 64.0
 

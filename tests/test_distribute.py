@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boxes import gradient_boxes
 
 from data_prep.make_shards import make_shards
-from boxes import gradient_boxes
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"preset": "tiny", "n_valid": 2, "widths": [16, 32, 64]}
@@ -35,7 +35,7 @@ def replicas(model):
 }
 RUN = """
 import json
-from velnet.train import load_model, train
+from velnet.training.train import load_model, train
 
 class Replicas(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
@@ -88,18 +88,18 @@ def test_training_runs_data_parallel_on_two_virtual_cpus(dataset, tmp_path, back
 def test_a_batch_that_does_not_divide_among_the_devices_is_refused(dataset, tmp_path, monkeypatch):
     import contextlib
 
-    import velnet.train
+    import velnet.training.train
 
-    monkeypatch.setattr(velnet.train, "data_parallel", lambda devices: (contextlib.nullcontext(), ["a", "b"]))
+    monkeypatch.setattr(velnet.training.train, "data_parallel", lambda devices: (contextlib.nullcontext(), ["a", "b"]))
     with pytest.raises(ValueError, match="divide among the 2 devices.*batch_size=7"):
-        velnet.train.train(dataset, tmp_path / "run", MODEL, epochs=1, batch_size=7, devices=2)
+        velnet.training.train.train(dataset, tmp_path / "run", MODEL, epochs=1, batch_size=7, devices=2)
     assert not (tmp_path / "run").exists()
 
 
 def test_one_device_unless_asked_and_bad_counts_refused():
     import keras
 
-    from velnet.train import data_parallel
+    from velnet.training.train import data_parallel
 
     found = keras.distribution.list_devices()
     assert data_parallel(None)[1] == [] and data_parallel(1)[1] == []

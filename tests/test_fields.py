@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from velnet.cosmology import HALO2024, WU2021, Cosmology
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, ln_density, load_fields, read_meta, save_fields
+from velnet.fields.field import Field, ln_density, load_fields, read_meta, save_fields
+from velnet.physics.cosmology import HALO2024, WU2021, Cosmology
 
 
 def field(name, shape=(8, 8, 8), value=1.0, box=16.0, **attrs):

@@ -6,7 +6,7 @@ pytest.importorskip("nbodykit")
 
 from data_prep.fof import find_halos, particle_mass  # noqa: E402
 from data_prep.readers import Particles  # noqa: E402
-from velnet.cosmology import HALO2024  # noqa: E402
+from velnet.physics.cosmology import HALO2024  # noqa: E402
 
 
 def test_particle_mass():

@@ -57,9 +57,9 @@ def test_every_step_runs_and_what_comes_back_fits(dry_run):
 
 @pytest.mark.slow
 def test_the_model_comes_back_into_velnet(dry_run, tmp_path):
-    from velnet.fields import load_fields
-    from velnet.predict import predict_box
-    from velnet.train import load_model
+    from velnet.fields.field import load_fields
+    from velnet.prediction.predict import predict_box
+    from velnet.training.train import load_model
 
     root, result = dry_run
     assert result.returncode == 0

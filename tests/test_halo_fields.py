@@ -10,9 +10,9 @@ from data_prep.catalogs import HaloCatalog, load_halos  # noqa: E402
 from data_prep.fof import write_halos  # noqa: E402
 from data_prep.halo_fields import halo_fields, mass_bins, paint_halo_channels, write_halo_fields  # noqa: E402
 from data_prep.readers import read_particles  # noqa: E402
-from velnet.cosmology import HALO2024, WU2021  # noqa: E402
 from velnet.errors import VelnetInputError  # noqa: E402
-from velnet.fields import load_fields, read_meta  # noqa: E402
+from velnet.fields.field import load_fields, read_meta  # noqa: E402
+from velnet.physics.cosmology import HALO2024, WU2021  # noqa: E402
 
 DENSITIES = (1e-4, 1e-3, 2e-3, 3e-3)
 

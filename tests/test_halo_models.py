@@ -5,9 +5,17 @@ import keras
 import numpy as np
 import pytest
 
-from velnet.halo_models import (
-    DIRECTION, MAGNITUDE, PeriodicPad3D, Recombine, decompose, halo_unet, halo_velocity_unet,
-    recombine, unit_vector)
+from velnet.networks.halo_unets import (
+    DIRECTION,
+    MAGNITUDE,
+    PeriodicPad3D,
+    Recombine,
+    decompose,
+    halo_unet,
+    halo_velocity_unet,
+    recombine,
+    unit_vector,
+)
 
 WIDTHS = dict(n1=4, n2=6, n3=8, init_kernel=5)
 """Tiny widths for a 2-core CPU."""

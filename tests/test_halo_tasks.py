@@ -6,17 +6,18 @@ import re
 import keras
 import numpy as np
 import pytest
-
 from boxes import halo_boxes
+
 from data_prep.make_shards import nearest_power_of_two, verify_shards
 from velnet.cli import main
+from velnet.data.datasets import read_split_arrays
+from velnet.data.manifest import read_manifest
+from velnet.data.tiling import extract
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, load_fields
-from velnet.halo_models import recombine
-from velnet.predict import predict_box, predict_with
-from velnet.shards import read_manifest, read_split_arrays
-from velnet.tiling import extract
-from velnet.train import load_model, read_history
+from velnet.fields.field import Field, load_fields
+from velnet.networks.halo_unets import recombine
+from velnet.prediction.predict import predict_box, predict_with
+from velnet.training.train import load_model, read_history
 
 HALOS = [f"halos_s_{j}" for j in range(4)]
 MODEL = {"model": {"preset": "halo-tiny", "n1": 4, "n2": 6, "n3": 8, "init_kernel": 3}}
@@ -158,8 +159,8 @@ def test_predict_and_evaluate_from_the_command_line(stages, capsys):
 def test_tune_searches_a_halo_task_with_its_loss(stages, tmp_path):
     import keras_tuner
 
-    from velnet.losses import MagnitudeDirectionLoss
-    from velnet.tune import VelnetHyperModel
+    from velnet.networks.losses import MagnitudeDirectionLoss
+    from velnet.training.tune import VelnetHyperModel
     root, _ = stages
     hp = keras_tuner.HyperParameters()
     network = VelnetHyperModel(root / "velocity", MODEL["model"]).build(hp)

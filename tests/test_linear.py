@@ -2,11 +2,17 @@
 import numpy as np
 import pytest
 
-from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
-from velnet.fields import Field
-from velnet.linear import (curl, divergence, fit_smoothing, linear_momentum, linear_prediction,
-                           linear_velocity)
+from velnet.fields.field import Field
+from velnet.physics.cosmology import WU2021
+from velnet.physics.linear import (
+    curl,
+    divergence,
+    fit_smoothing,
+    linear_momentum,
+    linear_prediction,
+    linear_velocity,
+)
 
 EXACT = 1e-5  # relative tolerance for float32 results of exact linear-theory cases
 N, BOX, Z = 32, 64.0, 0.5
@@ -158,7 +164,7 @@ def test_linear_velocity_matches_a_fastpm_simulation_on_large_scales(tmp_path):
     from data_prep.paint import paint_fields
     from data_prep.readers import read_particles
     from data_prep.simulate import SimulationConfig, simulate
-    from velnet.stats import compare_spectra
+    from velnet.statistics.spectra import compare_spectra
 
     config = SimulationConfig.from_preset("wu2021", box_size=256.0, nparticles=64, steps=10, output_redshifts=(1.0,),
                                           seed=3)

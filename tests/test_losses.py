@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from velnet.halo_models import decompose
-from velnet.losses import MagnitudeDirectionLoss
+from velnet.networks.halo_unets import decompose
+from velnet.networks.losses import MagnitudeDirectionLoss
 
 # Five voxels: true vector, predicted direction (not normalised), predicted magnitude, and the
 # eq. 6 value 1/4 (|v| - |v_true|)^2 + 3/4 (1 - cos phi) worked out by hand.

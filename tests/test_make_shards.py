@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from data_prep.make_shards import make_shards, nearest_power_of_two, verify_shards
-from velnet.cosmology import HALO2024, WU2021
+from velnet.data.datasets import read_split_arrays
+from velnet.data.inputs import InputSpec
+from velnet.data.manifest import read_manifest
+from velnet.data.tiling import extract, untile
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, save_fields
-from velnet.inputs import InputSpec
-from velnet.shards import read_manifest, read_split_arrays
-from velnet.tiling import extract, untile
+from velnet.fields.field import Field, save_fields
+from velnet.physics.cosmology import HALO2024, WU2021
 
 
 def write_box(path, nmesh, seed, box_size=None, cosmology=WU2021, nan_in=None):

@@ -11,7 +11,14 @@ import keras
 import numpy as np
 import pytest
 
-from velnet.models import PRESETS, ToPhysical, physical_model, unet3d, unet_config, unet_from_config
+from velnet.networks.unet3d import (
+    PRESETS,
+    ToPhysical,
+    physical_model,
+    unet3d,
+    unet_config,
+    unet_from_config,
+)
 
 TEXT_LAYOUT_PARAMETERS = 27_016_195
 """Keras's count for the layout of section 3 (reference-numbers.md); the paper states 48,690,307."""
@@ -178,7 +185,7 @@ def test_keras_file_reloads_with_identical_km_s_predictions(tmp_path):
 def test_other_backends_build_and_run_it(backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
-    code = ("import numpy as np; from velnet.models import unet_config, unet_from_config; "
+    code = ("import numpy as np; from velnet.networks.unet3d import unet_config, unet_from_config; "
             "m = unet_from_config(unet_config('tiny')); "
             "print(m.count_params(), m.predict(np.zeros((1, 32, 32, 32, 1), 'float32'), verbose=0).shape)")
     env = {**os.environ, "KERAS_BACKEND": backend}

@@ -1,13 +1,13 @@
-"""velnet.networks: one config parser for both papers' builders, their losses, the model metadata."""
+"""velnet.networks.builders: one config parser for both papers' builders, their losses, the model metadata."""
 import json
 from types import SimpleNamespace
 
 import pytest
 
+from velnet.data.inputs import InputSpec
 from velnet.errors import VelnetInputError
-from velnet.inputs import InputSpec
-from velnet.losses import MagnitudeDirectionLoss
-from velnet.networks import ModelMetadata, build_network, network_config, task_loss
+from velnet.networks.builders import ModelMetadata, build_network, network_config, task_loss
+from velnet.networks.losses import MagnitudeDirectionLoss
 from velnet.tasks import TASKS
 
 HALO_SPEC = InputSpec(fields=[f"halos_s_{j}" for j in range(4)], density=None, field_scale=4.0)

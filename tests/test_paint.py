@@ -6,8 +6,8 @@ pytest.importorskip("nbodykit")
 
 from data_prep.paint import paint_fields, paint_snapshot  # noqa: E402
 from data_prep.readers import Particles  # noqa: E402
-from velnet.cosmology import WU2021  # noqa: E402
-from velnet.fields import load_fields, read_meta  # noqa: E402
+from velnet.fields.field import load_fields, read_meta  # noqa: E402
+from velnet.physics.cosmology import WU2021  # noqa: E402
 
 BOX = 32.0
 NMESH = 8

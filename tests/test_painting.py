@@ -1,14 +1,13 @@
-"""velnet.painting: the one CIC painter and its read-out."""
+"""velnet.fields.painting: the one CIC painter and its read-out."""
 import numpy as np
 import pytest
+from boxes import halo_field
 
 from velnet.errors import VelnetInputError
 
-from boxes import halo_field
-
 pytest.importorskip("nbodykit")
 
-from velnet.painting import paint, readout  # noqa: E402
+from velnet.fields.painting import paint, readout  # noqa: E402
 
 
 def test_paint_is_the_mean_normalised_cic_of_weights_times_values():

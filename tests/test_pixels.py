@@ -1,12 +1,12 @@
-"""velnet.pixels: per-cell statistics of both papers (eq. 2-9 of Wu et al., eq. 10 of the 2024 paper), slices."""
+"""velnet.statistics.pixels: per-cell statistics of both papers (eq. 2-9 of Wu et al., eq. 10 of the 2024 paper), slices."""
 import numpy as np
 import pytest
 
-from velnet import pixels
-from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
-from velnet.fields import Field
-from velnet.linear import linear_momentum
+from velnet.fields.field import Field
+from velnet.physics.cosmology import WU2021
+from velnet.physics.linear import linear_momentum
+from velnet.statistics import pixels
 
 N, BOX = 64, 128.0
 

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from velnet.classical import absolute_kedges
 from velnet.cli import main as velnet
 from velnet.errors import VelnetInputError
-from velnet.fields import load_fields
-from velnet.linear import divergence, linear_velocity
-from velnet.power_correction import MIN_MODES, PowerCorrection, correction_path
-from velnet.stats import power
+from velnet.fields.field import load_fields
+from velnet.physics.classical import absolute_kedges
+from velnet.physics.linear import divergence, linear_velocity
+from velnet.prediction.power_correction import MIN_MODES, PowerCorrection, correction_path
+from velnet.statistics.spectra import power
 
 
 def run(*argv):

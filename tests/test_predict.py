@@ -3,12 +3,12 @@ import keras
 import numpy as np
 import pytest
 
-from velnet.cosmology import WU2021
+from velnet.data.tiling import cover_origins, cover_owners, cover_starts, extract
 from velnet.errors import VelnetInputError
-from velnet.fields import Field
-from velnet.models import physical_model, unet_config, unet_from_config
-from velnet.predict import inference_tile, predict_box
-from velnet.tiling import cover_origins, cover_owners, cover_starts, extract
+from velnet.fields.field import Field
+from velnet.networks.unet3d import physical_model, unet_config, unet_from_config
+from velnet.physics.cosmology import WU2021
+from velnet.prediction.predict import inference_tile, predict_box
 
 MARGIN = 6
 
@@ -99,16 +99,16 @@ def test_a_box_of_another_cell_size_is_refused():
 
 
 def test_a_box_of_another_cosmology_is_predicted_with_a_warning(caplog):
-    from velnet.cosmology import HALO2024
+    from velnet.physics.cosmology import HALO2024
     density = Field(np.ones((40,) * 3, np.float32), "density", 80.0, 0.0, HALO2024, {"path": "wmap.h5"})
     meta = metadata(80, 160.0)
-    with caplog.at_level("WARNING", logger="velnet.predict"):
+    with caplog.at_level("WARNING", logger="velnet.prediction.predict"):
         out = predict_box(central_copy_model(), meta, density)
     assert out.cosmology == HALO2024
     assert "wmap.h5: cosmology" in caplog.text and "training cosmology" in caplog.text
     caplog.clear()
     same = Field(density.value, "density", 80.0, 0.0, WU2021)
-    with caplog.at_level("WARNING", logger="velnet.predict"):
+    with caplog.at_level("WARNING", logger="velnet.prediction.predict"):
         predict_box(central_copy_model(), meta, same)
     assert "cosmology" not in caplog.text and "redshift" not in caplog.text
 

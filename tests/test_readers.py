@@ -10,8 +10,8 @@ pytest.importorskip("nbodykit")
 bigfile = pytest.importorskip("bigfile")
 
 from data_prep.readers import detect_format, read_particles  # noqa: E402
-from velnet.cosmology import WU2021  # noqa: E402
 from velnet.errors import VelnetInputError  # noqa: E402
+from velnet.physics.cosmology import WU2021  # noqa: E402
 
 BOX = 50.0
 A = 0.5
@@ -260,7 +260,7 @@ def cic(pos, box, nmesh, weight=None):
 def assert_fields_are_cic(path, pos, vel, box):
     """The fields file holds the CIC density and momentum of particles at `pos` (Mpc/h) with
     peculiar velocities `vel` (km/s) in a box of `box` Mpc/h."""
-    from velnet.fields import load_fields
+    from velnet.fields.field import load_fields
 
     fields = load_fields(path)
     assert fields["density"].box_size == pytest.approx(box, rel=1e-9)

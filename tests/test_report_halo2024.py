@@ -5,18 +5,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from velnet.cosmology import HALO2024
 from velnet.errors import VelnetInputError
-from velnet.fields import Field
+from velnet.fields.field import Field
+from velnet.physics.cosmology import HALO2024
 
 pytest.importorskip("nbodykit")
 
-from velnet.linear import linear_velocity  # noqa: E402
-from velnet.painting import readout  # noqa: E402
+from boxes import gaussian, halo_field  # noqa: E402
+
+from velnet.fields.painting import readout  # noqa: E402
+from velnet.physics.linear import linear_velocity  # noqa: E402
 from velnet.reports.halo2024 import evaluate_halo  # noqa: E402
 from velnet.reports.halo2024_measures import heaviest  # noqa: E402
-
-from boxes import gaussian, halo_field  # noqa: E402
 
 Z = 0.59
 BOX, N = 64.0, 32
@@ -24,7 +24,7 @@ BOX, N = 64.0, 32
 
 HISTORY = [{"epoch": 0, "loss": 1.0, "val_loss": 0.9}, {"epoch": 1, "loss": 0.8, "val_loss": 0.5},
            {"epoch": 2, "loss": 0.6, "val_loss": 0.7}]
-"""Rows of a CSVLogger history (`velnet.train.read_history`)."""
+"""Rows of a CSVLogger history (`velnet.training.train.read_history`)."""
 
 
 def truth_box(seed):

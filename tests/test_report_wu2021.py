@@ -4,15 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from velnet.cosmology import WU2021
 from velnet.errors import VelnetInputError
-from velnet.fields import Field
-from velnet.linear import linear_momentum, linear_prediction
+from velnet.fields.field import Field
+from velnet.physics.cosmology import WU2021
+from velnet.physics.linear import linear_momentum, linear_prediction
 
 pytest.importorskip("nbodykit")
 from velnet.reports.common import Steps  # noqa: E402
 from velnet.reports.wu2021 import STEPS, evaluate  # noqa: E402
-from velnet.stats import Statistic  # noqa: E402
+from velnet.statistics.spectra import Statistic  # noqa: E402
 
 N, BOX = 32, 128.0  # 4 Mpc/h cells: a 40 Mpc/h slice is 10 x 10 cells, three fit easily
 SUBBOX = 64.0  # 16 cells: 8 sub-boxes

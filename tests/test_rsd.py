@@ -1,15 +1,22 @@
-"""velnet.rsd: redshift-space positions (eq. 1) and back, the bias of eq. 4, the linear inputs of eq. 2-3."""
+"""velnet.physics.rsd: redshift-space positions (eq. 1) and back, the bias of eq. 4, the linear inputs of eq. 2-3."""
 import math
 
 import numpy as np
 import pytest
 
-from velnet.cosmology import HALO2024
 from velnet.errors import VelnetInputError
-from velnet.fields import Field
-from velnet.fields import los_axis
-from velnet.rsd import (bias_kedges, kaiser_bias, linear_bias, linear_density, linear_inputs, read_back,
-                        real_space_positions, redshift_space_positions)
+from velnet.fields.field import Field, los_axis
+from velnet.physics.cosmology import HALO2024
+from velnet.physics.rsd import (
+    bias_kedges,
+    kaiser_bias,
+    linear_bias,
+    linear_density,
+    linear_inputs,
+    read_back,
+    real_space_positions,
+    redshift_space_positions,
+)
 
 BOX = 100.0
 Z = 0.59
@@ -133,7 +140,7 @@ def test_bias_needs_matter_power():
 
 
 def test_linear_inputs_equal_linear_theory_of_the_matter():
-    from velnet.linear import linear_prediction
+    from velnet.physics.linear import linear_prediction
 
     delta = gaussian_delta(16, 5) * 0.2
     b = 2.57

@@ -12,13 +12,21 @@ import numpy as np
 import pytest
 
 from data_prep.make_shards import make_shards
-from velnet.cosmology import WU2021
+from velnet.data.datasets import ShardDataset, load_split, read_split_arrays
+from velnet.data.manifest import read_manifest
+from velnet.data.records import (
+    SCHEMA,
+    decode_example,
+    decode_tile,
+    encode_example,
+    encode_record,
+    read_records,
+)
+from velnet.data.tiling import oh_transform
+from velnet.data.writer import ShardWriter
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, save_fields
-from velnet.shards import (SCHEMA, ShardDataset, ShardWriter, decode_example, decode_tile,
-                           encode_example, encode_record, load_split, read_manifest,
-                           read_records, read_split_arrays)
-from velnet.tiling import oh_transform
+from velnet.fields.field import Field, save_fields
+from velnet.physics.cosmology import WU2021
 
 RNG = np.random.default_rng(11)
 SHAPES = SimpleNamespace(input_shape=[8, 8, 8, 1], target_shape=[4, 4, 4, 3])
@@ -226,7 +234,7 @@ def test_other_backends_read_without_tensorflow(dataset):
     if backend is None:
         pytest.skip("neither jax nor torch is installed (Keras's numpy backend needs jax)")
     code = (
-        "import sys; from velnet.shards import load_split, read_manifest\n"
+        "import sys; from velnet.data.datasets import load_split; from velnet.data.manifest import read_manifest\n"
         f"ds = load_split(read_manifest({str(dataset)!r}), 'test', batch_size=10, augment=True)\n"
         "x, y = ds[0]\n"
         "print(type(ds).__name__, x.shape, y.shape, 'tensorflow' in sys.modules)\n")

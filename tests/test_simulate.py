@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from data_prep.simulate import SimulationConfig
-from velnet.cosmology import HALO2024, WU2021
 from velnet.errors import VelnetInputError
+from velnet.physics.cosmology import HALO2024, WU2021
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def test_mpi_run_matches_serial(tmp_path, tiny_simulation):
 
     from data_prep.paint import paint_snapshot
     from data_prep.readers import read_particles
-    from velnet.fields import load_fields
+    from velnet.fields.field import load_fields
 
     serial, parallel = (read_particles(p) for p in (snapshots[-1], tmp_path / snapshots[-1].name))
     a, b = np.argsort(serial.ids), np.argsort(parallel.ids)

@@ -1,11 +1,11 @@
-"""velnet.tasks and the input channels of each task (velnet.inputs.InputSpec)."""
+"""velnet.tasks and the input channels of each task (velnet.data.inputs.InputSpec)."""
 import numpy as np
 import pytest
-
 from boxes import halo_boxes
+
+from velnet.data.inputs import InputSpec, box_inputs
 from velnet.errors import VelnetInputError
-from velnet.fields import load_fields
-from velnet.inputs import InputSpec, box_inputs
+from velnet.fields.field import load_fields
 from velnet.tasks import TASKS, get_task
 
 HALOS = ["halos_s_0", "halos_s_1", "halos_s_2", "halos_s_3"]

@@ -2,10 +2,24 @@
 import numpy as np
 import pytest
 
-from velnet.cosmology import WU2021
+from velnet.data.tiling import (
+    GUARD,
+    OH_ELEMENTS,
+    check_grid,
+    cover_origins,
+    cover_owners,
+    cover_starts,
+    extract,
+    oh_transform,
+    periodic_pad,
+    split_tiles,
+    stitch,
+    tile,
+    tile_origins,
+    untile,
+)
 from velnet.errors import VelnetInputError
-from velnet.tiling import (GUARD, OH_ELEMENTS, check_grid, cover_origins, cover_owners, cover_starts, extract,
-                           oh_transform, periodic_pad, split_tiles, stitch, tile, tile_origins, untile)
+from velnet.physics.cosmology import WU2021
 
 RNG = np.random.default_rng(7)
 

@@ -5,12 +5,13 @@ import json
 import keras
 import numpy as np
 import pytest
+from boxes import gradient_boxes
 
 from data_prep.make_shards import make_shards
+from velnet.data.datasets import read_split_arrays
+from velnet.data.manifest import read_manifest
 from velnet.errors import VelnetInputError
-from boxes import gradient_boxes
-from velnet.shards import read_manifest, read_split_arrays
-from velnet.train import load_model, train
+from velnet.training.train import load_model, train
 
 MODEL = {"preset": "tiny", "n_valid": 2}
 """The tiny U-net trimmed to the 2-cell margin of the test tiles: 8^3 inputs, 4^3 targets."""

@@ -13,13 +13,14 @@ import pytest
 
 keras_tuner = pytest.importorskip("keras_tuner")
 
-from data_prep.make_shards import make_shards  # noqa: E402
 from boxes import gradient_boxes  # noqa: E402
-from velnet.inputs import InputSpec  # noqa: E402
-from velnet.networks import build_network  # noqa: E402
-from velnet.shards import read_manifest  # noqa: E402
-from velnet.train import load_model, train  # noqa: E402
-from velnet.tune import VelnetHyperModel, tune  # noqa: E402
+
+from data_prep.make_shards import make_shards  # noqa: E402
+from velnet.data.inputs import InputSpec  # noqa: E402
+from velnet.data.manifest import read_manifest  # noqa: E402
+from velnet.networks.builders import build_network  # noqa: E402
+from velnet.training.train import load_model, train  # noqa: E402
+from velnet.training.tune import VelnetHyperModel, tune  # noqa: E402
 
 SMALL = {"preset": "tiny", "n_valid": 2, "widths": [16, 32, 64]}
 """The tiny layout for the 2-cell margin of the test tiles, at widths (2, 4, 8) by default."""
@@ -155,7 +156,7 @@ def _free_port():
 def test_a_chief_and_two_workers_share_one_search(datasets, tmp_path):
     ds, _ = datasets
     out = tmp_path / "tune"
-    script = (f"from velnet.tune import tune; print('returned', tune({str(ds)!r}, {str(out)!r}, "
+    script = (f"from velnet.training.tune import tune; print('returned', tune({str(ds)!r}, {str(out)!r}, "
               f"{SMALL!r}, algorithm='random', max_trials=3, epochs=1, seed=2, "
               f"steps_per_epoch=2, validation_steps=1, verbose=0))")
     port = str(_free_port())

@@ -6,17 +6,24 @@ import numpy as np
 import pytest
 
 from data_prep.make_shards import make_shards
-from velnet.classical import ClassicalEstimator, absolute_kedges
-from velnet.cosmology import WU2021
+from velnet.data.datasets import ShardDataset, load_split, read_split_arrays
+from velnet.data.inputs import InputSpec, InputWindows, box_inputs
+from velnet.data.manifest import read_manifest
+from velnet.data.tiling import OH_ELEMENTS, extract, oh_transform
 from velnet.errors import VelnetInputError
-from velnet.fields import Field, load_fields, save_fields
-from velnet.inputs import InputSpec, InputWindows, box_inputs
-from velnet.linear import linear_momentum, linear_velocity
-from velnet.models import ChannelSlice, physical_model, unet3d, unet_config, unet_from_config
-from velnet.predict import predict_box, predict_file
-from velnet.shards import ShardDataset, load_split, read_manifest, read_split_arrays
-from velnet.tiling import OH_ELEMENTS, extract, oh_transform
-from velnet.train import load_model, train
+from velnet.fields.field import Field, load_fields, save_fields
+from velnet.networks.unet3d import (
+    ChannelSlice,
+    physical_model,
+    unet3d,
+    unet_config,
+    unet_from_config,
+)
+from velnet.physics.classical import ClassicalEstimator, absolute_kedges
+from velnet.physics.cosmology import WU2021
+from velnet.physics.linear import linear_momentum, linear_velocity
+from velnet.prediction.predict import predict_box, predict_file
+from velnet.training.train import load_model, train
 
 NMESH, BOX, R = 24, 48.0, 2.0
 """Test boxes: 24^3 cells of 2 Mpc/h, linear theory smoothed with a 2 Mpc/h Gaussian."""

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VelnetInputError
-from .tasks import TASKS
+from velnet.errors import VelnetInputError
+from velnet.tasks import TASKS
 
 log = logging.getLogger("velnet")
 
@@ -44,6 +44,17 @@ def _simulate(args):
         "seed": args.seed, "z_start": args.z_start, "output_redshifts": args.z,
         "force_mesh": args.force_mesh}.items() if v is not None}
     config = SimulationConfig.from_preset(args.preset, **overrides)
+    if args.cache:
+        from data_prep.cache import is_complete_simulation, link_output, simulation_folder
+        from nbodykit import CurrentMPIComm
+        folder = simulation_folder(config)
+        if not is_complete_simulation(folder):
+            simulate(config, folder)
+        if CurrentMPIComm.get().rank == 0:
+            link_output(args.out, folder)
+        for z in config.output_redshifts:
+            print(Path(args.out) / f"snapshot_z{z:.3f}")
+        return
     for path in simulate(config, args.out):
         print(path)
 
@@ -56,7 +67,7 @@ def _paint(args):
 def _reader_kwargs(args):
     cosmology = args.cosmology
     if cosmology is not None:
-        from .cosmology import PRESETS
+        from velnet.physics.cosmology import PRESETS
         try:
             cosmology = PRESETS[cosmology] if cosmology in PRESETS else json.loads(cosmology)
         except json.JSONDecodeError:
@@ -93,13 +104,29 @@ def _check_shards(args):
 
 def _halos(args):
     from data_prep.fof import write_halos
-    write_halos(args.snapshot, args.out, linking_length=args.linking_length, nmin=args.nmin,
-                **_reader_kwargs(args))
+    if args.cache:
+        from data_prep.cache import halos_file, link_output
+        from nbodykit import CurrentMPIComm
+        cached = halos_file(args.snapshot, args.linking_length, args.nmin)
+        if not cached.is_file():
+            write_halos(args.snapshot, cached, linking_length=args.linking_length, nmin=args.nmin,
+                        **_reader_kwargs(args))
+        if CurrentMPIComm.get().rank == 0:
+            link_output(args.out, cached)
+    else:
+        write_halos(args.snapshot, args.out, linking_length=args.linking_length, nmin=args.nmin,
+                    **_reader_kwargs(args))
     print(args.out)
 
 
 def _halo_fields(args):
-    from data_prep.catalogs import combine_catalogs, is_hbt, load_halos, read_catalog, read_hbt_tracers
+    from data_prep.catalogs import (
+        combine_catalogs,
+        is_hbt,
+        load_halos,
+        read_catalog,
+        read_hbt_tracers,
+    )
     from data_prep.halo_fields import write_halo_fields
     catalog = None
     if args.catalog:
@@ -118,10 +145,9 @@ def _halo_fields(args):
 def _prep(args):
     from data_prep.make_shards import make_shards
     from data_prep.paint import paint_snapshot
-
-    from .classical import ClassicalEstimator
-    from .fields import field_names
-    from .tasks import get_task
+    from velnet.fields.field import field_names
+    from velnet.physics.classical import ClassicalEstimator
+    from velnet.tasks import get_task
     out = Path(args.out)
     field_files = []
     for path in map(Path, args.inputs):
@@ -144,7 +170,7 @@ def _prep(args):
 
 
 def _is_fields_file(path):
-    from .fields import read_meta
+    from velnet.fields.field import read_meta
     try:
         read_meta(path)
         return True
@@ -154,13 +180,13 @@ def _is_fields_file(path):
 
 def _laptop_preset(data):
     """The command line's default preset: the small one of the dataset's task."""
-    from .shards import read_manifest
-    from .tasks import get_task
+    from velnet.data.manifest import read_manifest
+    from velnet.tasks import get_task
     return get_task(read_manifest(data).task).laptop_preset
 
 
 def _train(args):
-    from .train import train
+    from velnet.training.train import train
     config = json.loads(Path(args.config).read_text()) if args.config else {}
     model_config = config.pop("model", {"preset": args.preset or _laptop_preset(args.data)})
     kwargs = {"epochs": args.epochs, "batch_size": args.batch_size,
@@ -172,7 +198,7 @@ def _train(args):
 
 
 def _tune(args):
-    from .tune import TUNED_TRAIN_KWARGS, tune
+    from velnet.training.tune import TUNED_TRAIN_KWARGS, tune
     fixed = json.loads(args.fixed) if args.fixed else None
     config = json.loads(Path(args.config).read_text()) if args.config else {}
     unknown = sorted(set(config) - {"model", *TUNED_TRAIN_KWARGS})
@@ -190,7 +216,7 @@ def _tune(args):
 
 
 def _predict(args):
-    from .predict import predict_file
+    from velnet.prediction.predict import predict_file
     print(predict_file(args.models, args.fields, args.out, tile=args.tile,
                        batch_size=args.batch_size, power_preserving=args.power_preserving))
 
@@ -214,10 +240,10 @@ def _evaluate(args):
 
 
 def _evaluate_wu(args, truth_file, predictions):
-    from .classical import SHIPPED, ClassicalEstimator
-    from .fields import load_fields
-    from .linear import linear_prediction
-    from .reports.wu2021 import evaluate
+    from velnet.fields.field import load_fields
+    from velnet.physics.classical import SHIPPED, ClassicalEstimator
+    from velnet.physics.linear import linear_prediction
+    from velnet.reports.wu2021 import evaluate
     truth = load_fields(truth_file)
     if "density" not in truth or "velocity" not in truth:
         raise VelnetInputError(truth_file, "needs 'density' and 'velocity' fields")
@@ -247,10 +273,9 @@ def _evaluate_wu(args, truth_file, predictions):
 
 def _evaluate_halo(args, truth_files, predictions):
     from data_prep.catalogs import load_halos
-
-    from .fields import load_fields
-    from .reports.halo2024 import evaluate_halo
-    from .train import HISTORY_FILE, read_history
+    from velnet.fields.field import load_fields
+    from velnet.reports.halo2024 import evaluate_halo
+    from velnet.training.train import HISTORY_FILE, read_history
     boxes = args.boxes
     if args.halo_fields and len(args.halo_fields) != boxes * len(predictions):
         raise VelnetInputError(None, f"--halo-fields takes one file per test box and scheme ({boxes * len(predictions)}"
@@ -274,9 +299,9 @@ def _evaluate_halo(args, truth_files, predictions):
 
 
 def _baseline(args):
-    from .classical import ClassicalEstimator
-    from .fields import load_fields
-    from .provenance import versions
+    from velnet.fields.field import load_fields
+    from velnet.physics.classical import ClassicalEstimator
+    from velnet.provenance import versions
     densities, velocities = [], []
     for path in args.fields:
         box = load_fields(path, ["density", "velocity"])
@@ -303,9 +328,9 @@ def _estimator(text):
 
 
 def _calibrate(args):
-    from .fields import load_fields
-    from .power_correction import PowerCorrection, correction_path
-    from .predict import predict_with
+    from velnet.fields.field import load_fields
+    from velnet.prediction.power_correction import PowerCorrection, correction_path
+    from velnet.prediction.predict import predict_with
     predictions, truths = [], []
     for path in args.fields:
         box = load_fields(path, ["density", "velocity"])
@@ -322,7 +347,7 @@ def _calibrate(args):
 
 
 def _summary(args):
-    from .fields import load_fields
+    from velnet.fields.field import load_fields
     for name, f in load_fields(args.fields).items():
         comps = f.value.reshape(-1, 3 if f.is_vector else 1).astype(np.float64)
         fmt = lambda a: "[" + ", ".join(f"{x:.4g}" for x in a) + "]"  # noqa: E731
@@ -348,6 +373,9 @@ def build_parser():
     s.add_argument("--z", type=float, nargs="+", help="output redshifts (preset: 0 or 0.59)")
     s.add_argument("--seed", type=int, help="initial-condition seed")
     s.add_argument("--out", required=True, help="output folder for snapshots + config.json")
+    s.add_argument("--cache", action="store_true",
+                   help="simulate into velnet's cache, keyed by the configuration ($VELNET_CACHE, "
+                        "default ~/.cache/velnet/boxes), or take the box from there; --out becomes a link to it")
     s.set_defaults(func=_simulate)
 
     for name, helptext, func in (("paint", "one snapshot -> one fields file", _paint),
@@ -415,6 +443,10 @@ def build_parser():
                        help="FOF linking length, in mean particle separations (0.2)")
         s.add_argument("--nmin", type=int, default=20, help="fewest particles of a halo (20)")
         s.add_argument("--out", required=True, help="output .h5")
+        if name == "halos":
+            s.add_argument("--cache", action="store_true",
+                           help="find the halos once per snapshot and settings, in velnet's cache; "
+                                "--out becomes a link to it")
         if name == "halo-fields":
             s.add_argument("--nmesh", type=int, default=128, help="CIC mesh per side (128)")
             s.add_argument("--los", default="z", help="line of sight: x, y or z (z)")

@@ -5,7 +5,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import VelnetInputError
+from velnet.errors import VelnetInputError
 
 
 @contextlib.contextmanager

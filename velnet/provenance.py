@@ -5,7 +5,7 @@ import json
 import platform
 import sys
 
-from .files import atomic_file
+from velnet.files import atomic_file
 
 PACKAGES = ("velnet", "numpy", "h5py", "matplotlib", "keras", "tensorflow-cpu", "tensorflow",
             "jax", "jaxlib", "torch", "keras-tuner", "google-crc32c", "nbodykit", "fastpm", "pmesh",

@@ -8,7 +8,7 @@ and undoing it are exact. A shard manifest and a trained model name their task; 
 prep`, `train`, `tune` and `predict` run every task through the same code.
 
     wu2021          Wu et al. 2021: ln(1 + rho/rho_mean) in 32^3 tiles -> velocity or momentum
-                    on the central 20^3 (`velnet.models.unet3d`, MSE)
+                    on the central 20^3 (`velnet.networks.unet3d.unet3d`, MSE)
     halo-density    the 2024 halo paper's stage one: the redshift-space halo channels (and,
                     with `linear`, the linear real-space density of the whole box) -> the
                     real-space density, whole periodic boxes (`halo_unet`, eq. 5)
@@ -18,15 +18,15 @@ prep`, `train`, `tune` and `predict` run every task through the same code.
 """
 from dataclasses import dataclass
 
-from .errors import VelnetInputError
-from .inputs import InputSpec
+from velnet.data.inputs import InputSpec
+from velnet.errors import VelnetInputError
 
 HALO_CHANNEL_PREFIX = "halos_s_"
 """Halo fields files name their redshift-space halo channels halos_s_0, halos_s_1, ..."""
 LINEAR_FIELDS = {"velocity": "linear_velocity_s", "momentum": "linear_momentum_s"}
 """The halo fields file's linear inputs of eq. 2-3, by stage-two target."""
 LINEAR_DENSITY = "linear_density_s"
-"""The halo fields file's linear real-space density from the redshift-space halos (`velnet.rsd.linear_density`)."""
+"""The halo fields file's linear real-space density from the redshift-space halos (`velnet.physics.rsd.linear_density`)."""
 UNITS = {"velocity": "km/s", "momentum": "km/s", "density": "rho/rho_mean"}
 """Units of each target."""
 
@@ -38,7 +38,7 @@ class Task:
     Attributes:
         name: key of `TASKS`.
         targets: fields it may predict (the first is the default).
-        network: builder of `velnet.networks.BUILDERS`.
+        network: builder of `velnet.networks.builders.BUILDERS`.
         loss: "mse" or "magnitude_direction" (eq. 6).
         periodic: the network pads periodically and predicts whole boxes in one pass
             (tiles without margins); otherwise tiles with `margin` cells of context.
@@ -127,7 +127,7 @@ def get_task(name, path=None):
 @dataclass(frozen=True, kw_only=True)
 class TileData:
     """What the tiles of a dataset hold, as its network sees them: the part of a shard manifest a
-    trained model keeps (`velnet.shards.Manifest`, `velnet.networks.ModelMetadata`).
+    trained model keeps (`velnet.data.manifest.Manifest`, `velnet.networks.builders.ModelMetadata`).
 
     Attributes:
         task: the `TASKS` name (datasets and models made before tasks existed: wu2021).

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..files import atomic_dir
-from ..provenance import versions
-from ..stats import to_json
+from velnet.files import atomic_dir
+from velnet.provenance import versions
+from velnet.statistics.spectra import to_json
 
 
 def number(x, fmt="{:.3g}"):

@@ -14,17 +14,17 @@ and momentum (from redshift-space halos) against the truth, over one or more tes
   the magnitudes and the density, and the power spectrum for R(k);
 - joint distributions of prediction against truth (Figs. 6-7) and of density against
   speed and divergence (Figs. 8-9);
-- power spectra (Figs. 10-12, nbodykit through `velnet.stats`) of the density, velocity,
+- power spectra (Figs. 10-12, nbodykit through `velnet.statistics.spectra`) of the density, velocity,
   momentum and both divergences, with linear theory of the redshift-space halos (eq. 2-3;
   for the density, the halo field 1 + delta_s / beta that eq. 2 uses), R(k) and r(k),
   mean and 2-sigma band across test boxes, the band's sigma the spread over the boxes
-  rescaled by eq. 11 to the independent volume they hold (`velnet.stats.box_error`);
+  rescaled by eq. 11 to the independent volume they hold (`velnet.statistics.spectra.box_error`);
 - xi(r_perp, r_par) of the dark matter in real space, true and reconstructed, beside the
-  redshift-space halos (Fig. 13, from the meshes: `velnet.clustering.field_xi`);
+  redshift-space halos (Fig. 13, from the meshes: `velnet.statistics.clustering.field_xi`);
 - redshift-space distortions (section 3.5): halos moved back along the line of sight by
   the reconstructed velocity, found from their redshift-space positions or read out at
-  their true positions (`velnet.rsd`); xi(r_perp, r_par) of the halos in redshift space,
-  in real space and corrected (pair counts, `velnet.clustering.points_xi`), and the
+  their true positions (`velnet.physics.rsd`); xi(r_perp, r_par) of the halos in redshift space,
+  in real space and corrected (pair counts, `velnet.statistics.clustering.points_xi`), and the
   multipoles P_2, P_4 of the reconstructed real-space density against the truth and the
   redshift-space halos (Fig. 14), and of the corrected halos;
 - the training and validation loss per epoch of each network (Fig. 3), when given.
@@ -35,15 +35,22 @@ import time
 
 import numpy as np
 
-from .. import stats
-from ..clustering import XI_DR, XI_RMAX
-from ..errors import VelnetInputError
-from ..fields import los_axis
-from ..rsd import ROOT_STEP
-from .common import report_folder, write_report
-from .halo2024_figures import figures
-from .halo2024_measures import HALO_NUMBER_DENSITY, K_RANGES, POLE_RANGE, XI_RMIN, measure, training_summary
-from .halo2024_text import report_text
+from velnet.errors import VelnetInputError
+from velnet.fields.field import los_axis
+from velnet.physics.rsd import ROOT_STEP
+from velnet.reports.common import report_folder, write_report
+from velnet.reports.halo2024_figures import figures
+from velnet.reports.halo2024_measures import (
+    HALO_NUMBER_DENSITY,
+    K_RANGES,
+    POLE_RANGE,
+    XI_RMIN,
+    measure,
+    training_summary,
+)
+from velnet.reports.halo2024_text import report_text
+from velnet.statistics import spectra
+from velnet.statistics.clustering import XI_DR, XI_RMAX
 
 
 def _as_list(entries, what):
@@ -121,7 +128,7 @@ def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=
         los: the line of sight of the redshift space, 0, 1, 2 or "x", "y", "z".
         histories: optional dict scheme -> dict network ("density", "velocity",
             "momentum") -> rows {"epoch", "loss", "val_loss"} of its training
-            (`velnet.train.read_history`); adds Fig. 3.
+            (`velnet.training.train.read_history`); adds Fig. 3.
         independent_volume: V_all of eq. 11, (Mpc/h)^3; default the test boxes' total
             volume (separate simulations).
 
@@ -139,7 +146,7 @@ def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=
                                                           catalogs)
     density = truth[0]["density"]
     boxes_volume = len(truth) * density.box_size ** 3
-    factor = stats.box_error(1.0, density.box_size ** 3, len(truth), independent_volume)[1]
+    factor = spectra.box_error(1.0, density.box_size ** 3, len(truth), independent_volume)[1]
     histories = {s: {name: rows for name, rows in by_network.items() if rows}
                  for s, by_network in (histories or {}).items()}
     steps = 10 + (len(catalogs) if catalogs is not None else 0)

@@ -1,9 +1,20 @@
 """The figures of the 2024 halo paper's report (Figs. 3-14), from its measurements."""
 import numpy as np
 
-from .. import plots
-from .halo2024_measures import (AT_R, FROM_S, LINEAR, LINEAR_DENSITY, NETWORKS, PIXEL_ROWS, QUANTITIES, SCHEMES, UNET,
-                                XI_LEVELS, pixel_values)
+from velnet.reports import plots
+from velnet.reports.halo2024_measures import (
+    AT_R,
+    FROM_S,
+    LINEAR,
+    LINEAR_DENSITY,
+    NETWORKS,
+    PIXEL_ROWS,
+    QUANTITIES,
+    SCHEMES,
+    UNET,
+    XI_LEVELS,
+    pixel_values,
+)
 
 
 def _band_rows(metrics, quantities, labels):

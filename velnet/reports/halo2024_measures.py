@@ -1,19 +1,26 @@
 """The measurements of the 2024 halo paper's report (section 3): what `halo2024.evaluate_halo` computes.
 
-Pixel statistics and eq. 10 (`velnet.pixels`), power spectra with R(k) and r(k) and their
-eq. 11 errors (`velnet.stats`), density multipoles, xi(r_perp, r_par) of the dark matter and
-of the halos (`velnet.clustering`), and the halos moved back to real space (`velnet.rsd`), for
+Pixel statistics and eq. 10 (`velnet.statistics.pixels`), power spectra with R(k) and r(k) and their
+eq. 11 errors (`velnet.statistics.spectra`), density multipoles, xi(r_perp, r_par) of the dark matter and
+of the halos (`velnet.statistics.clustering`), and the halos moved back to real space (`velnet.physics.rsd`), for
 every weighting scheme and method over the test boxes.
 """
 import numpy as np
 
-from .. import stats
-from ..clustering import XI_DR, XI_RMAX, anisotropy_residual, field_xi, points_xi, xi_centres
-from ..fields import Field, los_axis
-from ..linear import divergence
-from ..painting import paint
-from ..pixels import agreement, cosine, magnitude, mean_std
-from ..rsd import ROOT_STEP, read_back, real_space_positions, redshift_space_positions
+from velnet.fields.field import Field, los_axis
+from velnet.fields.painting import paint
+from velnet.physics.linear import divergence
+from velnet.physics.rsd import ROOT_STEP, read_back, real_space_positions, redshift_space_positions
+from velnet.statistics import spectra
+from velnet.statistics.clustering import (
+    XI_DR,
+    XI_RMAX,
+    anisotropy_residual,
+    field_xi,
+    points_xi,
+    xi_centres,
+)
+from velnet.statistics.pixels import agreement, cosine, magnitude, mean_std
 
 SCHEMES = {"number": "without M_halo weighting", "mass": "with M_halo weighting"}
 """Weighting schemes of the halo channels and the paper's names for them."""
@@ -70,7 +77,7 @@ def heaviest(catalog, number_density=HALO_NUMBER_DENSITY):
 
 
 def halo_density(positions, like, name="halos"):
-    """CIC number density 1 + delta of points on the mesh of the `Field` `like` (`velnet.painting.paint`)."""
+    """CIC number density 1 + delta of points on the mesh of the `Field` `like` (`velnet.fields.painting.paint`)."""
     value = paint(positions, like.box_size, like.nmesh)
     return Field(value.astype(np.float32), name, like.box_size, like.redshift, like.cosmology)
 
@@ -152,8 +159,8 @@ def _spectra(truth_q, pred_q, linear_q, schemes, factor, progress):
         progress(f"power spectra of {q}")
         truth_each, each = [], {s: {} for s in schemes}
         for b, truth in enumerate(truth_q):
-            modes = stats.fourier(truth[q])
-            truth_power = stats.power(modes)
+            modes = spectra.fourier(truth[q])
+            truth_power = spectra.power(modes)
             truth_each.append(truth_power["power"])
             k = truth_power["k"]
             for s in schemes:
@@ -161,7 +168,7 @@ def _spectra(truth_q, pred_q, linear_q, schemes, factor, progress):
                 if linear_q.get(s):
                     methods[LINEAR] = linear_q[s][b]
                 for method, fields in methods.items():
-                    comparison = stats.compare_spectra(fields[q], modes, truth_power=truth_power)
+                    comparison = spectra.compare_spectra(fields[q], modes, truth_power=truth_power)
                     each[s].setdefault(method, []).append(comparison)
         out[q] = {"truth": _curve(k, truth_each, factor)}
         summary[q] = {}
@@ -258,7 +265,7 @@ def _rsd(truth, pred_q, catalogs, schemes, los, factor, progress):
             positions[f"{name}, {AT_R}"] = read_back(s, real, source["velocity"], axis)
         for name, where in positions.items():
             xi_each[name].append(points_xi(where, catalog.box_size, axis, rmax=rmax)[2])
-            poles_each[name].append(stats.multipoles(halo_density(where, truth[b]["density"]), axis))
+            poles_each[name].append(spectra.multipoles(halo_density(where, truth[b]["density"]), axis))
             if name != "real space":
                 distance = np.abs(_los_offset(real, where, catalog.box_size, axis))
                 offsets[name]["rms"].append(float(np.sqrt(np.mean(distance ** 2))))
@@ -304,14 +311,14 @@ def measure(truth, predictions, inputs, catalogs, los, factor, progress):
                 agree[s][method][row] = {key: dict(zip(("mean", "std"), over_boxes([e[key] for e in each])))
                                          for key in ("C_r", "R_std", "R_mean") if key != "R_mean" or row in MEAN_ROWS}
 
-    spectra, spectra_summary = _spectra(truth_q, pred_q, linear_q, schemes, factor, progress)
+    spectra_rows, spectra_summary = _spectra(truth_q, pred_q, linear_q, schemes, factor, progress)
 
     progress("density multipoles")
-    poles_each = {"truth": [stats.multipoles(t["density"], los) for t in truth]}
+    poles_each = {"truth": [spectra.multipoles(t["density"], los) for t in truth]}
     for s in schemes:
-        poles_each[f"{s} {UNET}"] = [stats.multipoles(p["density"], los) for p in predictions[s]]
+        poles_each[f"{s} {UNET}"] = [spectra.multipoles(p["density"], los) for p in predictions[s]]
         if linear_q.get(s):
-            poles_each[f"{s} {LINEAR_DENSITY}"] = [stats.multipoles(q["density"], los) for q in linear_q[s]]
+            poles_each[f"{s} {LINEAR_DENSITY}"] = [spectra.multipoles(q["density"], los) for q in linear_q[s]]
     poles = _poles_curves(poles_each, factor)
     pole_summary = {}
     for ell, curves in poles.items():
@@ -330,7 +337,7 @@ def measure(truth, predictions, inputs, catalogs, los, factor, progress):
             for ell, curves in rsd["poles"].items() if ell > 0}
 
     metrics = {"schemes": schemes, "boxes": len(truth), "beta": {s: v for s, v in betas.items()},
-               "pixel": pixel, "agreement": agree, "spectra": spectra, "spectra_summary": spectra_summary,
+               "pixel": pixel, "agreement": agree, "spectra": spectra_rows, "spectra_summary": spectra_summary,
                "multipoles": {"density": poles, "summary": pole_summary},
                "density_xi": _density_xi(truth, predictions, inputs, schemes, los, progress), "rsd": rsd}
     return metrics, {"truth": truth_q, "pred": pred_q, "linear": linear_q}

@@ -1,6 +1,15 @@
 """The text of the 2024 halo paper's report: report.md, its tables and what they mean."""
-from .common import number, plus_minus
-from .halo2024_measures import AT_R, FROM_S, LINEAR, LINEAR_DENSITY, POLE_RANGE, AGREEMENT_ROWS, PIXEL_ROWS, SCHEMES
+from velnet.reports.common import number, plus_minus
+from velnet.reports.halo2024_measures import (
+    AGREEMENT_ROWS,
+    AT_R,
+    FROM_S,
+    LINEAR,
+    LINEAR_DENSITY,
+    PIXEL_ROWS,
+    POLE_RANGE,
+    SCHEMES,
+)
 
 
 def _columns(metrics):

@@ -11,10 +11,11 @@ import time
 
 import numpy as np
 
-from .. import pixels, plots, stats
-from ..errors import VelnetInputError
-from ..linear import linear_momentum
-from .common import number, plus_minus, report_folder, write_report
+from velnet.errors import VelnetInputError
+from velnet.physics.linear import linear_momentum
+from velnet.reports import plots
+from velnet.reports.common import number, plus_minus, report_folder, write_report
+from velnet.statistics import pixels, spectra
 
 TABLE_K = (0.2, 0.6, 1.0)
 """k (h/Mpc) at which the paper's Tables 1-4 quote T(k)."""
@@ -140,12 +141,12 @@ def _measure(folder, density, entries, subbox_size, n_slices, progress):
     comparisons, subboxes, tables, subbox_tables = {}, {}, {}, {}
     for q in pixels.QUANTITIES:
         progress(f"spectra of {q}")
-        truth_modes = stats.fourier(derived["truth"][q])
-        truth_power = stats.power(truth_modes)
-        comparisons[q] = {name: stats.compare_spectra(derived[name][q], truth_modes, truth_power=truth_power)
+        truth_modes = spectra.fourier(derived["truth"][q])
+        truth_power = spectra.power(truth_modes)
+        comparisons[q] = {name: spectra.compare_spectra(derived[name][q], truth_modes, truth_power=truth_power)
                           for name in methods}
         tables[q] = _spectrum_rows(comparisons[q])
-        subboxes[q] = stats.subbox_transfer({name: derived[name][q] for name in methods}, derived["truth"][q],
+        subboxes[q] = spectra.subbox_transfer({name: derived[name][q] for name in methods}, derived["truth"][q],
                                             subbox_size)
         subbox_tables[q] = _subbox_rows(subboxes[q])
         for name in methods:
@@ -153,8 +154,8 @@ def _measure(folder, density, entries, subbox_size, n_slices, progress):
             subboxes[q][name].save(folder / "spectra" / f"{q}_{_file_stem(name)}_subboxes.json")
 
     progress("error spectra")
-    truth_variance = stats.band_variance(truth["velocity"])
-    errors = {name: stats.error_spectrum(entries[name]["velocity"], truth["velocity"], truth_variance=truth_variance)
+    truth_variance = spectra.band_variance(truth["velocity"])
+    errors = {name: spectra.error_spectrum(entries[name]["velocity"], truth["velocity"], truth_variance=truth_variance)
               for name in methods}
     for name, stat in errors.items():
         stat.save(folder / "spectra" / f"error_velocity_{_file_stem(name)}.json")
@@ -303,7 +304,7 @@ def _report(metrics, density, figures):
               "",
               f"As the paper measured it, in ({cfg['subbox_size']:g} Mpc/h)^3 boxes (here {sub['sub_box_cells']} "
               "cells per side, the nearest whole number of cells; spread = standard deviation over sub-boxes, "
-              f"shown when there are several). Caveat: {stats.SUBBOX_NOTE}.", ""]
+              f"shown when there are several). Caveat: {spectra.SUBBOX_NOTE}.", ""]
     lines += _subbox_table(metrics, methods)
     lines += ["## Slices (an extra view)", "",
               "Chosen as the paper did, 40x40x2 (Mpc/h)^3 slices centred on the highest-density regions: every "

@@ -4,7 +4,7 @@ import math
 import keras
 from keras import ops
 
-from .halo_models import DIRECTION, EPSILON, MAGNITUDE, unit_vector
+from velnet.networks.halo_unets import DIRECTION, EPSILON, MAGNITUDE, unit_vector
 
 
 @keras.saving.register_keras_serializable("velnet")
@@ -16,7 +16,7 @@ class MagnitudeDirectionLoss(keras.losses.Loss):
     direction), 1/4 and 3/4, and averages over the N voxels; the default reduction,
     "sum_over_batch_size", averages the per-voxel values over the batch and all voxels.
 
-    Where the true vector is zero (norm below `velnet.halo_models.EPSILON`) it has no
+    Where the true vector is zero (norm below `velnet.networks.halo_unets.EPSILON`) it has no
     direction, and the direction term is 0 there (its gradient would be zero anyway). The
     predicted direction is normalised before the cosine is taken, so it need not be a unit
     vector.
@@ -31,7 +31,7 @@ class MagnitudeDirectionLoss(keras.losses.Loss):
     Call arguments:
         y_true: `(B, nx, ny, nz, 3)`: the true vector field (normalised units).
         y_pred: `(B, nx, ny, nz, 4)`: a stage-two output, unit direction in channels 0-2
-            and magnitude in channel 3 (see `velnet.halo_models`).
+            and magnitude in channel 3 (see `velnet.networks.halo_unets`).
 
     Raises:
         ValueError: for negative or non-finite weights.

@@ -36,11 +36,11 @@ output layer comprising 1+3 channels"; Table 1: magnitude 8 -> 1, direction 8 ->
 (softplus of its output, so |v| >= 0) and one for the direction (normalised to a unit
 vector), and concatenates them into 4 channels in the paper's order: channels 0-2 the
 direction, channel 3 the magnitude (`DIRECTION`, `MAGNITUDE`). Trained together on the
-eq. 6 loss (`velnet.losses.MagnitudeDirectionLoss`), each sub-network gets the gradient
+eq. 6 loss (`velnet.networks.losses.MagnitudeDirectionLoss`), each sub-network gets the gradient
 of its own term only, so (with Adam) this is the same as training them separately.
 
 Residual variants (`residual_channels`, not in the paper): the input channels that hold a
-whole-box estimate of the target (in normalised target units, `velnet.inputs`) are added
+whole-box estimate of the target (in normalised target units, `velnet.data.inputs`) are added
 to the output, so the network learns the correction to it. Stage one adds the linear
 real-space density to its output. In stage two both U-nets output a 3-vector correction
 to the linear velocity (or momentum) of eq. 2-3: the direction is the unit vector of the
@@ -50,7 +50,7 @@ the corrections vanish (the scales a sub-box cannot see) the output is linear th
 import keras
 from keras import layers, ops
 
-from .models import OUTPUT_LAYER, ChannelSlice, ToPhysical
+from velnet.networks.unet3d import OUTPUT_LAYER, ChannelSlice, ToPhysical
 
 PRESETS = {
     # the defaults of `halo_unet` (the paper tuned N1-N3 with Optuna and does not state them)
@@ -58,7 +58,7 @@ PRESETS = {
     # a quarter of the widths and a 5^3 init kernel: trains on 2 cores in minutes
     "halo-tiny": dict(n1=8, n2=16, n3=32, dropout=0.1, init_kernel=5),
     # both, as residuals over the dataset's whole-box estimate of the target ("base":
-    # `velnet.networks.network_config` puts in its channels)
+    # `velnet.networks.builders.network_config` puts in its channels)
     "halo2024-residual": dict(n1=32, n2=64, n3=128, dropout=0.1, init_kernel=7, residual_channels="base"),
     "halo-tiny-residual": dict(n1=8, n2=16, n3=32, dropout=0.1, init_kernel=5, residual_channels="base"),
 }

@@ -30,7 +30,7 @@ network is fully convolutional: any spatial size n with n % 2**(len(widths) - 1)
 n > 2 * n_valid gives an output of n - 2 * n_valid.
 
 Residual variant (`residual_channels`): with the linear-theory target in input channels
-1-3 (see `velnet.inputs`), the output is the network's output plus those channels cropped
+1-3 (see `velnet.data.inputs`), the output is the network's output plus those channels cropped
 to the output region, so the network learns only the correction to linear theory.
 
 Parameter count: the text layout ("wu2021-text", "wu2021-text-crop") has 27,016,195 parameters in Keras
@@ -293,7 +293,7 @@ class ToPhysical(layers.Layer):
     """Multiply normalised network outputs by the target scale, giving km/s.
 
     The layer also carries the metadata a prediction needs (task, target, tile shapes,
-    normalisation, cosmology, input spec, builder config: `velnet.networks.ModelMetadata`
+    normalisation, cosmology, input spec, builder config: `velnet.networks.builders.ModelMetadata`
     as a dict), so a saved `.keras` file is self-describing.
 
     Args:

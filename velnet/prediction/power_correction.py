@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .classical import absolute_kedges
-from .errors import VelnetInputError
-from .files import atomic_file, require_file
-from .linear import divergence, wavevectors
+from velnet.errors import VelnetInputError
+from velnet.files import atomic_file, require_file
+from velnet.physics.classical import absolute_kedges
+from velnet.physics.linear import divergence, wavevectors
 
 FORMAT = "velnet power correction"
 MIN_MODES = 20
@@ -64,7 +64,7 @@ class PowerCorrection:
         Raises:
             VelnetInputError: unequal or empty lists, or boxes of different cell sizes.
         """
-        from .stats import power
+        from velnet.statistics.spectra import power
 
         if not predictions or len(predictions) != len(truths):
             raise VelnetInputError(None, f"the power correction needs equally many predictions and truths, at "

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 import h5py
 import numpy as np
 
-from .cosmology import Cosmology
-from .errors import VelnetInputError
-from .files import atomic_file, require_file
+from velnet.errors import VelnetInputError
+from velnet.files import atomic_file, require_file
+from velnet.physics.cosmology import Cosmology
 
 AXES = {"x": 0, "y": 1, "z": 2}
 """Names of the box axes 0, 1, 2 (lines of sight along them)."""

@@ -11,7 +11,7 @@ An `InputSpec` lists them, in this order:
    normalised units of the target: the linear-theory target computed from the file's
    density (`linear`: velocity v_L, or momentum (rho/rho_mean) v_L, with a Gaussian of
    radius `smoothing` Mpc/h, or the velocity of the fitted classical estimator `base`, a
-   `velnet.classical.ClassicalEstimator` as a dict), or a vector field of the file
+   `velnet.physics.classical.ClassicalEstimator` as a dict), or a vector field of the file
    (`vector_field`: the 2024 paper's linear velocity or momentum of eq. 2-3); or, for a
    scalar target, a scalar field of the file (`scalar_field`: the linear real-space density
    from the redshift-space halos, "linear_density_s"), divided by the target scale too. A
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .classical import ClassicalEstimator
-from .errors import VelnetInputError
-from .fields import ln_density
-from .linear import linear_momentum, linear_velocity
-from .tiling import extract
+from velnet.data.tiling import extract
+from velnet.errors import VelnetInputError
+from velnet.fields.field import ln_density
+from velnet.physics.classical import ClassicalEstimator
+from velnet.physics.linear import linear_momentum, linear_velocity
 
 SPEC_KEY = "input_spec"
 DENSITY_CHANNELS = ("ln", "model", None)

@@ -21,7 +21,7 @@ halo field and the real-space matter field as the k-average (in dk) of their pow
     beta^2 = int_{k < 0.3} P_halo(k) / P_DM(k) dk / int_{k < 0.3} dk
 
 (the paper finds 1.85 without and 2.57 with mass weighting). Both spectra come from
-nbodykit's FFTPower through `velnet.stats.power`, without shot-noise subtraction, as in
+nbodykit's FFTPower through `velnet.statistics.spectra.power`, without shot-noise subtraction, as in
 the paper; P_halo is taken of the redshift-space field that eq. 2 divides, so beta also
 absorbs the Kaiser boost of its large-scale power.
 
@@ -33,11 +33,11 @@ redshift-space halos, over the whole box (the residual base of the halo-density 
 """
 import numpy as np
 
-from .errors import VelnetInputError
-from .fields import Field, los_axis
-from .linear import linear_momentum, linear_velocity, wavevectors
-from .painting import readout
-from .stats import power
+from velnet.errors import VelnetInputError
+from velnet.fields.field import Field, los_axis
+from velnet.fields.painting import readout
+from velnet.physics.linear import linear_momentum, linear_velocity, wavevectors
+from velnet.statistics.spectra import power
 
 BIAS_KMAX = 0.3
 """Upper limit (h/Mpc) of the k-range of eq. 4."""
@@ -82,7 +82,7 @@ def real_space_positions(positions, velocity, los, density=None, chunk=20000):
     """Undo redshift-space distortions (eq. 1) with a velocity field: solve r + v_los(r) / (a H) = s.
 
     Along the line of sight through each s, F(d) = d + v_los(s + d) / (a H) is read out
-    (`velnet.painting.readout`) every `ROOT_STEP` cells within reach of every velocity on the mesh; its
+    (`velnet.fields.painting.readout`) every `ROOT_STEP` cells within reach of every velocity on the mesh; its
     roots, where F changes sign, are interpolated linearly. Where the redshift-space map
     folds (infall faster than the Hubble flow across a cell, around collapsing regions)
     there are several roots; the one with the highest `density` is taken (a halo sits in a
@@ -214,7 +214,7 @@ def linear_inputs(halo_density, beta, smoothing=0.0):
         halo_density: scalar `Field` 1 + delta_s of the redshift-space halos, with the
             snapshot's redshift and cosmology.
         beta: the linear bias of eq. 4 (`linear_bias`), > 0.
-        smoothing: optional Gaussian radius, Mpc/h (as `velnet.linear.linear_velocity`).
+        smoothing: optional Gaussian radius, Mpc/h (as `velnet.physics.linear.linear_velocity`).
 
     Returns:
         dict: "linear_velocity_s" `(N, N, N, 3)` km/s, the linear velocity of the density

@@ -1,7 +1,7 @@
 """Train the network of any task on a shard dataset, resumably, and load what training saved.
 
 One loop for both papers: the dataset's manifest names the task (`velnet.tasks`), which
-gives the network builder and loss (`velnet.networks`); the tiles come from the shards.
+gives the network builder and loss (`velnet.networks.builders`); the tiles come from the shards.
 
 A run folder holds:
     model.keras         the physical-unit model (weights of the best val_loss epoch), any tile size
@@ -22,13 +22,14 @@ from pathlib import Path
 
 import keras
 
-from .errors import VelnetInputError
-from .files import atomic_file, require_file
-from .models import OUTPUT_LAYER
-from .networks import ModelMetadata, build_network, physical_network, task_loss
-from .provenance import write_record
-from .shards import load_split, read_manifest
-from .tasks import get_task
+from velnet.data.datasets import load_split
+from velnet.data.manifest import read_manifest
+from velnet.errors import VelnetInputError
+from velnet.files import atomic_file, require_file
+from velnet.networks.builders import ModelMetadata, build_network, physical_network, task_loss
+from velnet.networks.unet3d import OUTPUT_LAYER
+from velnet.provenance import write_record
+from velnet.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         outdir: run folder (created; see the module docstring for its contents).
         model_config: a preset name of the task's builder, or a dict of its arguments,
             optionally with a "preset" key (default: the task's full-size preset) that the
-            other keys override (`velnet.networks.network_config`). The shapes and channels
+            other keys override (`velnet.networks.builders.network_config`). The shapes and channels
             come from the dataset.
         epochs: total number of epochs.
         batch_size: tiles per batch (the paper: 6).
@@ -137,10 +138,10 @@ def load_model(path):
 
     Returns:
         `(model, metadata)`: the model maps `(B, nx, ny, nz, C)` inputs (the channels of
-        its input spec, `velnet.inputs`) to `(B, nx - 2 margin, ..., C_out)` outputs in the
+        its input spec, `velnet.data.inputs`) to `(B, nx - 2 margin, ..., C_out)` outputs in the
         target's units (km/s; rho/rho_mean for a density), for any sizes divisible by
         2**(levels - 1) (4 for the presets) and larger than 2 margin (0 for the periodic
-        halo networks); `metadata` is the dict of its `velnet.networks.ModelMetadata`
+        halo networks); `metadata` is the dict of its `velnet.networks.builders.ModelMetadata`
         (task, target_name, shapes, tile, normalisation with target_scale, cosmology,
         box_size in Mpc/h, nmesh, redshift, input_spec and model_config, the builder
         arguments), as stored: `ModelMetadata.from_dict` types it.

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import VelnetInputError
-from .linear import curl, divergence
-from .stats import check_pair
+from velnet.errors import VelnetInputError
+from velnet.physics.linear import curl, divergence
+from velnet.statistics.spectra import check_pair
 
 QUANTITIES = {
     "abs_v": "|v| (km/s)",

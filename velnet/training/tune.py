@@ -26,7 +26,7 @@ with seed + i.
     trials.csv, trials.md   one row per trial (status, val_loss, loss, best epoch, values),
                             best first
     best_config.json        {"model": {...}, "learning_rate": ..., "batch_size": ...}: what
-                            `velnet train --config` (and `velnet.train.train`) takes
+                            `velnet train --config` (and `velnet.training.train.train`) takes
     best_hyperparameters.json   every value of the best trial
     tune_config.json        config, versions, timings
     tuner/<project>/        keras-tuner's state and checkpoints
@@ -59,12 +59,15 @@ from pathlib import Path
 import keras
 import keras_tuner
 
-from .files import atomic_file
-from .networks import build_network, network_config, task_loss
-from .provenance import write_record
-from .shards import ShardDataset, decode_tile, load_split, read_manifest, read_record, sha256
-from .tasks import get_task
-from .train import TRAIN_SPLIT, VAL_SPLIT, jit_compile_setting
+from velnet.data.datasets import ShardDataset, load_split
+from velnet.data.manifest import read_manifest
+from velnet.data.records import decode_tile, read_record
+from velnet.data.writer import sha256
+from velnet.files import atomic_file
+from velnet.networks.builders import build_network, network_config, task_loss
+from velnet.provenance import write_record
+from velnet.tasks import get_task
+from velnet.training.train import TRAIN_SPLIT, VAL_SPLIT, jit_compile_setting
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ DROPOUT_RANGE = (0.0, 0.5, 0.1)
 """min, max and step of the halo U-nets' dropout rate."""
 BATCH_SIZES = (2, 4, 6, 8, 16, 32)
 TUNED_TRAIN_KWARGS = ("learning_rate", "batch_size")
-"""Hyperparameters that are `velnet.train.train` keyword arguments of the same name."""
+"""Hyperparameters that are `velnet.training.train.train` keyword arguments of the same name."""
 TRIALS_CSV, TRIALS_MD, BEST_CONFIG, BEST_HP, RECORD_FILE = (
     "trials.csv", "trials.md", "best_config.json", "best_hyperparameters.json", "tune_config.json")
 TUNER_DIR, LOG_DIR = "tuner", "logs"
@@ -90,7 +93,7 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         dataset_dir: shard folder with `manifest.json` (from `data_prep.make_shards`);
             task, tile shapes, input channels and training boxes come from its manifest.
         model_config: a preset name of the task's builder, or a dict of its arguments with
-            an optional "preset" key, as in `velnet.train.train`; the defaults of
+            an optional "preset" key, as in `velnet.training.train.train`; the defaults of
             `width_multiplier` and `residual` come from it.
         seed: seed set before each trial builds its network (equal initial weights for
             equal hyperparameters) and of the data shuffling and augmentation.
@@ -161,7 +164,7 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         return values
 
     def model_config(self, hp):
-        """The `velnet.train.train` model config of the values in `hp` (preset plus overrides)."""
+        """The `velnet.training.train.train` model config of the values in `hp` (preset plus overrides)."""
         values = self.declare_hyperparameters(hp)
         config = {"preset": self.preset, **self.overrides}
         for name in ("width_multiplier", "dropout", *HALO_WIDTHS):
@@ -216,7 +219,7 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         data = ShardDataset(self.manifest, TRAIN_SPLIT, values["batch_size"], **kwargs)
         keep = set(self.train_box_ids[:n])
         data.records = [r for r, box in zip(data.records, self._boxes_of(data.records)) if box in keep]
-        data._set_order()
+        data.reorder()
         return data
 
     def _boxes_of(self, records):

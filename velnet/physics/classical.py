@@ -1,7 +1,7 @@
 """Classical velocity estimators from the density, and their optimal combination per |k|.
 
 Every estimator turns rho/rho_mean into a dimensionless source s with div v = -f a H s,
-so that v(k) = i f a H k s(k) / k^2 (curl-free, as `velnet.linear.velocity_from_source`):
+so that v(k) = i f a H k s(k) / k^2 (curl-free, as `velnet.physics.linear.velocity_from_source`):
 
 - "linear": s = delta, linear perturbation theory.
 - "bernardeau": s = 1.5 [(1 + delta)^(2/3) - 1], Bernardeau's (1992) non-linear relation
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VelnetInputError
-from .files import atomic_file, require_file
-from .linear import fit_smoothing, linear_momentum, velocity_from_source, wavevectors
+from velnet.errors import VelnetInputError
+from velnet.files import atomic_file, require_file
+from velnet.physics.linear import fit_smoothing, linear_momentum, velocity_from_source, wavevectors
 
 FORMAT = "velnet classical estimator"
 ESTIMATORS = ("linear", "bernardeau", "2lpt-log")
@@ -220,7 +220,7 @@ class ClassicalEstimator:
             VelnetInputError: empty or unequal lists, mismatched meshes, or cell sizes that
                 differ between boxes.
         """
-        from .stats import fourier, power
+        from velnet.statistics.spectra import fourier, power
 
         estimators = _check_estimators(estimators)
         if not densities or len(densities) != len(velocities):

@@ -17,24 +17,24 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from .classical import ClassicalEstimator, is_classical_file
-from .errors import VelnetInputError
-from .fields import Field, load_fields, save_fields
-from .halo_models import TOTAL_STRIDE
-from .inputs import InputWindows, box_inputs
-from .linear import linear_momentum
-from .networks import ModelMetadata
-from .power_correction import PowerCorrection, correction_path
-from .provenance import write_record
-from .tasks import get_task
-from .tiling import cover_origins, stitch
+from velnet.data.inputs import InputWindows, box_inputs
+from velnet.data.tiling import cover_origins, stitch
+from velnet.errors import VelnetInputError
+from velnet.fields.field import Field, load_fields, save_fields
+from velnet.networks.builders import ModelMetadata
+from velnet.networks.halo_unets import TOTAL_STRIDE
+from velnet.physics.classical import ClassicalEstimator, is_classical_file
+from velnet.physics.linear import linear_momentum
+from velnet.prediction.power_correction import PowerCorrection, correction_path
+from velnet.provenance import write_record
+from velnet.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 
 def inference_tile(nmesh, margin, multiple=4, largest=64):
     """The target tile for inference: the fewest tiles of at most `largest` cells, each as small
-    as that number allows (they cover the box with overlaps, see `velnet.tiling.cover_starts`).
+    as that number allows (they cover the box with overlaps, see `velnet.data.tiling.cover_starts`).
 
     The input window (tile + 2 margin) must be divisible by `multiple` (2**levels of the U-net).
 
@@ -65,7 +65,7 @@ def whole_box_inputs(box, spec, target, target_scale, predicted=None):
         box: dict name -> `Field` of the box (`spec.field_names()` and those of a density
             model's own spec).
         spec: the `InputSpec`.
-        target, target_scale: as `velnet.inputs.box_inputs`.
+        target, target_scale: as `velnet.data.inputs.box_inputs`.
         predicted: dict model path -> its predicted `Field` on this box, filled as models
             run (a stage-one model is then run once for several stage-two models).
 
@@ -83,16 +83,16 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
     """Reconstruct the target field of a whole periodic box.
 
     Args:
-        model: physical-output model from `velnet.train.load_model`.
+        model: physical-output model from `velnet.training.train.load_model`.
         metadata: its metadata dict (task, tile sizes, target name, box_size and nmesh of
             training, input spec and target scale for the input channels).
         box: dict name -> `Field` of the whole box (the fields its input channels read,
-            `velnet.inputs`), or the density `Field` (rho/rho_mean) alone, all a density's
+            `velnet.data.inputs`), or the density `Field` (rho/rho_mean) alone, all a density's
             channels need; on an N^3 mesh with the training cell size.
         tile: (tiled networks) target tile side for inference, cells: any from 1 to N whose
             input window (tile + 2 margin) the U-net takes; default `inference_tile`. Tiles
             that do not divide N overlap; each cell is taken from the tile where it is most
-            central (`velnet.tiling.stitch`), so any N is predicted. A periodic network
+            central (`velnet.data.tiling.stitch`), so any N is predicted. A periodic network
             takes the whole box (N divisible by 4).
         batch_size: tiles per model call.
         predicted: as `whole_box_inputs`.
@@ -190,7 +190,7 @@ def _load(path):
     """`(model, metadata)` of a network, or `(estimator, None)` of a classical estimator file."""
     if is_classical_file(path):
         return ClassicalEstimator.load(path), None
-    from .train import load_model
+    from velnet.training.train import load_model
 
     return load_model(path)
 

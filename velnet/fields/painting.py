@@ -6,7 +6,7 @@ wrap periodically. nbodykit, pmesh and mpi4py are imported inside the functions.
 """
 import numpy as np
 
-from .errors import VelnetInputError
+from velnet.errors import VelnetInputError
 
 
 def paint(position, box_size, nmesh, weight=None, value=None, comm=None):

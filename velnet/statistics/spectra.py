@@ -10,8 +10,8 @@ trace P = sum_i P_ii). Spectra are in (field units)^2 (Mpc/h)^3, k in h/Mpc.
 
 Multipoles P_ell(k) about a line of sight come from FFTPower's "2d" mode. The spread of
 a spectrum over test boxes is rescaled to the error of the mean by eq. 11 of the 2024 halo
-paper (`box_error`). Per-cell statistics are in `velnet.pixels`, correlation functions in
-`velnet.clustering`.
+paper (`box_error`). Per-cell statistics are in `velnet.statistics.pixels`, correlation functions in
+`velnet.statistics.clustering`.
 
 nbodykit and mpi4py are imported inside the functions that need them; everything runs on
 one MPI rank.
@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import VelnetInputError
-from .files import atomic_file, require_file
-from .fields import los_axis
+from velnet.errors import VelnetInputError
+from velnet.fields.field import los_axis
+from velnet.files import atomic_file, require_file
 
 ERROR_BANDS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 """Default k bands (h/Mpc) of `error_spectrum`."""

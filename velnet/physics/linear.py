@@ -14,7 +14,7 @@ its components. The box mean (k = 0) carries no velocity.
 """
 import numpy as np
 
-from .errors import VelnetInputError
+from velnet.errors import VelnetInputError
 
 
 def wavevectors(nmesh, box_size):

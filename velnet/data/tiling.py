@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import VelnetInputError
+from velnet.errors import VelnetInputError
 
 SPLITS = ("train", "val", "test")
 """Split names, in the order their regions are laid along x."""

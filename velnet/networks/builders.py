@@ -4,7 +4,7 @@ A model config is a preset name of the task's builder, or a dict of builder argu
 an optional "preset" key (default: the task's full-size preset) that the other keys
 override; the dataset fixes the shapes (`network_config`, the one parser of both papers'
 configs), and `residual_channels="base"` stands for its whole-box estimate of the target
-(`velnet.inputs.InputSpec.base_channels`). A trained model ends in a `ToPhysical` layer that outputs physical units and
+(`velnet.data.inputs.InputSpec.base_channels`). A trained model ends in a `ToPhysical` layer that outputs physical units and
 carries its `ModelMetadata`, so `velnet predict` needs nothing else.
 """
 import dataclasses
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import keras
 
-from . import halo_models, models
-from .errors import VelnetInputError
-from .inputs import SPEC_KEY, InputSpec
-from .losses import MagnitudeDirectionLoss
-from .tasks import TileData, get_task
+from velnet.data.inputs import SPEC_KEY, InputSpec
+from velnet.errors import VelnetInputError
+from velnet.networks import halo_unets, unet3d
+from velnet.networks.losses import MagnitudeDirectionLoss
+from velnet.tasks import TileData, get_task
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,11 @@ class Builder:
 
 
 BUILDERS = {
-    "unet3d": Builder(models.unet3d, models.PRESETS, lambda m: {"input_shape": m.input_shape,
+    "unet3d": Builder(unet3d.unet3d, unet3d.PRESETS, lambda m: {"input_shape": m.input_shape,
                                                                 "out_channels": m.target_shape[-1]}),
-    "halo_unet": Builder(halo_models.halo_unet, halo_models.PRESETS, lambda m: {
+    "halo_unet": Builder(halo_unets.halo_unet, halo_unets.PRESETS, lambda m: {
         "input_channels": m.input_shape[-1], "output_channels": m.target_shape[-1]}),
-    "halo_velocity_unet": Builder(halo_models.halo_velocity_unet, halo_models.PRESETS,
+    "halo_velocity_unet": Builder(halo_unets.halo_velocity_unet, halo_unets.PRESETS,
                                   lambda m: {"input_channels": m.input_shape[-1]}),
 }
 """Each task's network builder, by name."""
@@ -71,7 +71,7 @@ def network_config(model_config, manifest):
         if key in requested and json.loads(json.dumps(requested[key])) != value:
             raise VelnetInputError(manifest.path, f"model {key}={requested[key]} differs from the dataset's {value}")
     try:
-        config = models.builder_config(builder.build, {**builder.presets[preset], **requested, **shapes})
+        config = unet3d.builder_config(builder.build, {**builder.presets[preset], **requested, **shapes})
     except ValueError as err:
         raise VelnetInputError(manifest.path, str(err)) from None
     base = manifest.input_spec.base_channels
@@ -125,8 +125,8 @@ def physical_network(task, config, network, scale, metadata):
         metadata: the `ModelMetadata` stored in the model.
     """
     if task.network == "unet3d":
-        return models.physical_model(config, network.get_weights(), scale, metadata.to_dict())
-    return halo_models.physical_halo_model(network, scale, metadata.to_dict(),
+        return unet3d.physical_model(config, network.get_weights(), scale, metadata.to_dict())
+    return halo_unets.physical_halo_model(network, scale, metadata.to_dict(),
                                            vector=task.network == "halo_velocity_unet")
 
 

@@ -1,6 +1,6 @@
 """Figures of the evaluation reports (Wu et al. 2021, Figs. 3-6; the 2024 halo paper, Figs. 3-14), with matplotlib.
 
-Every function takes arrays or `velnet.stats.Statistic` results and returns a
+Every function takes arrays or `velnet.statistics.spectra.Statistic` results and returns a
 `matplotlib.figure.Figure` built without pyplot, so nothing depends on a display; save it
 with `fig.savefig(path)` (Agg).
 """
@@ -95,7 +95,7 @@ def spectra_figure(rows, title=""):
 
     Args:
         rows: dict row label (the field, with its units) -> dict method name ->
-            `Statistic` from `stats.compare_spectra` (all of a row on the same truth).
+            `Statistic` from `spectra.compare_spectra` (all of a row on the same truth).
         title: figure title.
 
     Returns:
@@ -132,7 +132,7 @@ def error_spectrum_figure(spectra, units="km/s", title=""):
     """Bars of the rms error per k band for each method, next to the truth's own rms.
 
     Args:
-        spectra: dict method name -> `Statistic` from `stats.error_spectrum` (same bands).
+        spectra: dict method name -> `Statistic` from `spectra.error_spectrum` (same bands).
         units: units of the rms.
         title: figure title.
 
@@ -421,7 +421,7 @@ def loss_figure(histories, columns, title=""):
 
     Args:
         histories: dict row title (e.g. a weighting scheme) -> dict network -> rows
-            {"epoch", "loss", "val_loss"} (as `velnet.train.read_history` gives them).
+            {"epoch", "loss", "val_loss"} (as `velnet.training.train.read_history` gives them).
         columns: the networks, in column order; a missing one leaves its panel empty.
         title: figure title.
 

@@ -9,9 +9,9 @@ Both use the same bins (`xi_centres`): width dr, from 0 to rmax, in Mpc/h.
 """
 import numpy as np
 
-from .errors import VelnetInputError
-from .fields import los_axis
-from .stats import fourier
+from velnet.errors import VelnetInputError
+from velnet.fields.field import los_axis
+from velnet.statistics.spectra import fourier
 
 XI_RMAX, XI_DR = 40.0, 2.0
 """Largest separation (Mpc/h) and bin width of xi(r_perp, r_par)."""
@@ -53,7 +53,7 @@ def field_xi(field, los, rmax=XI_RMAX, dr=XI_DR):
     """xi(r_perp, r_par) of a scalar field's density contrast on its periodic mesh.
 
     delta = field / mean - 1; xi(r) = (1 / N^3) sum_x delta(x) delta(x + r), from the modes of
-    `velnet.stats.fourier` (nbodykit), each cell separation r (periodic, |r_i| <= L/2) put in
+    `velnet.statistics.spectra.fourier` (nbodykit), each cell separation r (periodic, |r_i| <= L/2) put in
     the bin of r_par = |r . los| and r_perp = |r - (r . los) los|.
 
     Args:

@@ -1,0 +1,1 @@
+"""From whole boxes to training tiles: input channels, tiling, and the TFRecord shards with their manifest."""

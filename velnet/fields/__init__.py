@@ -1,0 +1,1 @@
+"""Fields of a box: the HDF5 fields file (`field`) and CIC painting of particles (`painting`)."""

@@ -1,0 +1,1 @@
+"""Whole-box prediction with a trained model or a classical estimator, and its power-preserving calibration."""

@@ -1,0 +1,1 @@
+"""Training and hyperparameter search (keras-tuner) on a shard dataset."""

@@ -1,0 +1,217 @@
+"""Which simulation gives the 2024 halo paper's tracers most cheaply: mass functions and mass edges per route.
+
+The paper's four input channels close at cumulative number densities 1e-4, 1e-3, 2e-3 and
+3e-3 (h/Mpc)^3 of halos and subhalos ranked by mass; in CosmicGrowth (0.59 Mpc/h particles,
+a high-resolution N-body code) those ranks sit at log10 M = 13.30, 12.56, 12.31 and 12.17
+(Msun/h), below a heaviest halo of 15.01. A route is a way to make such tracers with
+fastpm and FOF: a particle spacing, a force mesh (in units of the particle grid), a number
+of steps and FOF settings. Each route simulates the same box (same seed and size) with
+`velnet simulate --cache` and finds its halos with `velnet halos --cache`, both timed as
+separate processes (wall time and the peak resident memory of the largest process); then
+the halos are ranked as the paper ranks them (`data_prep.halo_fields.mass_bins`) and the
+edges compared with the paper's. A route fills the channels when it has halos of at least
+`nmin` particles down to 3e-3; it passes when every edge below the heaviest halo lies
+within 0.1 dex of the paper's (the heaviest depends on the volume, not the route). The
+cheapest passing route is the one velnet's halo experiment should use.
+
+    python -m experiments.halo_routes --out runs/halo-routes
+    python -m experiments.halo_routes --out runs/x --set 'routes={"1.0-B2-10": {...}}'
+
+Writes `routes.json` (every number) and `routes.md` (the table and the verdict) and
+`mass-functions.png` (n(>M) of each route against the paper's four points) in `--out`.
+"""
+import argparse
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments import with_overrides
+
+log = logging.getLogger("experiments.halo_routes")
+
+PAPER_EDGES = (15.01, 13.30, 12.56, 12.31, 12.17)
+"""log10 M (Msun/h) of the paper's heaviest halo and of the lightest of each channel."""
+TOLERANCE_DEX = 0.1
+
+CONFIG = {
+    "box_size": 128.0,      # Mpc/h: 2.1e6 (Mpc/h)^3, 210 halos above 1e-4 and 6,300 above 3e-3
+    "redshift": 0.59,
+    "seed": 1,
+    "ranks": 2,             # mpirun -n ranks for the simulations and FOF
+    # name -> particle spacing (Mpc/h), force mesh B, steps, FOF linking length b, fewest particles
+    "routes": {
+        "1.0-B2-10": {"spacing": 1.0, "force_mesh": 2, "steps": 10, "linking_length": 0.2, "nmin": 20},
+        "1.0-B2-10-n10": {"spacing": 1.0, "force_mesh": 2, "steps": 10, "linking_length": 0.2, "nmin": 10},
+        "1.0-B2-10-b0.25": {"spacing": 1.0, "force_mesh": 2, "steps": 10, "linking_length": 0.25, "nmin": 10},
+        "1.0-B3-20": {"spacing": 1.0, "force_mesh": 3, "steps": 20, "linking_length": 0.2, "nmin": 10},
+        "1.0-B3-20-b0.25": {"spacing": 1.0, "force_mesh": 3, "steps": 20, "linking_length": 0.25, "nmin": 10},
+        "1.0-B4-30": {"spacing": 1.0, "force_mesh": 4, "steps": 30, "linking_length": 0.2, "nmin": 10},
+        "0.8-B2-10": {"spacing": 0.8, "force_mesh": 2, "steps": 10, "linking_length": 0.2, "nmin": 20},
+        "0.8-B3-20": {"spacing": 0.8, "force_mesh": 3, "steps": 20, "linking_length": 0.2, "nmin": 20},
+        "0.59-B2-10": {"spacing": 1200 / 2048, "force_mesh": 2, "steps": 10, "linking_length": 0.2,
+                       "nmin": 20},
+    },
+}
+
+
+def timed(argv, ranks):
+    """Run a velnet command in its own process(es); return (wall seconds, peak RSS of the largest, GB)."""
+    command = [sys.executable, "-m", "velnet.cli", *map(str, argv)]
+    if ranks > 1:
+        command = ["mpirun", "-n", str(ranks), "--bind-to", "none", *command]
+    log.info("$ %s", shlex.join(command))
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"failed ({process.returncode}): {shlex.join(command)}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024**2
+
+
+def particles_of(config, route):
+    """Particles per side of a route's box."""
+    return int(round(config["box_size"] / route["spacing"]))
+
+
+def run_route(out, config, name, route):
+    """Simulate (cached), find halos (cached) and measure one route; returns its record (also written)."""
+    record_path = out / "routes" / f"{name}.json"
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    from data_prep.cache import halos_file, is_complete_simulation, simulation_folder
+    from data_prep.simulate import SimulationConfig
+
+    sim_config = SimulationConfig.from_preset(
+        "halo2024", box_size=config["box_size"], nparticles=particles_of(config, route),
+        force_mesh=route["force_mesh"], steps=route["steps"], seed=config["seed"],
+        output_redshifts=(config["redshift"],))
+    sim_cached = is_complete_simulation(simulation_folder(sim_config))
+    sim = out / "sims" / name
+    wall_sim, rss_sim = timed(["simulate", "--preset", "halo2024", "--box", config["box_size"], "--particles",
+                               sim_config.nparticles, "--force-mesh", route["force_mesh"], "--steps",
+                               route["steps"], "--seed", config["seed"], "--z", config["redshift"], "--cache",
+                               "--out", sim], config["ranks"])
+    snapshot = sim / f"snapshot_z{config['redshift']:.3f}"
+    halos_cached = halos_file(snapshot, route["linking_length"], route["nmin"]).is_file()
+    halos = out / "halos" / f"{name}.h5"
+    wall_fof, rss_fof = timed(["halos", snapshot, "--linking-length", route["linking_length"], "--nmin",
+                               route["nmin"], "--cache", "--out", halos], config["ranks"])
+    sim_record = json.loads((sim / "config.json").read_text())
+    record = {"route": route, "particles": sim_config.nparticles, **measure(halos),
+              "cost": {"simulation_s": sim_record["timings_s"]["total"], "ranks": sim_record["nranks"],
+                       "simulation_peak_gb": None if sim_cached else round(rss_sim, 2),
+                       "fof_s": None if halos_cached else round(wall_fof, 1),
+                       "fof_peak_gb": None if halos_cached else round(rss_fof, 2)}}
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def measure(halos_path):
+    """Number density, mass edges and the cumulative mass function of a halo catalogue."""
+    import warnings
+
+    from data_prep.catalogs import load_halos
+    from data_prep.halo_fields import NUMBER_DENSITIES, mass_bins
+
+    catalog = load_halos(halos_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bins = mass_bins(catalog.mass, catalog.volume)
+    edges = np.log10(bins.edges)
+    filled = bool(bins.reached[-1] >= NUMBER_DENSITIES[-1] * (1 - 1e-9))
+    offsets = edges[1:] - np.array(PAPER_EDGES[1:])
+    grid = np.arange(11.5, 15.01, 0.05)
+    cumulative = [(float(m), float(np.sum(catalog.mass >= 10**m) / catalog.volume)) for m in grid]
+    return {"halos": len(catalog), "number_density": len(catalog) / catalog.volume,
+            "particle_mass": catalog.attrs.get("particle_mass"),
+            "log10_edges": [round(float(e), 3) for e in edges],
+            "offsets_dex": [round(float(o), 3) for o in offsets], "filled": filled,
+            "passes": filled and bool(np.all(np.abs(offsets) <= TOLERANCE_DEX)),
+            "cumulative": cumulative}
+
+
+def table(records):
+    """The markdown table of the routes, cheapest first."""
+    rows = ["| route | particles | B | steps | b | nmin | n (h/Mpc)^3 | log10 edges (paper 15.01 / 13.30 / 12.56 / "
+            "12.31 / 12.17) | worst offset (dex) | fastpm s | FOF s | fastpm peak GB | passes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in sorted(records.items(), key=lambda item: cost(item[1])):
+        route, c = r["route"], r["cost"]
+        worst = max(r["offsets_dex"], key=abs) if r["filled"] else None
+        rows.append(f"| {name} | {r['particles']}^3 | {route['force_mesh']} | {route['steps']} | "
+                    f"{route['linking_length']} | {route['nmin']} | {r['number_density']:.2e} | "
+                    f"{' / '.join(f'{e:.2f}' for e in r['log10_edges'])} | "
+                    f"{'not filled' if worst is None else f'{worst:+.2f}'} | {c['simulation_s']:.0f} | "
+                    f"{'cached' if c['fof_s'] is None else c['fof_s']} | "
+                    f"{'cached' if c['simulation_peak_gb'] is None else c['simulation_peak_gb']} | "
+                    f"{'yes' if r['passes'] else 'no'} |")
+    return "\n".join(rows)
+
+
+def cost(record):
+    """CPU seconds of a route's box (simulation wall time x ranks, plus FOF)."""
+    return record["cost"]["simulation_s"] * record["cost"]["ranks"] + (record["cost"]["fof_s"] or 0.0)
+
+
+def figure(records, path):
+    """n(>M) of every route against the paper's four points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, r in records.items():
+        m, n = np.array(r["cumulative"]).T
+        ax.semilogy(m, np.where(n > 0, n, np.nan), label=name)
+    ax.plot(PAPER_EDGES[1:], (1e-4, 1e-3, 2e-3, 3e-3), "ko", label="paper (CosmicGrowth, halos + subhalos)")
+    ax.set_xlabel("log10 M (Msun/h)")
+    ax.set_ylabel("n(>M) (h/Mpc)^3")
+    ax.set_ylim(3e-5, 2e-2)
+    ax.set_xlim(11.6, 14.5)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(out, config=CONFIG):
+    """Measure every route of `config` into `out`; return the routes' records."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = {name: run_route(out, config, name, route) for name, route in config["routes"].items()}
+    passing = [name for name, r in sorted(records.items(), key=lambda item: cost(item[1])) if r["passes"]]
+    verdict = (f"The cheapest route that fills all four channels within {TOLERANCE_DEX} dex of the paper's edges: "
+               f"**{passing[0]}**." if passing else
+               f"No route fills all four channels within {TOLERANCE_DEX} dex of the paper's edges.")
+    (out / "routes.json").write_text(json.dumps({"config": config, "routes": records, "passing": passing},
+                                                indent=1) + "\n")
+    (out / "routes.md").write_text(
+        f"# Halo routes: {config['box_size']:g} Mpc/h, z = {config['redshift']}, seed {config['seed']}, "
+        f"{config['ranks']} ranks\n\n{table(records)}\n\n{verdict}\n")
+    figure(records, out / "mass-functions.png")
+    print(table(records))
+    print(verdict)
+    return records
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/halo-routes", help="study folder")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="override CONFIG entries")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run(args.out, with_overrides(CONFIG, args.set, p.error))
+
+
+if __name__ == "__main__":
+    main()

@@ -63,7 +63,6 @@ CONFIG = {
         "1.0-B3-20-b0.25": {"spacing": 1.0, "force_mesh": 3, "steps": 20, "linking_length": 0.25, "nmin": 10},
         "1.0-B4-30": {"spacing": 1.0, "force_mesh": 4, "steps": 30, "linking_length": 0.2, "nmin": 10},
         "0.8-B2-10": {"spacing": 0.8, "force_mesh": 2, "steps": 10, "linking_length": 0.2, "nmin": 20},
-        "0.8-B3-20": {"spacing": 0.8, "force_mesh": 3, "steps": 20, "linking_length": 0.2, "nmin": 20},
         "0.59-B2-10": {"spacing": 1200 / 2048, "force_mesh": 2, "steps": 10, "linking_length": 0.2,
                        "nmin": 20},
     },

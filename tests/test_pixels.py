@@ -1,4 +1,5 @@
-"""velnet.statistics.pixels: per-cell statistics of both papers (eq. 2-9 of Wu et al., eq. 10 of the 2024 paper), slices."""
+"""velnet.statistics.pixels: per-cell statistics of both papers (eq. 2-9 of Wu et al., eq. 10 of the 2024 paper),
+slices."""
 import numpy as np
 import pytest
 

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from velnet.physics.cosmology import WU2021
-from velnet.prediction.predict import predict_box
-from velnet.training.train import load_model
 
 from velnet.fields.field import Field
 from velnet.networks.builders import ModelMetadata
+from velnet.physics.cosmology import WU2021
+from velnet.prediction.predict import predict_box
+from velnet.training.train import load_model
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "velnet" / "pretrained"
 MODELS = sorted(PRETRAINED.glob("*/*.keras"))

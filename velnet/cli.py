@@ -45,8 +45,9 @@ def _simulate(args):
         "force_mesh": args.force_mesh}.items() if v is not None}
     config = SimulationConfig.from_preset(args.preset, **overrides)
     if args.cache:
-        from data_prep.cache import is_complete_simulation, link_output, simulation_folder
         from nbodykit import CurrentMPIComm
+
+        from data_prep.cache import is_complete_simulation, link_output, simulation_folder
         folder = simulation_folder(config)
         if not is_complete_simulation(folder):
             simulate(config, folder)
@@ -105,8 +106,9 @@ def _check_shards(args):
 def _halos(args):
     from data_prep.fof import write_halos
     if args.cache:
-        from data_prep.cache import halos_file, link_output
         from nbodykit import CurrentMPIComm
+
+        from data_prep.cache import halos_file, link_output
         cached = halos_file(args.snapshot, args.linking_length, args.nmin)
         if not cached.is_file():
             write_halos(args.snapshot, cached, linking_length=args.linking_length, nmin=args.nmin,
@@ -146,7 +148,7 @@ def _prep(args):
     from data_prep.make_shards import make_shards
     from data_prep.paint import paint_snapshot
     from velnet.fields.field import field_names
-    from velnet.physics.classical import ClassicalEstimator
+    from velnet.physics.references import load_reference
     from velnet.tasks import get_task
     out = Path(args.out)
     field_files = []
@@ -161,8 +163,8 @@ def _prep(args):
     task = get_task(args.task)
     target = args.target or task.targets[0]
     inputs = task.inputs(target, field_names(field_files[0]), args.density_model,
-                         linear=args.linear_input or bool(args.base), smoothing=args.smoothing, context=args.context,
-                         base=ClassicalEstimator.load(args.base) if args.base else None)
+                         linear=args.linear_input, smoothing=args.smoothing, context=args.context,
+                         base=load_reference(args.base) if args.base else None)
     make_shards(field_files, out, task, target=target, tile=args.tile, margin=args.margin, subfield=args.subfield,
                 split=args.split[0] if len(args.split) == 1 else args.split, tiles_per_shard=args.tiles_per_shard,
                 overwrite=args.overwrite, inputs=inputs)
@@ -299,6 +301,8 @@ def _evaluate_halo(args, truth_files, predictions):
 
 
 def _baseline(args):
+    if args.task != "wu2021":
+        return _halo_baseline(args)
     from velnet.fields.field import load_fields
     from velnet.physics.classical import ClassicalEstimator
     from velnet.provenance import versions
@@ -316,6 +320,16 @@ def _baseline(args):
     radius = estimator.attrs["linear_smoothing"]["radius"]
     print(f"classical estimator {estimator.label} (per-k weights, {len(estimator.weights)} bins) fitted on "
           f"{len(args.fields)} box(es) -> {args.out}; linear theory's best Gaussian radius R = {radius:g} Mpc/h")
+
+
+def _halo_baseline(args):
+    from velnet.physics.halo_filter import HaloFilter
+    from velnet.physics.reconstruction import Reconstruction
+    from velnet.provenance import versions
+    reference = (HaloFilter if args.method == "filter" else Reconstruction).fit_files(args.fields)
+    reference.attrs["versions"] = versions(("velnet", "numpy", "nbodykit"))
+    reference.save(args.out)
+    print(f"classical halo reference ({args.method}) fitted on {len(args.fields)} box(es) -> {args.out}")
 
 
 def _estimator(text):
@@ -421,9 +435,11 @@ def build_parser():
                            help="Gaussian radius of that linear theory, Mpc/h (default 0: none; "
                                 "`velnet baseline` fits one)")
             s.add_argument("--base", metavar="FILE",
-                           help="a classical estimator from `velnet baseline`: its velocity (for momentum "
-                                "(rho/rho_mean) times it) fills channels 1-3 instead of linear theory, and the "
-                                "residual presets learn the correction to it; implies --linear-input")
+                           help="a classical reference from `velnet baseline`: its estimate of the target fills "
+                                "the whole-box channels instead of linear theory, and the residual presets learn "
+                                "the correction to it (wu2021: the matter's estimator, its velocity, or for "
+                                "momentum (rho/rho_mean) times it, implies --linear-input; halo tasks: the halo "
+                                "filter or reconstruction of the halo channels)")
             s.add_argument("--context", type=int, default=0, metavar="F",
                            help="add a context channel: the density averaged over F^3-cell blocks in "
                                 "a window of the input's shape around each tile (F = 4: 32^3 inputs "
@@ -559,6 +575,13 @@ def build_parser():
                         "estimator alone")
     s.add_argument("--radii", type=float, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 8],
                    help="candidate Gaussian radii (Mpc/h) of the smoothed linear baseline, also fitted")
+    s.add_argument("--task", default="wu2021", choices=sorted(TASKS),
+                   help="wu2021 (default): the matter's estimator from density files; halo-density or halo-velocity: "
+                        "the classical halo reference from halo fields files (velnet halo-fields), which gives the "
+                        "density, velocity and momentum at once")
+    s.add_argument("--method", choices=["filter", "reconstruction"], default="filter",
+                   help="halo tasks: the per-(k, mu) linear filter of the halo channels (default) or the iterative "
+                        "redshift-space reconstruction (kSZ analyses' estimator)")
     s.add_argument("--out", required=True, help="output classical estimator .json (a model for "
                                                  "`velnet predict`)")
     s.set_defaults(func=_baseline)

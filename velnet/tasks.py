@@ -26,7 +26,8 @@ HALO_CHANNEL_PREFIX = "halos_s_"
 LINEAR_FIELDS = {"velocity": "linear_velocity_s", "momentum": "linear_momentum_s"}
 """The halo fields file's linear inputs of eq. 2-3, by stage-two target."""
 LINEAR_DENSITY = "linear_density_s"
-"""The halo fields file's linear real-space density from the redshift-space halos (`velnet.physics.rsd.linear_density`)."""
+"""The halo fields file's linear real-space density from the redshift-space halos
+(`velnet.physics.rsd.linear_density`)."""
 UNITS = {"velocity": "km/s", "momentum": "km/s", "density": "rho/rho_mean"}
 """Units of each target."""
 
@@ -58,7 +59,7 @@ class Task:
     preset: str
     laptop_preset: str
 
-    def inputs(self, target, field_names=(), density_model=None, linear=False, **wu_options):
+    def inputs(self, target, field_names=(), density_model=None, linear=False, base=None, **wu_options):
         """The default input channels of this task.
 
         Args:
@@ -67,8 +68,11 @@ class Task:
             density_model: the stage-one model (halo-velocity).
             linear: add a linear estimate of the target from the whole box (the residual
                 presets' base): wu2021 linear theory of the density, halo-density the
-                file's `LINEAR_DENSITY`. halo-velocity always has eq. 2-3's.
-            **wu_options: `InputSpec` options of the wu2021 task (smoothing, base, context).
+                file's `LINEAR_DENSITY`. halo-velocity has eq. 2-3's unless `base` is given.
+            base: a classical reference whose estimate of the target replaces the linear one:
+                wu2021 a `ClassicalEstimator` (implies `linear`), the halo tasks a
+                `HaloFilter` or `Reconstruction` of the box's halo channels.
+            **wu_options: `InputSpec` options of the wu2021 task (smoothing, context).
 
         Raises:
             VelnetInputError: options this task does not take, or no halo channels.
@@ -76,7 +80,7 @@ class Task:
         if density_model and self.name != "halo-velocity":
             raise VelnetInputError(None, f"a density model is an input of the halo-velocity task, not of {self.name}")
         if self.name == "wu2021":
-            return InputSpec(linear=linear, **wu_options)
+            return InputSpec(linear=linear or base is not None, base=base, **wu_options)
         if wu_options and any(wu_options.values()):
             raise VelnetInputError(None, f"{sorted(k for k, v in wu_options.items() if v)} are inputs of the wu2021 "
                                          f"task, not of {self.name}")
@@ -88,13 +92,15 @@ class Task:
         if not halos:
             raise VelnetInputError(None, f"the {self.name} task reads the halo channels {HALO_CHANNEL_PREFIX}0.. of a "
                                          f"halo fields file (velnet halo-fields); the file holds {sorted(field_names)}")
+        reference = {"model": base, "target": target} if base is not None else None
         if self.name == "halo-density":
-            return InputSpec(fields=halos, density=None, scalar_field=LINEAR_DENSITY if linear else None)
+            return InputSpec(fields=halos, density=None, scalar_field=LINEAR_DENSITY if linear and not base else None,
+                             reference=reference)
         if not density_model:
             raise VelnetInputError(None, "the halo-velocity task takes stage one's density: give the trained "
                                          "halo-density model (velnet prep --density-model)")
         return InputSpec(fields=halos, density="model", density_model=str(density_model),
-                         vector_field=LINEAR_FIELDS[target])
+                         vector_field=None if base else LINEAR_FIELDS[target], reference=reference)
 
     def check(self, target, margin):
         """Raise VelnetInputError unless the task predicts `target` with tiles of this margin."""

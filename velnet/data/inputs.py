@@ -14,7 +14,10 @@ An `InputSpec` lists them, in this order:
    `velnet.physics.classical.ClassicalEstimator` as a dict), or a vector field of the file
    (`vector_field`: the 2024 paper's linear velocity or momentum of eq. 2-3); or, for a
    scalar target, a scalar field of the file (`scalar_field`: the linear real-space density
-   from the redshift-space halos, "linear_density_s"), divided by the target scale too. A
+   from the redshift-space halos, "linear_density_s"), divided by the target scale too; or the
+   target as a classical halo reference predicts it from the box's halo channels (`reference`:
+   a `velnet.physics.halo_filter.HaloFilter` or `velnet.physics.reconstruction.Reconstruction`
+   as a dict, and the target it gives: a scalar for the density, a 3-vector otherwise). A
    32^3 window is smaller than the bulk flows that carry most of the velocity variance and
    the large-scale density modes; an estimate of the target from the whole box brings them
    in, and a residual network adds it back to its output (`base_channels` is that
@@ -66,6 +69,8 @@ class InputSpec:
         vector_field: name of a vector field of the file, instead of `linear`.
         scalar_field: name of a scalar field of the file estimating a scalar target over
             the whole box, instead of a vector.
+        reference: {"model": a halo reference dict, "target": the field of its prediction}:
+            the classical halo reference's estimate of the target from the box's halo channels.
 
     Raises:
         VelnetInputError: a combination that does not make a set of channels (the message
@@ -82,6 +87,7 @@ class InputSpec:
     density_model: str = None
     vector_field: str = None
     scalar_field: str = None
+    reference: dict = None
 
     def __post_init__(self):
         smoothing = float(self.smoothing or 0.0)
@@ -109,9 +115,12 @@ class InputSpec:
             raise VelnetInputError(None, "a predicted density channel needs its model, and only it: density='model' "
                                          f"with density_model. Received: density={self.density!r}, "
                                          f"density_model={self.density_model!r}")
-        if sum(map(bool, (self.linear, self.vector_field, self.scalar_field))) > 1:
+        if sum(map(bool, (self.linear, self.vector_field, self.scalar_field, self.reference))) > 1:
             raise VelnetInputError(None, "one whole-box estimate of the target: linear theory, the field "
-                                         f"{self.vector_field or self.scalar_field!r}, or neither")
+                                         f"{self.vector_field or self.scalar_field!r}, a classical halo reference, "
+                                         "or none")
+        if self.reference is not None:
+            object.__setattr__(self, "reference", _checked_reference(self.reference))
         if (self.linear or self.context) and self.density != "ln":
             raise VelnetInputError(None, "linear theory and the context window are computed from the density: "
                                          "they need the ln(1 + rho/rho_mean) channel")
@@ -121,23 +130,32 @@ class InputSpec:
             raise VelnetInputError(None, "the spec gives no input channel")
 
     @property
+    def _scalar_base(self):
+        """Whether the whole-box estimate is a scalar (a density)."""
+        return bool(self.scalar_field) or bool(self.reference and self.reference["target"] == "density")
+
+    @property
+    def _vector_base(self):
+        return bool(self.linear or self.vector_field or (self.reference and not self._scalar_base))
+
+    @property
     def channels(self):
         """Number of input channels."""
-        return (len(self.fields) + (self.density is not None) + 3 * bool(self.linear or self.vector_field)
-                + bool(self.scalar_field) + bool(self.context))
+        return (len(self.fields) + (self.density is not None) + 3 * self._vector_base + self._scalar_base
+                + bool(self.context))
 
     @property
     def base_channels(self):
         """`[start, stop)` of the whole-box estimate of the target (a residual network's base), or None."""
         start = len(self.fields) + (self.density is not None)
-        if self.scalar_field:
+        if self._scalar_base:
             return [start, start + 1]
-        return [start, start + 3] if self.linear or self.vector_field else None
+        return [start, start + 3] if self._vector_base else None
 
     @property
     def vector_channels(self):
         """`[start, stop)` of the whole-box vector, or None."""
-        return None if self.scalar_field else self.base_channels
+        return None if self._scalar_base else self.base_channels
 
     @property
     def vector_slices(self):
@@ -162,7 +180,12 @@ class InputSpec:
             parts.append(f"channel {channel}: ln(1 + rho/rho_mean)")
         elif self.density == "model":
             parts.append(f"channel {channel}: rho/rho_mean predicted by {self.density_model} from the whole box")
-        if self.vector_channels:
+        if self.reference:
+            origin = (f"{self.reference['target']} of the whole box from the classical halo reference "
+                      f"({self.reference['model']['format']})")
+            start, stop = self.base_channels
+            parts.append(f"channels {start}-{stop - 1}: {origin} / target_scale")
+        elif self.vector_channels:
             if self.vector_field:
                 origin = f"the field {self.vector_field}"
             elif self.base:
@@ -189,7 +212,7 @@ class InputSpec:
         if self.context:
             out["context"] = self.context
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for key in ("fields", "field_scale", "density", "density_model", "vector_field", "scalar_field"):
+        for key in ("fields", "field_scale", "density", "density_model", "vector_field", "scalar_field", "reference"):
             value = getattr(self, key)
             if value != defaults[key]:
                 out[key] = list(value) if key == "fields" else value
@@ -252,6 +275,10 @@ def box_inputs(fields, spec, target, target_scale, predicted_density=None):
         if target == "momentum":
             field = linear_momentum(density, field)
         channels.append((field.value.astype(np.float64) / target_scale).astype(np.float32))
+    if spec.reference:
+        estimate = reference_model(spec).predict(fields)[spec.reference["target"]]
+        value = (estimate.value.astype(np.float64) / target_scale).astype(np.float32)
+        channels.append(value[..., None] if spec.reference["target"] == "density" else value)
     for name, vector in ((spec.vector_field, True), (spec.scalar_field, False)):
         if name:
             if fields[name].is_vector != vector:
@@ -260,6 +287,30 @@ def box_inputs(fields, spec, target, target_scale, predicted_density=None):
             value = (fields[name].value.astype(np.float64) / target_scale).astype(np.float32)
             channels.append(value if vector else value[..., None])
     return np.concatenate(channels, axis=-1)
+
+
+def _checked_reference(reference):
+    """A spec's `reference` entry, checked: {"model": a halo reference dict, "target": what it gives}."""
+    from velnet.physics.references import HALO_KINDS, from_dict
+
+    if not isinstance(reference, dict) or set(reference) != {"model", "target"}:
+        raise VelnetInputError(None, f"reference must be {{'model': ..., 'target': ...}}. Received: {reference!r}")
+    if reference["target"] not in ("density", "velocity", "momentum"):
+        raise VelnetInputError(None, "a halo reference gives the density, velocity or momentum. Received: "
+                                     f"target={reference['target']!r}")
+    model = reference["model"]
+    model = model if isinstance(model, HALO_KINDS) else from_dict(model)
+    if not isinstance(model, HALO_KINDS):
+        raise VelnetInputError(None, "the reference of a halo task is a halo filter or reconstruction "
+                                     "(velnet baseline --task halo-velocity)")
+    return {"model": model.to_dict(), "target": reference["target"]}
+
+
+def reference_model(spec):
+    """The classical halo reference of a spec, as its class."""
+    from velnet.physics.references import from_dict
+
+    return from_dict(spec.reference["model"])
 
 
 def check_context(nmesh, factor):

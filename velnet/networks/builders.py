@@ -4,8 +4,9 @@ A model config is a preset name of the task's builder, or a dict of builder argu
 an optional "preset" key (default: the task's full-size preset) that the other keys
 override; the dataset fixes the shapes (`network_config`, the one parser of both papers'
 configs), and `residual_channels="base"` stands for its whole-box estimate of the target
-(`velnet.data.inputs.InputSpec.base_channels`). A trained model ends in a `ToPhysical` layer that outputs physical units and
-carries its `ModelMetadata`, so `velnet predict` needs nothing else.
+(`velnet.data.inputs.InputSpec.base_channels`). A trained model ends in a `ToPhysical` layer
+that outputs physical units and carries its `ModelMetadata`, so `velnet predict` needs nothing
+else.
 """
 import dataclasses
 import json

@@ -302,16 +302,6 @@ class ClassicalEstimator:
         return cls.from_dict(state, path)
 
 
-def is_classical_file(path):
-    """True if `path` is a JSON file that declares itself a classical estimator."""
-    try:
-        with open(path) as f:
-            head = f.read(4096)
-    except (OSError, UnicodeDecodeError):
-        return False
-    return f'"format": "{FORMAT}"' in head
-
-
 def _check_box(density, truth, cell):
     source_path = density.attrs.get("path")
     if density.is_vector or not truth.is_vector or truth.nmesh != density.nmesh \

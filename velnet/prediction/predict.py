@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 from velnet.data.inputs import InputWindows, box_inputs
 from velnet.data.tiling import cover_origins, stitch
 from velnet.errors import VelnetInputError
-from velnet.fields.field import Field, load_fields, save_fields
+from velnet.fields.field import Field, field_names, load_fields, save_fields
 from velnet.networks.builders import ModelMetadata
 from velnet.networks.halo_unets import TOTAL_STRIDE
-from velnet.physics.classical import ClassicalEstimator, is_classical_file
+from velnet.physics.classical import ClassicalEstimator
 from velnet.physics.linear import linear_momentum
+from velnet.physics.references import load_reference, reference_format
 from velnet.prediction.power_correction import PowerCorrection, correction_path
 from velnet.provenance import write_record
 from velnet.tasks import get_task
@@ -187,32 +188,38 @@ def predict_with(path, box, tile=None, batch_size=4, predicted=None):
 
 
 def _load(path):
-    """`(model, metadata)` of a network, or `(estimator, None)` of a classical estimator file."""
-    if is_classical_file(path):
-        return ClassicalEstimator.load(path), None
+    """`(model, metadata)` of a network, or `(estimator, None)` of a classical estimator file (the matter's,
+    or the halo filter or reconstruction, which give the density, velocity and momentum at once)."""
+    if reference_format(path):
+        return load_reference(path), None
     from velnet.training.train import load_model
 
     return load_model(path)
 
 
 def _predict(loaded, box, tile, batch_size, predicted):
+    """A loaded model's `Field`, or the dict of `Field`s of a halo reference."""
     model, metadata = loaded
-    if metadata is None:
+    if isinstance(model, ClassicalEstimator):
         return model.velocity(box["density"])
+    if metadata is None:
+        return model.predict(box)
     return predict_box(model, metadata, box, tile, batch_size, predicted)
 
 
-def _fields_read(loaded, models):
+def _fields_read(loaded, models, available=()):
     """The fields of a box a loaded model reads, its density model's included (loaded into `models`)."""
-    _, metadata = loaded
-    if metadata is None:
+    model, metadata = loaded
+    if isinstance(model, ClassicalEstimator):
         return {"density"}
+    if metadata is None:
+        return set(model.fields_read(available))
     spec = ModelMetadata.from_dict(metadata).input_spec
     names = set(spec.field_names())
     if spec.density == "model":
         key = str(Path(spec.density_model).resolve())
         models.setdefault(key, _load(spec.density_model))
-        names |= _fields_read(models[key], models)
+        names |= _fields_read(models[key], models, available)
     return names
 
 
@@ -246,7 +253,8 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
     start = time.time()
     paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
     models = {str(Path(path).resolve()): _load(path) for path in paths}
-    names = set().union(*(_fields_read(loaded, models) for loaded in list(models.values())))
+    available = field_names(fields_path)
+    names = set().union(*(_fields_read(loaded, models, available) for loaded in list(models.values())))
     box = load_fields(fields_path, sorted(names))
     for field in box.values():
         field.attrs["path"] = str(fields_path)
@@ -254,12 +262,13 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
     # density models first, so that the models that read their density find it
     for key, loaded in sorted(models.items(), key=lambda item: item[1][1] is None or
                               ModelMetadata.from_dict(item[1][1]).target_name != "density"):
-        field = predicted.get(key) or _predict(loaded, box, tile, batch_size, predicted)
-        predicted[key] = field
-        if field.name in out:
-            raise VelnetInputError(key, f"a second model for {field.name!r}")
-        field.attrs = {**field.attrs, "model": key}
-        out[field.name], sources[field.name] = field, key
+        result = predicted.get(key) or _predict(loaded, box, tile, batch_size, predicted)
+        predicted[key] = result
+        for field in (result.values() if isinstance(result, dict) else [result]):
+            if field.name in out:
+                raise VelnetInputError(key, f"a second model for {field.name!r}")
+            field.attrs = {**field.attrs, "model": key}
+            out[field.name], sources[field.name] = field, key
     if power_preserving:
         if "velocity" not in out or "momentum" in out:
             raise VelnetInputError(None, "--power-preserving needs one velocity model and no momentum model "

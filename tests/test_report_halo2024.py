@@ -133,3 +133,20 @@ def test_evaluate_halo_rejects_bad_input_and_leaves_nothing(tmp_path):
     with pytest.raises(VelnetInputError, match="finite"):
         evaluate_halo(truth, {"number": [truth]}, out, catalogs=[bad])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_report_measures_each_method_against_the_classical_halo_reference(tmp_path):
+    truths = [truth_box(13)]
+    baselines = {"number": {"filter": [noisy(truths[0], 50)], "reconstruction": [noisy(truths[0], 51)]}}
+    metrics = evaluate_halo(truths, {"number": truths}, tmp_path / "report",
+                            inputs_by_scheme={"number": [halo_inputs(truths[0], 2.0)]}, baselines_by_scheme=baselines)
+    assert metrics["reference"] == {"number": "filter"}
+    agree = metrics["agreement"]["number"]
+    assert set(agree) == {"U-net", "filter", "reconstruction", "linear"}
+    assert agree["U-net"]["velocity"]["mean_abs_error"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert agree["filter"]["velocity"]["mean_abs_error"]["mean"] > 1.0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| number | v (components) | filter (reference) | " in report
+    assert "| number | v (components) | U-net | 1.000 | +" in report
+    with pytest.raises(VelnetInputError, match="no predictions"):
+        evaluate_halo(truths, {"number": truths}, tmp_path / "other", baselines_by_scheme={"mass": baselines["number"]})

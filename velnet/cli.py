@@ -297,7 +297,24 @@ def _evaluate_halo(args, truth_files, predictions):
                 histories.setdefault(name, {})[target] = read_history(history)
     evaluate_halo(truth, loaded, args.out, inputs_by_scheme=inputs,
                   catalogs=[load_halos(path) for path in args.catalogs] if args.catalogs else None, los=args.los,
-                  histories=histories, independent_volume=args.independent_volume)
+                  histories=histories, independent_volume=args.independent_volume,
+                  baselines_by_scheme=_halo_baselines(args.classical, inputs))
+
+
+def _halo_baselines(pairs, inputs):
+    """{scheme: {method: boxes}} of `--classical SCHEME=FILE` pairs, each reference run on the scheme's halo fields."""
+    from velnet.physics.references import HALO_KINDS, load_reference
+    out = {}
+    for pair in pairs or []:
+        scheme, _, path = pair.partition("=")
+        if not path or not inputs or scheme not in inputs:
+            raise VelnetInputError(None, "--classical takes SCHEME=FILE, SCHEME one of the --names whose halo fields "
+                                         f"are given with --halo-fields. Received: {pair!r}")
+        reference = load_reference(path)
+        if not isinstance(reference, HALO_KINDS):
+            raise VelnetInputError(path, "is not a classical halo reference (velnet baseline --task halo-velocity)")
+        out.setdefault(scheme, {})[reference.METHOD] = [reference.predict(box) for box in inputs[scheme]]
+    return out
 
 
 def _baseline(args):
@@ -549,6 +566,10 @@ def build_parser():
     s.add_argument("--halo-fields", nargs="+", metavar="FILE",
                    help="halo2024: the halo fields files the predictions were made from, in their order: linear "
                         "theory and the redshift-space halos join the report")
+    s.add_argument("--classical", nargs="+", metavar="SCHEME=FILE",
+                   help="halo2024: classical halo references (velnet baseline --task halo-velocity) run on the "
+                        "scheme's --halo-fields and measured beside the U-net; the first of a scheme is the "
+                        "reference every method is compared with")
     s.add_argument("--catalogs", nargs="+", metavar="FILE",
                    help="halo2024: one halo catalogue per test box (velnet halos): the RSD correction and the "
                         "halos' xi(r_perp, r_par) join the report")

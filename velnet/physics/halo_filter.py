@@ -60,6 +60,8 @@ class HaloFilter:
         attrs: what it was fitted on (weighting, redshift, cosmology, boxes, scores).
     """
 
+    METHOD = "filter"
+
     kedges: np.ndarray
     weights: dict
     channels: tuple

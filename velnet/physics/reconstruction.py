@@ -34,7 +34,7 @@ from velnet.files import atomic_file, require_file
 from velnet.physics.linear import growth_velocity_factor, wavevectors
 
 FORMAT = "velnet-halo-reconstruction"
-RADII = (5.0, 7.5, 10.0, 15.0)
+RADII = (2.5, 3.5, 5.0, 7.5, 10.0)
 """Smoothing radii (Mpc/h) `fit` tries."""
 BIAS_SCALES = (0.7, 0.85, 1.0, 1.15, 1.3)
 """Multiples of the Kaiser bias of the boxes' beta that `fit` tries."""
@@ -115,6 +115,8 @@ class Reconstruction:
         niter: iterations.
         attrs: what it was fitted on and the errors of the grid.
     """
+
+    METHOD = "reconstruction"
 
     bias: float
     smoothing: float

@@ -110,7 +110,7 @@ def checked_inputs(truth, predictions, inputs, catalogs):
 
 
 def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=None, catalogs=None, los="z",
-                  histories=None, independent_volume=None):
+                  histories=None, independent_volume=None, baselines_by_scheme=None):
     """Compare halo-paper reconstructions with the truth for each weighting scheme; write a report folder.
 
     Args:
@@ -131,6 +131,10 @@ def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=
             (`velnet.training.train.read_history`); adds Fig. 3.
         independent_volume: V_all of eq. 11, (Mpc/h)^3; default the test boxes' total
             volume (separate simulations).
+        baselines_by_scheme: optional dict scheme -> dict method name (e.g. "filter",
+            "reconstruction") -> list per box of the classical halo reference's predicted
+            "density", "velocity" and "momentum" `Field`s; measured beside the U-net, and each
+            method compared with the first of them ("Against the classical halo reference").
 
     Returns:
         the metrics dict written to metrics.json (numbers that do not exist are None).
@@ -144,6 +148,12 @@ def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=
     los_name = "xyz"[los_axis(los)]
     truth, predictions, inputs, catalogs = checked_inputs(truth_fields, predictions_by_scheme, inputs_by_scheme,
                                                           catalogs)
+    baselines = {s: {m: checked_inputs(truth, {f"{s} {m}": boxes}, None, None)[1][f"{s} {m}"]
+                     for m, boxes in by_method.items()}
+                 for s, by_method in (baselines_by_scheme or {}).items()}
+    unknown = sorted(set(baselines) - set(predictions))
+    if unknown:
+        raise VelnetInputError(None, f"baselines for schemes {unknown}, which have no predictions")
     density = truth[0]["density"]
     boxes_volume = len(truth) * density.box_size ** 3
     factor = spectra.box_error(1.0, density.box_size ** 3, len(truth), independent_volume)[1]
@@ -151,7 +161,8 @@ def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=
                  for s, by_network in (histories or {}).items()}
     steps = 10 + (len(catalogs) if catalogs is not None else 0)
     with report_folder(outdir, "evaluate (2024 halo paper)", steps) as (folder, progress):
-        metrics, fields = measure(truth, predictions, inputs, catalogs, los_name, factor, progress)
+        metrics, fields = measure(truth, predictions, inputs, catalogs, los_name, factor, progress, baselines)
+        metrics["reference"] = {s: next(iter(by_method)) for s, by_method in baselines.items() if by_method}
         metrics["training"] = training_summary(histories)
         metrics["config"] = {"los": los_name, "k_ranges": K_RANGES, "pole_range": list(POLE_RANGE),
                              "halo_number_density": HALO_NUMBER_DENSITY, "xi_rmax": XI_RMAX, "xi_dr": XI_DR,

@@ -31,7 +31,8 @@ def _band_rows(metrics, quantities, labels):
 
 def figures(folder, metrics, fields, histories):
     schemes = metrics["schemes"]
-    truth_q, pred_q = fields["truth"], fields["pred"]
+    truth_q = fields["truth"]
+    pred_q = {s: fields["methods"][s][UNET] for s in schemes}
     written = []
 
     def save(fig, name):

@@ -152,7 +152,7 @@ def _summary(curve, k_range):
     return out
 
 
-def _spectra(truth_q, pred_q, linear_q, schemes, factor, progress):
+def _spectra(truth_q, method_q, schemes, factor, progress):
     """Per quantity: the truth's curve and, per scheme and method, curves with R(k) and r(k)."""
     out, summary = {}, {}
     for q in QUANTITIES:
@@ -164,11 +164,8 @@ def _spectra(truth_q, pred_q, linear_q, schemes, factor, progress):
             truth_each.append(truth_power["power"])
             k = truth_power["k"]
             for s in schemes:
-                methods = {UNET: pred_q[s][b]}
-                if linear_q.get(s):
-                    methods[LINEAR] = linear_q[s][b]
-                for method, fields in methods.items():
-                    comparison = spectra.compare_spectra(fields[q], modes, truth_power=truth_power)
+                for method, boxes in method_q[s].items():
+                    comparison = spectra.compare_spectra(boxes[b][q], modes, truth_power=truth_power)
                     each[s].setdefault(method, []).append(comparison)
         out[q] = {"truth": _curve(k, truth_each, factor)}
         summary[q] = {}
@@ -203,7 +200,7 @@ def _poles_curves(poles_each, factor):
             for ell in ells}
 
 
-def _density_xi(truth, predictions, inputs, schemes, los, progress):
+def _density_xi(truth, method_q, inputs, schemes, los, progress):
     """xi(r_perp, r_par) of the true and reconstructed dark matter and of the redshift-space halos (Fig. 13).
 
     Each mean over boxes; "residual" per curve: sum over XI_RMIN <= r <= rmax of (xi - xi_true)^2
@@ -213,7 +210,8 @@ def _density_xi(truth, predictions, inputs, schemes, los, progress):
     rmax = min(XI_RMAX, truth[0]["density"].box_size / 4)
     each = {"truth": [field_xi(t["density"], los, rmax)[2] for t in truth]}
     for s in schemes:
-        each[f"{s} {UNET}"] = [field_xi(p["density"], los, rmax)[2] for p in predictions[s]]
+        for method, boxes in _reconstructions(method_q[s]).items():
+            each[f"{s} {method}"] = [field_xi(q["density"], los, rmax)[2] for q in boxes]
         if inputs.get(s):
             each[f"{s} halos_s"] = [field_xi(_halo_sum(i), los, rmax)[2] for i in inputs[s]]
     centres = xi_centres(rmax, XI_DR)
@@ -241,10 +239,10 @@ def training_summary(histories):
             for s, by_network in histories.items()}
 
 
-def _rsd(truth, pred_q, catalogs, schemes, los, factor, progress):
+def _rsd(truth, method_q, catalogs, schemes, los, factor, progress):
     """Halo positions moved back with each velocity field; their xi(r_perp, r_par), P_ell and los offsets."""
     axis = los_axis(los)
-    fields = [("true v", None), *((f"{s} U-net v", s) for s in schemes)]
+    fields = [("true v", None), *((f"{s} {m} v", (s, m)) for s in schemes for m in _reconstructions(method_q[s]))]
     names = ["real space", "redshift space", *(f"{f}, {m}" for f, _ in fields for m in (FROM_S, AT_R))]
     xi_each = {n: [] for n in names}
     poles_each = {n: [] for n in names}
@@ -259,8 +257,8 @@ def _rsd(truth, pred_q, catalogs, schemes, los, factor, progress):
         s = redshift_space_positions(real, np.asarray(catalog.velocity)[select], axis, catalog.box_size,
                                      catalog.redshift, catalog.cosmology)
         positions = {"real space": real, "redshift space": s}
-        for name, scheme in fields:
-            source = truth[b] if scheme is None else pred_q[scheme][b]
+        for name, method in fields:
+            source = truth[b] if method is None else method_q[method[0]][method[1]][b]
             positions[f"{name}, {FROM_S}"] = real_space_positions(s, source["velocity"], axis, source["density"])
             positions[f"{name}, {AT_R}"] = read_back(s, real, source["velocity"], axis)
         for name, where in positions.items():
@@ -282,16 +280,42 @@ def _rsd(truth, pred_q, catalogs, schemes, los, factor, progress):
             "poles": _poles_curves(poles_each, factor)}
 
 
-def measure(truth, predictions, inputs, catalogs, los, factor, progress):
+def _reconstructions(methods):
+    """The methods of a scheme that reconstruct every field (all but eq. 2-3's linear theory)."""
+    return {m: boxes for m, boxes in methods.items() if m != LINEAR}
+
+
+def mean_abs_error(pred, truth):
+    """Mean over cells of abs(pred - truth); for vectors, of the length of the difference."""
+    diff = np.asarray(pred, np.float64) - np.asarray(truth, np.float64)
+    return float(np.mean(magnitude(diff) if diff.ndim == 4 else np.abs(diff)))
+
+
+def measure(truth, predictions, inputs, catalogs, los, factor, progress, baselines=None):
+    """Every statistic of the report.
+
+    Args:
+        truth: list per box of dicts of true `Field`s.
+        predictions: dict scheme -> list per box of the U-net's predicted `Field`s.
+        inputs: dict scheme -> list per box of halo fields (adds eq. 2-3's linear theory).
+        catalogs, los, factor, progress: as `evaluate_halo`.
+        baselines: dict scheme -> dict method name -> list per box of predicted `Field`s (the
+            classical halo references), measured beside the U-net.
+
+    Returns:
+        (metrics, fields): the metrics dict and the compared fields per scheme and method.
+    """
     schemes = list(predictions)
     progress("fields")
     truth_q = [quantities(t["density"], t["velocity"], t["momentum"]) for t in truth]
-    pred_q = {s: [quantities(p["density"], p["velocity"], p["momentum"]) for p in boxes]
-              for s, boxes in predictions.items()}
-    linear_q, betas = {}, {}
-    for s, boxes in inputs.items():
-        pairs = [linear_fields(i) for i in boxes]
-        linear_q[s], betas[s] = [q for q, _ in pairs], [beta for _, beta in pairs]
+    method_q, betas = {}, {}
+    for s in schemes:
+        methods = {UNET: predictions[s], **(baselines or {}).get(s, {})}
+        method_q[s] = {m: [quantities(p["density"], p["velocity"], p["momentum"]) for p in boxes]
+                       for m, boxes in methods.items()}
+        if inputs.get(s):
+            pairs = [linear_fields(i) for i in inputs[s]]
+            method_q[s][LINEAR], betas[s] = [q for q, _ in pairs], [beta for _, beta in pairs]
 
     progress("pixel statistics and eq. 10")
     truth_pixels = [pixel_values(q) for q in truth_q]
@@ -299,26 +323,26 @@ def measure(truth, predictions, inputs, catalogs, los, factor, progress):
     agree = {}
     for s in schemes:
         pixel[s], agree[s] = {}, {}
-        for method, boxes in ((UNET, pred_q[s]), (LINEAR, linear_q.get(s))):
-            if not boxes:
-                continue
+        for method, boxes in method_q[s].items():
             pixels = [pixel_values(q, t) for q, t in zip(boxes, truth_q)]
             pixel[s][method] = {row: mean_std(*(p[row] for p in pixels)) for row in PIXEL_ROWS}
             agree[s][method] = {}
             for row in AGREEMENT_ROWS:
-                each = [agreement(_row(q, p, row), _row(t, tp, row))
-                        for q, p, t, tp in zip(boxes, pixels, truth_q, truth_pixels)]
+                pairs = [(_row(q, p, row), _row(t, tp, row))
+                         for q, p, t, tp in zip(boxes, pixels, truth_q, truth_pixels)]
+                each = [{**agreement(a, b), "mean_abs_error": mean_abs_error(a, b)} for a, b in pairs]
                 agree[s][method][row] = {key: dict(zip(("mean", "std"), over_boxes([e[key] for e in each])))
-                                         for key in ("C_r", "R_std", "R_mean") if key != "R_mean" or row in MEAN_ROWS}
+                                         for key in ("C_r", "R_std", "R_mean", "mean_abs_error")
+                                         if key != "R_mean" or row in MEAN_ROWS}
 
-    spectra_rows, spectra_summary = _spectra(truth_q, pred_q, linear_q, schemes, factor, progress)
+    spectra_rows, spectra_summary = _spectra(truth_q, method_q, schemes, factor, progress)
 
     progress("density multipoles")
     poles_each = {"truth": [spectra.multipoles(t["density"], los) for t in truth]}
     for s in schemes:
-        poles_each[f"{s} {UNET}"] = [spectra.multipoles(p["density"], los) for p in predictions[s]]
-        if linear_q.get(s):
-            poles_each[f"{s} {LINEAR_DENSITY}"] = [spectra.multipoles(q["density"], los) for q in linear_q[s]]
+        for method, boxes in method_q[s].items():
+            name = LINEAR_DENSITY if method == LINEAR else method
+            poles_each[f"{s} {name}"] = [spectra.multipoles(q["density"], los) for q in boxes]
     poles = _poles_curves(poles_each, factor)
     pole_summary = {}
     for ell, curves in poles.items():
@@ -330,7 +354,7 @@ def measure(truth, predictions, inputs, catalogs, los, factor, progress):
 
     rsd = None
     if catalogs is not None:
-        rsd = _rsd(truth, pred_q, catalogs, schemes, los, factor, progress)
+        rsd = _rsd(truth, method_q, catalogs, schemes, los, factor, progress)
         rsd["pole_summary"] = {
             ell: {name: _pole_summary(curve, curves["real space"], curves["redshift space"])
                   for name, curve in curves.items() if name != "real space"}
@@ -339,5 +363,5 @@ def measure(truth, predictions, inputs, catalogs, los, factor, progress):
     metrics = {"schemes": schemes, "boxes": len(truth), "beta": {s: v for s, v in betas.items()},
                "pixel": pixel, "agreement": agree, "spectra": spectra_rows, "spectra_summary": spectra_summary,
                "multipoles": {"density": poles, "summary": pole_summary},
-               "density_xi": _density_xi(truth, predictions, inputs, schemes, los, progress), "rsd": rsd}
-    return metrics, {"truth": truth_q, "pred": pred_q, "linear": linear_q}
+               "density_xi": _density_xi(truth, method_q, inputs, schemes, los, progress), "rsd": rsd}
+    return metrics, {"truth": truth_q, "methods": method_q}

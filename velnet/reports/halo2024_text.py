@@ -40,6 +40,33 @@ def _agreement_table(metrics):
     return lines
 
 
+REFERENCE_ROWS = ("density", "velocity", "theta_v", "momentum", "theta_m")
+"""The fields of the comparison with the classical halo reference."""
+
+
+def _reference_lines(metrics):
+    """Each method against the classical halo reference of its scheme: C_r and mean abs(error)."""
+    references = metrics.get("reference") or {}
+    if not references:
+        return ["No classical halo reference was given (velnet evaluate --classical SCHEME=FILE).", ""]
+    lines = ["Each method against the classical halo reference of its weighting (the first baseline given): C_r "
+             "(eq. 10) and the mean over cells of abs(prediction - truth) (vectors: the length of the difference; "
+             "km/s, km/s per Mpc/h for divergences, rho/rho_mean for the density), mean over the test boxes. A ratio "
+             "below 1 and a positive difference mean the method beats the reference.", "",
+             "| scheme | field | method | C_r | C_r - C_r(reference) | mean abs(error) | error / reference's |",
+             "|---|---|---|---|---|---|---|"]
+    for s, reference in references.items():
+        agree = metrics["agreement"][s]
+        for row in REFERENCE_ROWS:
+            ref = agree[reference][row]
+            for method, rows in agree.items():
+                c_r, err = rows[row]["C_r"]["mean"], rows[row]["mean_abs_error"]["mean"]
+                lines.append(f"| {s} | {AGREEMENT_ROWS[row]} | {method}{' (reference)' if method == reference else ''} "
+                             f"| {c_r:.3f} | {c_r - ref['C_r']['mean']:+.3f} | {number(err, '{:.4g}')} "
+                             f"| {err / ref['mean_abs_error']['mean']:.3f} |")
+    return lines + [""]
+
+
 def _spectra_table(metrics):
     lines = ["| field | k range (h/Mpc) | scheme: method | mean R(k) ± spread over k | max abs(R) | mean r(k) |",
              "|---|---|---|---|---|---|"]
@@ -134,8 +161,12 @@ def report_text(metrics, truth, figures):
         f"z = {density.redshift:g}, line of sight {metrics['config']['los']}, cosmology {density.cosmology.to_dict()}.",
         f"Weighting schemes: {', '.join(f'{s} ({SCHEMES.get(s, s)})' for s in metrics['schemes'])}. "
         f"Linear bias beta (eq. 4) per box: {betas}.", "",
-        "Methods: U-net (the two-stage reconstruction) and linear (eq. 2-3: linear theory of the redshift-space halo "
-        f"density divided by beta; for the density itself, {LINEAR_DENSITY} = 1 + delta_s / beta).", "",
+        "Methods: U-net (the two-stage reconstruction), the classical halo references where given (filter: the "
+        "per-(k, mu) linear filter of the four halo channels fitted on the training boxes; reconstruction: iterative "
+        "redshift-space reconstruction of the displacement, v = f a H psi, as kSZ analyses use), and linear (eq. 2-3: "
+        "linear theory of the redshift-space halo density divided by beta; for the density itself, "
+        f"{LINEAR_DENSITY} = 1 + delta_s / beta).", "",
+        "## Against the classical halo reference", "", *_reference_lines(metrics),
         "## Pixel statistics (Figs. 4-5): mean ± standard deviation over the cells of all test boxes", "",
         *_pixel_table(metrics), "",
         "phi is the angle between the reconstructed and the true vector in a cell (cells where either is zero are "

@@ -1,43 +1,47 @@
-"""The 2024 halo paper at laptop scale: velocity and momentum from redshift-space halos, end to end.
+"""The 2024 halo paper at laptop scale: density, velocity and momentum from redshift-space halos, end to end.
 
 Every stage is a `velnet` command (logged as a shell line), so the same steps can be replayed
 by hand or on other machines: fastpm boxes at z = 0.59 in the paper's cosmology (`velnet
-simulate --preset halo2024`), FOF halos (`velnet halos`), the redshift-space halo channels and
-real-space targets for both weighting schemes (`velnet halo-fields`); then per scheme the
-shards and network of stage one (`velnet prep --task halo-density`, `velnet train`: 4 halo
-channels -> real-space density, eq. 5), and of stage two for the velocity and the momentum
-(`--task halo-velocity`: the halo channels, stage one's whole-box density and the linear
-velocity or momentum of eq. 2-3 -> magnitude and direction, eq. 6). Each stage is trained in
-every candidate design of the config on the same data and budget, and the one with the lowest
-validation loss is kept (models/WEIGHTING/designs.json): the paper's, and a residual over a
-whole-box linear estimate (stage one: the linear real-space density from the redshift-space
-halos, `velnet.physics.rsd.linear_density`; stage two: eq. 2-3's linear velocity). A config with a
-"search" runs `velnet tune` (keras-tuner, the paper's search space) before each training and
-trains with its best hyperparameters. The momentum kept is the
-momentum network's or, as the paper forms it, stage one's density times stage two's velocity,
-whichever correlates better with the truth on the validation boxes (eq. 10); predictions of
-the whole test boxes (`velnet predict`) and the report (`velnet evaluate --report halo2024`).
-Stages whose outputs exist are skipped, so an interrupted run resumes (training itself
-resumes from its last epoch).
+simulate --preset halo2024 --cache`), FOF halos (`velnet halos --cache`), the redshift-space
+halo channels and real-space targets for both weighting schemes (`velnet halo-fields`). Then,
+per scheme:
 
-    python -m experiments.halo2024 --out runs/halo2024            # the frozen CONFIG, 2 cores
-    python -m experiments.halo2024 --out runs/halo2024-large --large
+1. the classical halo references, fitted on the training boxes (`velnet baseline --task
+   halo-velocity`): the per-(k, mu) linear filter of the four halo channels (the bar every
+   network must pass, and the base of the residual designs) and the iterative redshift-space
+   reconstruction that kSZ analyses use;
+2. stage one (`velnet prep --task halo-density`, `velnet train`: halo channels -> real-space
+   density, eq. 5) and stage two for the velocity (`--task halo-velocity`: the halo
+   channels, stage one's density and a whole-box estimate -> magnitude and direction, eq.
+   6), each in every candidate design of the config on the same data and budget, the one
+   with the lowest validation loss kept (models/WEIGHTING/designs.json). A design names its
+   model and its base: none (the paper's design: stage two reads eq. 2-3's linear velocity),
+   "linear" (stage one adds the linear real-space density, `velnet.physics.rsd.linear_density`)
+   or a reference (the residual over the classical filter: `prep --base`);
+3. the momentum: stage one's density times stage two's velocity, as the paper forms it, or
+   a momentum network where the config asks for one (the better on the validation boxes,
+   eq. 10, is kept);
+4. predictions of the whole test boxes (`velnet predict`) and the report (`velnet evaluate
+   --report halo2024 --classical`), every method against the classical filter.
+
+A config with a "search" runs `velnet tune` (keras-tuner, the paper's search space) before
+each training and trains with its best hyperparameters. Stages whose outputs exist are
+skipped, so an interrupted run resumes (training itself resumes from its last epoch); more
+epochs on a finished run continue it (`--set epochs_density=N`). `--ship` copies the kept
+models, the references, their configs and logs to velnet/pretrained/halo2024-WEIGHTING/.
+
+    python -m experiments.halo2024 --out runs/halo2024 --ship      # the frozen CONFIG, 2 cores
     python -m experiments.halo2024 --out runs/x --set epochs_density=2 'train_seeds=[1]'
 
 Scale. The paper: CosmicGrowth, one 1200 Mpc/h box with 2048^3 particles (0.59 Mpc/h
 spacing), halos and subhalos down to 3e-3 (h/Mpc)^3, CIC on 512^3 (2.35 Mpc/h), trained
 on 32 sub-boxes of 300 Mpc/h (128^3 cells), tested on 25 boxes of 600 Mpc/h (256^3).
-The default here: five fastpm boxes of 128 Mpc/h with 128^3 particles (1 Mpc/h spacing,
-10 steps, about a minute each on 2 cores), 3 for training, 1 for validation, 1 for the
-test, painted on 64^3 (2 Mpc/h) and trained on the 32^3 sub-boxes (64 Mpc/h) that tile
-them, with narrow nets and a few epochs. FOF halos of at least 20 particles (7.4e10 Msun/h
-each) reach only about 1.7e-3 (h/Mpc)^3 at this resolution (see `data_prep.halo_fields`): the
-first two mass channels and part of the third, the fourth empty; the test volume is 1/400 of
-the paper's, so every spectrum has few modes (k_f = 0.049 h/Mpc). `--large` (for a GPU node)
-uses 256 Mpc/h boxes with 256^3 particles on 128^3 meshes, 8 + 2 + 2 boxes, 64^3 sub-boxes
-and wider nets trained longer. Its boxes take several minutes each on one core; simulate them
-beforehand in parallel, e.g. `mpirun -n 16 velnet simulate --preset halo2024 --box 256
---particles 256 --seed S --out OUT/sims/seedS`, and the run picks them up.
+The default here: fastpm boxes of 128 Mpc/h with 128^3 particles (1 Mpc/h spacing, force
+mesh 2, 10 steps) and FOF halos (linking length 0.25, at least 10 particles): the route of
+`experiments.halo_routes` that fills the paper's four channels at the least cost
+(docs/halo-routes.md), about 2 minutes a box on 2 cores. 24 boxes train, 2 validate and 8
+test ((256 Mpc/h)^3 in all, so that P(k) has eq. 11's error bands), painted on 64^3 (2
+Mpc/h cells); the networks train on the 32^3 sub-boxes (64 Mpc/h) that tile the boxes.
 """
 import argparse
 import json
@@ -54,46 +58,40 @@ CONFIG = {
     "particles": 128,             # per side: 1 Mpc/h spacing
     "nmesh": 64,                  # 2 Mpc/h cells
     "redshift": 0.59,
-    "train_seeds": [1, 2, 3],
-    "val_seeds": [4],
-    "test_seeds": [100],
+    # the halo route (experiments.halo_routes, docs/halo-routes.md): the cheapest that fills the paper's four
+    # channels, with edges within 0.1 dex of the FOF host mass function
+    "force_mesh": 2,
+    "steps": 10,
+    "linking_length": 0.25,
+    "nmin": 10,
+    "train_seeds": list(range(1, 25)),
+    "val_seeds": [25, 26],
+    "test_seeds": list(range(100, 108)),  # 8 boxes of 128 Mpc/h: (256 Mpc/h)^3 in all
     "los": "z",
     "weightings": ["number", "mass"],
-    "targets": ["velocity", "momentum"],
-    "momentum": ["network", "product"],  # candidates, the better on the validation boxes kept
-    # candidate designs of each stage, trained on the same data and budget; the lowest best
-    # val_loss is kept: the paper's, and the residual over the whole-box linear estimate
-    # (stage one: the linear real-space density from the halos, stage two: eq. 2-3's velocity)
-    "density_models": {"paper": {"preset": "halo-tiny"}, "residual": {"preset": "halo-tiny-residual"}},
-    "velocity_models": {"paper": {"preset": "halo-tiny"}, "residual": {"preset": "halo-tiny-residual"}},
+    # the classical halo references fitted on the training boxes (velnet baseline --method); the first is the bar
+    # of the report and the base of the designs that name it
+    "references": {"filter": "filter", "reconstruction": "reconstruction"},
+    # candidate designs of each stage, trained on the same data and budget, the lowest best val_loss kept: a model
+    # config and its base (None: the paper's design; "linear": the linear whole-box estimate; a reference's name)
+    "density_models": {"residual-filter": {"model": {"preset": "halo-tiny-residual"}, "base": "filter"}},
+    "velocity_models": {"residual-filter": {"model": {"preset": "halo-tiny-residual"}, "base": "filter"}},
+    # momentum candidates, the better on the validation boxes kept: "product" (stage one's density times stage
+    # two's velocity) and "network" (a stage-two network of the momentum, trained like the velocity's)
+    "momentum": ["product"],
     # null, or a keras-tuner search run before each network's training, whose best
     # hyperparameters it then trains with (`velnet tune`): e.g. {"algorithm": "random",
     # "max_trials": 8, "epochs": 5, "executions_per_trial": 5, "tune_boxes": true}
     "search": None,
     "size": 32,                   # training sub-box, cells per side
     "batch_size": 4,
-    "epochs_density": 20,
-    "epochs_velocity": 16,
+    "epochs_density": 40,
+    "epochs_velocity": 40,
     "learning_rate": 1e-3,
     "seed": 0,
 }
 
-LARGE = {
-    "box_size": 256.0,
-    "particles": 256,
-    "nmesh": 128,
-    "train_seeds": [1, 2, 3, 4, 5, 6, 7, 8],
-    "val_seeds": [9, 10],
-    "test_seeds": [100, 101],
-    "density_models": {"paper": {"preset": "halo2024"}, "residual": {"preset": "halo2024-residual"}},
-    "velocity_models": {"paper": {"preset": "halo2024"}, "residual": {"preset": "halo2024-residual"}},
-    "size": 64,
-    "batch_size": 4,
-    "epochs_density": 100,
-    "epochs_velocity": 100,
-    "learning_rate": 3e-4,
-}
-"""Overrides of CONFIG for `--large`."""
+PRETRAINED = Path(__file__).resolve().parent.parent / "velnet" / "pretrained"
 
 
 def seeds(config):
@@ -112,9 +110,11 @@ def prepare_box(out, config, seed):
     halos = out / "halos" / f"seed{seed}.h5"
     if not snapshot.exists():
         run_velnet("simulate", "--preset", "halo2024", "--box", config["box_size"], "--particles",
-                   config["particles"], "--z", config["redshift"], "--seed", seed, "--out", sim)
+                   config["particles"], "--force-mesh", config["force_mesh"], "--steps", config["steps"], "--z",
+                   config["redshift"], "--seed", seed, "--cache", "--out", sim)
     if not halos.exists():
-        run_velnet("halos", snapshot, "--out", halos)
+        run_velnet("halos", snapshot, "--linking-length", config["linking_length"], "--nmin", config["nmin"],
+                   "--cache", "--out", halos)
     files = {}
     for weighting in config["weightings"]:
         files[weighting] = out / "fields" / weighting / f"seed{seed}.h5"
@@ -124,36 +124,66 @@ def prepare_box(out, config, seed):
     return files
 
 
-def train_network(out, config, files, weighting, name, design, *prep):
+def fit_references(out, config, files, weighting):
+    """`velnet baseline` of each classical halo reference on the training boxes, where missing.
+
+    Returns:
+        dict reference name -> its file.
+    """
+    paths = {}
+    for name, method in config["references"].items():
+        paths[name] = out / "models" / weighting / f"reference-{name}.json"
+        if not paths[name].exists():
+            run_velnet("baseline", *(files[s] for s in config["train_seeds"]), "--task", "halo-velocity",
+                       "--method", method, "--out", paths[name])
+    return paths
+
+
+def base_flags(design, references, stage):
+    """The `velnet prep` flags of a design's base."""
+    base = design.get("base")
+    if base is None:
+        return []
+    if base == "linear":
+        return ["--linear-input"] if stage == "density" else []
+    return ["--base", references[base]]
+
+
+def train_network(out, config, files, weighting, name, design_name, design, *prep):
     """`velnet prep` (the training and validation boxes), `velnet tune` when the config asks for
-    a search, and `velnet train` of one network, each where missing.
+    a search, and `velnet train` of one network, each where missing (or with fewer epochs than asked).
 
     Args:
         name: "density", or a stage-two target.
-        design: a key of the stage's candidate models (CONFIG "density_models" or "velocity_models").
+        design_name, design: a key of the stage's candidate designs and its {"model", "base"}.
         *prep: the task's `velnet prep` flags.
 
     Returns:
         The model's path.
     """
     stage = "density" if name == "density" else "velocity"
-    model = config[f"{stage}_models"][design]
     fit = [*config["train_seeds"], *config["val_seeds"]]
-    data = out / "data" / weighting / (f"{name}-linear" if "--linear-input" in prep else name)
-    run = out / "models" / weighting / f"{name}-{design}"
+    data = out / "data" / weighting / f"{name}-{design.get('base') or 'none'}"
+    run = out / "models" / weighting / f"{name}-{design_name}"
     if not (data / "manifest.json").exists():
         run_velnet("prep", *(files[s] for s in fit), *prep, "--tile", config["size"], "--split",
                    *(["train"] * len(config["train_seeds"]) + ["val"] * len(config["val_seeds"])), "--out", data)
     run.mkdir(parents=True, exist_ok=True)
-    settings = run.parent / f"{name}-{design}-config.json"
-    write_once(settings, json.dumps({"model": model, "learning_rate": config["learning_rate"],
+    settings = run.parent / f"{name}-{design_name}-config.json"
+    write_once(settings, json.dumps({"model": design["model"], "learning_rate": config["learning_rate"],
                                      "batch_size": config["batch_size"]}))
     if config["search"]:
-        settings = search(out / "tuning" / weighting / f"{name}-{design}", data, settings, config)
-    if not (run / "model.keras").exists():
-        run_velnet("train", data, "--config", settings, "--epochs", config[f"epochs_{stage}"], "--seed",
-                   config["seed"], "--out", run)
+        settings = search(out / "tuning" / weighting / f"{name}-{design_name}", data, settings, config)
+    epochs = config[f"epochs_{stage}"]
+    if not (run / "model.keras").exists() or epochs_done(run) < epochs:
+        run_velnet("train", data, "--config", settings, "--epochs", epochs, "--seed", config["seed"], "--out", run)
     return run / "model.keras"
+
+
+def epochs_done(run):
+    """Epochs a finished training run has completed (its train_config.json), 0 if none."""
+    record = run / "train_config.json"
+    return json.loads(record.read_text())["final"]["epoch"] + 1 if record.exists() else 0
 
 
 def write_once(path, text):
@@ -172,15 +202,6 @@ def search(folder, data, settings, config):
         run_velnet("tune", data, "--config", settings, "--seed", config["seed"], "--out", folder, *flags,
                    *(str(a) for key, value in options.items() for a in (f"--{key.replace('_', '-')}", value)))
     return best
-
-
-def residual(model):
-    """Whether a model config adds the dataset's whole-box estimate (needs `prep --linear-input` in
-    stage one): its own `residual_channels`, or its preset's."""
-    from velnet.networks.halo_unets import PRESETS
-
-    preset = PRESETS.get(model.get("preset"), {})
-    return model.get("residual_channels", preset.get("residual_channels")) is not None
 
 
 def best_design(out, weighting, name, designs):
@@ -202,23 +223,24 @@ def predict(files, models, folder, seeds_of):
     return out
 
 
-def momentum_of(out, config, files, weighting, models):
-    """The momentum models kept: the network's or none (the product), by C_r on the validation boxes.
+def momentum_of(out, config, files, weighting, candidates):
+    """The momentum models kept: a network's or none (the product of stage one and two), by C_r on the
+    validation boxes.
 
-    Writes the choice and both C_r (eq. 10, mean over the validation boxes) to
-    models/WEIGHTING/momentum-choice.json.
+    Args:
+        candidates: dict candidate -> dict target -> the model ("product": stage one and two; "network": and the
+            momentum network).
+
+    Writes the choice and every C_r (eq. 10, mean over the validation boxes) to models/WEIGHTING/momentum-choice.json.
     """
     from velnet.fields.field import load_fields
     from velnet.statistics.pixels import agreement
 
     record = out / "models" / weighting / "momentum-choice.json"
     if not record.exists():
-        candidates = {"network": [models["momentum"]], "product": []}
         scores = {}
-        for name in config["momentum"]:
-            folder = out / "validation" / weighting / name
-            paths = predict(files, [models["density"], models["velocity"], *candidates[name]], folder,
-                            config["val_seeds"])
+        for name, models in candidates.items():
+            paths = predict(files, models.values(), out / "validation" / weighting / name, config["val_seeds"])
             pairs = [(load_fields(path, ["momentum"])["momentum"].value,
                       load_fields(files[seed], ["momentum"])["momentum"].value)
                      for path, seed in zip(paths, config["val_seeds"])]
@@ -226,36 +248,64 @@ def momentum_of(out, config, files, weighting, models):
         chosen = max(scores, key=scores.get)
         log.info("%s weighting: momentum C_r on the validation boxes %s: the %s kept", weighting, scores, chosen)
         record.write_text(json.dumps({"chosen": chosen, "C_r": scores}, indent=1) + "\n")
-    return [models["momentum"]] if json.loads(record.read_text())["chosen"] == "network" else []
+    return candidates[json.loads(record.read_text())["chosen"]]
 
 
 def run_scheme(out, config, files, weighting):
-    """Train both stages of one weighting scheme (every candidate design, the best by validation
-    kept) and predict the test boxes; returns their prediction files.
+    """The references and both stages of one weighting scheme (every candidate design, the best by validation
+    kept); returns the kept models (density, velocity, momentum network if kept) and the references' files.
 
-    Writes the design kept per network to models/WEIGHTING/designs.json (each candidate's best
-    val_loss is in its train_config.json).
+    Writes the design kept per network to models/WEIGHTING/designs.json (each candidate's best val_loss is
+    in its train_config.json).
     """
-    density = {design: train_network(out, config, files, weighting, "density", design, "--task", "halo-density",
-                                     *(["--linear-input"] if residual(model) else []))
-               for design, model in config["density_models"].items()}
+    references = fit_references(out, config, files, weighting)
+    density = {name: train_network(out, config, files, weighting, "density", name, design, "--task",
+                                   "halo-density", *base_flags(design, references, "density"))
+               for name, design in config["density_models"].items()}
     chosen = {"density": best_design(out, weighting, "density", density)}
     models = {"density": density[chosen["density"]]}
-    for target in config["targets"]:
-        candidates = {design: train_network(out, config, files, weighting, target, design, "--task",
-                                            "halo-velocity", "--target", target, "--density-model",
-                                            models["density"])
-                      for design in config["velocity_models"]}
+    targets = ["velocity"] + (["momentum"] if "network" in config["momentum"] else [])
+    for target in targets:
+        candidates = {name: train_network(out, config, files, weighting, target, name, design, "--task",
+                                          "halo-velocity", "--target", target, "--density-model",
+                                          models["density"], *base_flags(design, references, "velocity"))
+                      for name, design in config["velocity_models"].items()}
         chosen[target] = best_design(out, weighting, target, candidates)
         models[target] = candidates[chosen[target]]
     write_once(out / "models" / weighting / "designs.json", json.dumps(chosen, indent=1) + "\n")
-    kept = [models["density"], models["velocity"]]
-    if "momentum" in models:
-        kept += momentum_of(out, config, files, weighting, models)
-    return predict(files, kept, out / "predictions" / weighting, config["test_seeds"])
+    stages = {"density": models["density"], "velocity": models["velocity"]}
+    options = {"product": stages, **({"network": models} if "momentum" in models else {})}
+    kept = momentum_of(out, config, files, weighting, {k: v for k, v in options.items() if k in config["momentum"]})
+    return kept, references
 
 
-def run(out, config=CONFIG):
+def ship(out, config, weighting, kept, references):
+    """Copy one scheme's kept models and references, with configs, histories and the experiment's record, into
+    velnet/pretrained/halo2024-WEIGHTING/ (density.keras, velocity.keras[, momentum.keras], reference-*.json).
+
+    Args:
+        kept: dict target -> model path.
+        references: dict name -> reference file.
+    """
+    import shutil
+
+    folder = PRETRAINED / f"halo2024-{weighting}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for target, model in kept.items():
+        run = Path(model).parent
+        shutil.copy(model, folder / f"{target}.keras")
+        for name in ("history.csv", "train_config.json"):
+            if (run / name).exists():
+                shutil.copy(run / name, folder / f"{target}-{name.replace('_', '-')}")
+    for name, path in references.items():
+        shutil.copy(path, folder / f"reference-{name}.json")
+    record = {"made_by": f"python -m experiments.halo2024 --out {out} --ship", "weighting": weighting,
+              "config": config, "designs": json.loads((out / "models" / weighting / "designs.json").read_text())}
+    (folder / "experiment.json").write_text(json.dumps(record, indent=1) + "\n")
+    log.info("shipped %s", folder)
+
+
+def run(out, config=CONFIG, ship_models=False):
     """Run the whole experiment into `out` (resuming a run of the same config there); return the report's path.
 
     Raises:
@@ -263,13 +313,18 @@ def run(out, config=CONFIG):
     """
     out = Path(out)
     record = out / "config.json"
-    if record.exists() and json.loads(record.read_text()) != json.loads(json.dumps(config)):
+    if record.exists() and _settled(json.loads(record.read_text())) != _settled(json.loads(json.dumps(config))):
         raise VelnetInputError(record, "holds a run of another configuration; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(config, indent=1) + "\n")
     files = {seed: prepare_box(out, config, seed) for seed in seeds(config)}
     by_weighting = {w: {s: f[w] for s, f in files.items()} for w in config["weightings"]}
-    predictions = {w: run_scheme(out, config, by_weighting[w], w) for w in config["weightings"]}
+    kept = {w: run_scheme(out, config, by_weighting[w], w) for w in config["weightings"]}
+    if ship_models:
+        for w, (models, references) in kept.items():
+            ship(out, config, w, models, references)
+    predictions = {w: predict(by_weighting[w], models.values(), out / "predictions" / w, config["test_seeds"])
+                   for w, (models, _) in kept.items()}
     report = out / "report"
     if not (report / "report.md").exists():
         test, schemes = config["test_seeds"], config["weightings"]
@@ -277,20 +332,26 @@ def run(out, config=CONFIG):
                    *(p for w in schemes for p in predictions[w]),
                    "--report", "halo2024", "--boxes", len(test), "--names", *schemes, "--halo-fields",
                    *(by_weighting[w][s] for w in schemes for s in test), "--catalogs",
-                   *(out / "halos" / f"seed{s}.h5" for s in test), "--los", config["los"], "--out", report)
+                   *(out / "halos" / f"seed{s}.h5" for s in test), "--los", config["los"], "--classical",
+                   *(f"{w}={path}" for w in schemes for path in kept[w][1].values()), "--out", report)
     return report / "report.md"
+
+
+def _settled(config):
+    """A config without its epoch counts: training longer continues a run rather than making a new one."""
+    return {k: v for k, v in config.items() if not k.startswith("epochs_")}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/halo2024", help="experiment folder")
-    p.add_argument("--large", action="store_true", help="the larger configuration (LARGE) for a GPU node")
+    p.add_argument("--ship", action="store_true", help="copy the kept models into velnet/pretrained/halo2024-*")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                    help="override CONFIG entries, e.g. --set epochs_density=2 'train_seeds=[1]'")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = with_overrides({**CONFIG, **(LARGE if args.large else {})}, args.set, p.error)
-    print(run(args.out, config))
+    config = with_overrides(CONFIG, args.set, p.error)
+    print(run(args.out, config, args.ship))
 
 
 if __name__ == "__main__":

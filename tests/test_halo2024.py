@@ -7,25 +7,31 @@ from experiments import halo2024
 from velnet.errors import VelnetInputError
 
 NARROW = {"n1": 4, "n2": 4, "n3": 8, "dropout": 0.0, "init_kernel": 3}
-DESIGNS = {"paper": {"preset": "halo-tiny", **NARROW}, "residual": {"preset": "halo-tiny-residual", **NARROW}}
+DESIGNS = {"paper": {"model": {"preset": "halo-tiny", **NARROW}, "base": None},
+           "residual-filter": {"model": {"preset": "halo-tiny-residual", **NARROW}, "base": "filter"}}
 TINY = {
     **halo2024.CONFIG,
     "box_size": 32.0, "particles": 32, "nmesh": 16,
     "train_seeds": [1], "val_seeds": [2], "test_seeds": [3],
-    "density_models": DESIGNS, "velocity_models": DESIGNS,
+    "density_models": DESIGNS, "velocity_models": DESIGNS, "momentum": ["product", "network"],
     "size": 8, "batch_size": 2, "epochs_density": 1, "epochs_velocity": 1,
 }
+
+
+@pytest.fixture(autouse=True)
+def box_cache(tmp_path, monkeypatch):
+    """Simulations and halos go to a cache of the test's own (velnet simulate/halos --cache)."""
+    monkeypatch.setenv("VELNET_CACHE", str(tmp_path / "cache"))
 
 
 def test_config_overrides_are_checked(capsys):
     with pytest.raises(SystemExit):
         halo2024.main(["--out", "unused", "--set", "no_such_key=1"])
     assert "unknown CONFIG key" in capsys.readouterr().err
-    assert set(halo2024.LARGE) <= set(halo2024.CONFIG)
 
 
 def test_a_folder_of_another_configuration_is_refused(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({**TINY, "epochs_density": 99}))
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "batch_size": 99}))
     with pytest.raises(VelnetInputError, match="config.json.*another configuration"):
         halo2024.run(tmp_path, TINY)
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
@@ -38,30 +44,37 @@ def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
     with caplog.at_level("INFO", logger="experiments"):
         report = halo2024.run(out, TINY)
     commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("$ velnet")]
-    assert sum(c.startswith("$ velnet simulate --preset halo2024") for c in commands) == 3
+    assert sum(c.startswith("$ velnet simulate --preset halo2024") and "--cache" in c for c in commands) == 3
     assert sum(c.startswith("$ velnet halo-fields") for c in commands) == 6  # 3 boxes x 2 weightings
-    # per weighting: density with and without the linear density; velocity, momentum
-    for task, count in (("halo-density", 4), ("halo-velocity", 4)):
+    # per weighting: the filter and the reconstruction, fitted on the training boxes
+    assert sum(c.startswith("$ velnet baseline") and "--task halo-velocity" in c for c in commands) == 4
+    # per weighting: density, velocity and momentum, each without a base and over the filter
+    for task, count in (("halo-density", 4), ("halo-velocity", 8)):
         assert sum(c.startswith("$ velnet prep") and f"--task {task}" in c for c in commands) == count
-    assert sum(c.startswith("$ velnet prep") and "--linear-input" in c for c in commands) == 2
+    assert sum(c.startswith("$ velnet prep") and "--base" in c for c in commands) == 6
     assert sum(c.startswith("$ velnet train") for c in commands) == 12  # 2 designs x 3 networks x 2 weightings
-    assert sum(c.startswith("$ velnet evaluate") and "--report halo2024" in c for c in commands) == 1
+    evaluate = [c for c in commands if c.startswith("$ velnet evaluate") and "--report halo2024" in c]
+    assert len(evaluate) == 1 and "--classical number=" in evaluate[0]
 
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert metrics["schemes"] == ["number", "mass"] and metrics["boxes"] == 1
     assert metrics["rsd"]["nhalos"][0] > 10
+    assert metrics["reference"] == {"number": "filter", "mass": "filter"}
     for scheme in ("number", "mass"):
         for target in ("velocity", "momentum"):
-            manifest = json.loads((out / "data" / scheme / target / "manifest.json").read_text())
-            assert manifest["input_shape"][-1] == 8 and manifest["input_vector_slices"] == [[5, 8]]
-            assert manifest["task"] == "halo-velocity"
+            for base, spec_key in (("none", "vector_field"), ("filter", "reference")):
+                manifest = json.loads((out / "data" / scheme / f"{target}-{base}" / "manifest.json").read_text())
+                assert manifest["input_shape"][-1] == 8 and manifest["input_vector_slices"] == [[5, 8]]
+                assert manifest["task"] == "halo-velocity" and spec_key in manifest["input_spec"]
         designs = json.loads((out / "models" / scheme / "designs.json").read_text())
         assert set(designs) == {"density", "velocity", "momentum"} and set(designs.values()) <= set(DESIGNS)
-        residual = json.loads((out / "data" / scheme / "density-linear" / "manifest.json").read_text())
-        assert residual["input_shape"][-1] == 5 and residual["input_spec"]["scalar_field"] == "linear_density_s"
+        residual = json.loads((out / "data" / scheme / "density-filter" / "manifest.json").read_text())
+        assert residual["input_shape"][-1] == 5 and residual["input_spec"]["reference"]["target"] == "density"
         choice = json.loads((out / "models" / scheme / "momentum-choice.json").read_text())
         assert choice["chosen"] in ("network", "product") and set(choice["C_r"]) == {"network", "product"}
-        assert metrics["agreement"][scheme]["U-net"]["velocity"]["C_r"]["mean"] is not None
+        agreement = metrics["agreement"][scheme]
+        assert set(agreement) == {"U-net", "filter", "reconstruction", "linear"}
+        assert agreement["U-net"]["velocity"]["C_r"]["mean"] is not None
         assert set(metrics["training"][scheme]) >= {"density", "velocity"}
     assert "xi_density.png" in metrics["figures"] and "loss_curves.png" in metrics["figures"]
 

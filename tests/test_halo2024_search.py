@@ -12,9 +12,10 @@ from experiments import halo2024
 
 
 @pytest.mark.slow
-def test_a_config_with_a_search_trains_with_the_tuners_best(tmp_path, caplog):
+def test_a_config_with_a_search_trains_with_the_tuners_best(tmp_path, caplog, monkeypatch):
     pytest.importorskip("fastpm")
-    config = {**TINY, "weightings": ["number"], "targets": ["velocity"], "momentum": [],
+    monkeypatch.setenv("VELNET_CACHE", str(tmp_path / "cache"))
+    config = {**TINY, "weightings": ["number"], "momentum": ["product"],
               "density_models": {"paper": DESIGNS["paper"]}, "velocity_models": {"paper": DESIGNS["paper"]},
               "search": {"max_trials": 2, "epochs": 1, "executions_per_trial": 2}}
     with caplog.at_level("INFO", logger="experiments"):

@@ -7,7 +7,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test test-fast demo wheelhouse wheelhouse-docker docker-check gpu-campaign \
+.PHONY: install test test-fast demo demo-halos wheelhouse wheelhouse-docker docker-check gpu-campaign \
         gpu-campaign-pack clean
 
 $(STAMP): setup.cfg scripts/install.sh scripts/requirements.txt
@@ -28,6 +28,10 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo
+
+# The 2024 halo paper's reconstruction of a fresh halo box with the shipped halo models and references.
+demo-halos: $(STAMP)
+	$(PY) -m experiments.demo_halos
 
 # Everything an air-gapped node lacks, as wheels and sdists in one folder (dist/wheelhouse-*):
 # `make wheelhouse` for the GPU node (Python 3.12, JAX), WHEELHOUSE_PROFILE=prep to add the

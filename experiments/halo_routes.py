@@ -70,7 +70,8 @@ CONFIG = {
 
 
 def timed(argv, ranks):
-    """Run a velnet command in its own process(es); return (wall seconds, peak RSS of the largest, GB)."""
+    """Run a velnet command in its own process(es); return (wall seconds, peak RSS of the largest, GB, CPU seconds
+    of all its processes: user + system, which a busy machine inflates far less than wall time)."""
     command = [sys.executable, "-m", "velnet.cli", *map(str, argv)]
     if ranks > 1:
         command = ["mpirun", "-n", str(ranks), "--bind-to", "none", *command]
@@ -81,7 +82,7 @@ def timed(argv, ranks):
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         raise SystemExit(f"failed ({process.returncode}): {shlex.join(command)}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024**2
+    return time.perf_counter() - start, usage.ru_maxrss / 1024**2, usage.ru_utime + usage.ru_stime
 
 
 def particles_of(config, route):
@@ -105,18 +106,20 @@ def run_route(out, config, name, route, hosts):
         output_redshifts=(config["redshift"],))
     sim_cached = is_complete_simulation(simulation_folder(sim_config))
     sim = out / "sims" / name
-    wall_sim, rss_sim = timed(["simulate", "--preset", "halo2024", "--box", config["box_size"], "--particles",
+    wall_sim, rss_sim, cpu_sim = timed(["simulate", "--preset", "halo2024", "--box", config["box_size"], "--particles",
                                sim_config.nparticles, "--force-mesh", route["force_mesh"], "--steps",
                                route["steps"], "--seed", config["seed"], "--z", config["redshift"], "--cache",
                                "--out", sim], config["ranks"])
     snapshot = sim / f"snapshot_z{config['redshift']:.3f}"
     halos_cached = halos_file(snapshot, route["linking_length"], route["nmin"]).is_file()
-    wall_fof, rss_fof = timed(["halos", snapshot, "--linking-length", route["linking_length"], "--nmin",
+    wall_fof, rss_fof, cpu_fof = timed(["halos", snapshot, "--linking-length", route["linking_length"], "--nmin",
                                route["nmin"], "--cache", "--out", halos], config["ranks"])
     sim_record = json.loads((sim / "config.json").read_text())
     record = {"route": route, "particles": sim_config.nparticles, **measure(halos, hosts),
               "cost": {"simulation_s": sim_record["timings_s"]["total"], "ranks": sim_record["nranks"],
                        "simulation_peak_gb": None if sim_cached else round(rss_sim, 2),
+                       "simulation_cpu_s": None if sim_cached else round(cpu_sim, 1),
+                       "fof_cpu_s": None if halos_cached else round(cpu_fof, 1),
                        "fof_s": None if halos_cached else round(wall_fof, 1),
                        "fof_peak_gb": None if halos_cached else round(rss_fof, 2)}}
     record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,9 +211,9 @@ def figure(records, hosts, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for name, r in records.items():
+    for i, (name, r) in enumerate(records.items()):
         m, n = np.array(r["cumulative"]).T
-        ax.semilogy(m, np.where(n > 0, n, np.nan), label=name)
+        ax.semilogy(m, np.where(n > 0, n, np.nan), ls=("-", "--", ":")[i // 10 % 3], label=name)
     ax.plot(PAPER_EDGES[1:], (1e-4, 1e-3, 2e-3, 3e-3), "ko", label="paper (CosmicGrowth, halos + subhalos)")
     ax.plot(hosts, (1e-4, 1e-3, 2e-3, 3e-3), "ks", mfc="none", label="FOF hosts, Watson et al. 2013")
     ax.set_xlabel("log10 M (Msun/h)")

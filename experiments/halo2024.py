@@ -319,10 +319,11 @@ def run(out, config=CONFIG, ship_models=False):
     record.write_text(json.dumps(config, indent=1) + "\n")
     files = {seed: prepare_box(out, config, seed) for seed in seeds(config)}
     by_weighting = {w: {s: f[w] for s, f in files.items()} for w in config["weightings"]}
-    kept = {w: run_scheme(out, config, by_weighting[w], w) for w in config["weightings"]}
-    if ship_models:
-        for w, (models, references) in kept.items():
-            ship(out, config, w, models, references)
+    kept = {}
+    for w in config["weightings"]:  # each scheme ships as soon as it is trained
+        kept[w] = run_scheme(out, config, by_weighting[w], w)
+        if ship_models:
+            ship(out, config, w, *kept[w])
     predictions = {w: predict(by_weighting[w], models.values(), out / "predictions" / w, config["test_seeds"])
                    for w, (models, _) in kept.items()}
     report = out / "report"

@@ -67,6 +67,49 @@ def _reference_lines(metrics):
     return lines + [""]
 
 
+SECTION3 = (
+    # (label, the paper's value, how to read it from the metrics)
+    ("C_r, v components", "about 0.9", ("agreement", "velocity")),
+    ("C_r, theta_v", "about 0.9", ("agreement", "theta_v")),
+    ("C_r, m components", "about 0.9", ("agreement", "momentum")),
+    ("C_r, rho", "about 0.9", ("agreement", "density")),
+    ("1 - cos phi, velocity", "0.01 ± 0.06", ("pixel", "one_minus_cos_v")),
+    ("mean R(k), density, k < 0.3", "abs(R) < 0.13", ("spectra", "density")),
+    ("mean R(k), velocity, 0.05-0.2", "abs(R) < 0.07", ("spectra", "velocity")),
+    ("mean R(k), momentum, 0.05-0.2", "abs(R) < 0.07", ("spectra", "momentum")),
+    ("mean R(k), theta_v, 0.05-0.3", "within ± 0.1", ("spectra", "theta_v")),
+    ("xi anisotropy removed, halos moved from s", "'good agreement'", ("rsd", "from s")),
+    ("xi anisotropy removed, halos read at r", "", ("rsd", "at r")),
+)
+"""Rows of the summary table: the statistics of the paper's section 3 that it states as numbers."""
+
+
+def _section3_value(metrics, scheme, method, source, key):
+    if source == "agreement":
+        return f"{metrics['agreement'][scheme][method][key]['C_r']['mean']:.3f}"
+    if source == "pixel":
+        return plus_minus(metrics["pixel"][scheme][method][key], "{:.3f}")
+    if source == "spectra":
+        row = metrics["spectra_summary"][key][scheme][method]
+        return f"{row['R_mean']:+.3f}" if row.get("bins") else "no bins"
+    rsd = metrics.get("rsd")
+    name = f"{scheme} {method} v, {key}"
+    if method == LINEAR or rsd is None or name not in rsd["xi"]["anisotropy_residual"]:
+        return ""
+    return f"{1 - rsd['xi']['anisotropy_residual'][name]:.0%}"
+
+
+def _section3_lines(metrics):
+    """The summary: the paper's section-3 numbers beside every scheme and method, over all test boxes."""
+    cols = _columns(metrics)
+    lines = ["| statistic | paper | " + " | ".join(f"{s}: {m}" for s, m in cols) + " |", "|---" * (2 + len(cols)) + "|"]
+    for label, paper, (source, key) in SECTION3:
+        cells = [_section3_value(metrics, s, m, source, key) for s, m in cols]
+        lines.append(f"| {label} | {paper} | " + " | ".join(cells) + " |")
+    return lines + ["", "Anisotropy removed: 1 - the xi anisotropy residual of the halos moved back with the "
+                        "method's velocity (section 'Redshift-space distortions corrected').", ""]
+
+
 def _spectra_table(metrics):
     lines = ["| field | k range (h/Mpc) | scheme: method | mean R(k) ± spread over k | max abs(R) | mean r(k) |",
              "|---|---|---|---|---|---|"]
@@ -166,6 +209,7 @@ def report_text(metrics, truth, figures):
         "redshift-space reconstruction of the displacement, v = f a H psi, as kSZ analyses use), and linear (eq. 2-3: "
         "linear theory of the redshift-space halo density divided by beta; for the density itself, "
         f"{LINEAR_DENSITY} = 1 + delta_s / beta).", "",
+        "## The paper's section 3 in numbers", "", *_section3_lines(metrics),
         "## Against the classical halo reference", "", *_reference_lines(metrics),
         "## Pixel statistics (Figs. 4-5): mean ± standard deviation over the cells of all test boxes", "",
         *_pixel_table(metrics), "",

@@ -72,6 +72,7 @@ CONFIG = {
     # the classical halo references fitted on the training boxes (velnet baseline --method); the first is the bar
     # of the report and the base of the designs that name it
     "references": {"filter": "filter", "reconstruction": "reconstruction"},
+    "reconstruction_boxes": 4,    # training boxes the reconstruction's radius and bias are chosen on (a grid of 25)
     # candidate designs of each stage, trained on the same data and budget, the lowest best val_loss kept: a model
     # config and its base (None: the paper's design; "linear": the linear whole-box estimate; a reference's name)
     "density_models": {"residual-filter": {"model": {"preset": "halo-tiny-residual"}, "base": "filter"}},
@@ -133,9 +134,11 @@ def fit_references(out, config, files, weighting):
     paths = {}
     for name, method in config["references"].items():
         paths[name] = out / "models" / weighting / f"reference-{name}.json"
+        seeds = config["train_seeds"][:config["reconstruction_boxes"]] if method == "reconstruction" \
+            else config["train_seeds"]
         if not paths[name].exists():
-            run_velnet("baseline", *(files[s] for s in config["train_seeds"]), "--task", "halo-velocity",
-                       "--method", method, "--out", paths[name])
+            run_velnet("baseline", *(files[s] for s in seeds), "--task", "halo-velocity", "--method", method,
+                       "--out", paths[name])
     return paths
 
 

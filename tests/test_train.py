@@ -60,10 +60,10 @@ def test_training_reduces_the_loss_and_saves_a_km_s_model(dataset, tmp_path):
     assert (out / "logs").exists() == bool(importlib.util.find_spec("tensorboard"))
 
     model, meta = load_model(path)
-    assert meta["target_name"] == "velocity"
-    assert meta["tile"] == {"input": 8, "target": 4, "margin": 2}
-    assert meta["model_config"]["n_valid"] == 2
-    scale = meta["normalisation"]["target_scale"]
+    assert meta.target_name == "velocity"
+    assert meta.tile == {"input": 8, "target": 4, "margin": 2}
+    assert meta.model_config["n_valid"] == 2
+    scale = meta.target_scale
     x, y, _, _ = read_split_arrays(read_manifest(dataset), "val")
     best = keras.saving.load_model(out / "best.keras")
     np.testing.assert_allclose(model.predict(x, verbose=0), scale * best.predict(x, verbose=0), rtol=1e-4, atol=1e-2)

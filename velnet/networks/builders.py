@@ -86,7 +86,7 @@ def _halo_search(hp, config):
 
 
 def _wu_stride(config):
-    return 2 ** (len(config["widths"]) - 1)
+    return 2 ** (len(unet3d.builder_config(unet3d.unet3d, config)["widths"]) - 1)
 
 
 def _halo_stride(config):

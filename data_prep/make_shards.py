@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from velnet.data.datasets import read_split_arrays
 from velnet.data.inputs import (
+    DENSITY_FIELD,
     PREDICTED,
     PREDICTED_DENSITY,
     SPEC_KEY,
@@ -43,7 +44,7 @@ from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, read_meta
 from velnet.files import atomic_dir
 from velnet.provenance import versions
-from velnet.tasks import LEGACY_TASK, get_target, get_task
+from velnet.tasks import DEFAULT_TASK, LEGACY_TASK, get_target, get_task
 
 REGION_RULE = ("x-slabs one target tile thick dealt to contiguous regions train, val, test "
                "(periodic in x); ceil(2 margin / target) guard slabs dropped at each border "
@@ -52,7 +53,7 @@ CHUNK = 64
 """Tiles cut and encoded at a time (bounds the memory used)."""
 
 
-def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, margin=None, subfield=None,
+def make_shards(field_files, outdir, task=DEFAULT_TASK, target=None, tile=None, margin=None, subfield=None,
                 split="region", fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
                 target_scale=None, seed=0, inputs=None, predictions=None):
     """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
@@ -189,7 +190,7 @@ def _box_windows(path, predictions, spec, target, scale):
         inputs = box_inputs(fields, spec, target, scale)
     except VelnetInputError as err:
         raise VelnetInputError(err.path or path, err.problem) from None
-    return fields, InputWindows(inputs, fields["density"].value if spec.context else None, spec)
+    return fields, InputWindows(inputs, fields[DENSITY_FIELD].value if spec.context else None, spec)
 
 
 def _predictions(field_files, predictions):

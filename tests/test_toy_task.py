@@ -35,7 +35,7 @@ TOY_BUILDER = Builder(toy_net, {"toy": {"width": 4, "n_valid": 2}},
                       toy_physical, lambda hp, config: {"width": hp.Choice("width", [2, 4, 8], default=config["width"])},
                       lambda config: 1)
 TOY_TASK = Task("toy", ("velocity",), "toy_net", "mse", periodic=False, tile=4, margin=2, preset="toy",
-                laptop_preset="toy", recipe=Recipe(options=("linear",)), report="wu2021")
+                laptop_preset="toy", recipe=Recipe(options=("linear",)))
 
 
 def run(*argv):

@@ -2,8 +2,8 @@
 import argparse
 
 from velnet.api import REFERENCE_METHODS
-from velnet.evaluation import REPORTS
-from velnet.tasks import TARGETS, TASKS
+from velnet.evaluation import DEFAULT_REPORT, REPORTS
+from velnet.tasks import DEFAULT_TASK, TARGETS, TASKS
 
 
 def _add_reader_flags(s):
@@ -57,7 +57,7 @@ def build_parser(description):
         s.add_argument("--out", required=True,
                        help="fields .h5 (paint) or shard folder (prep)")
         if name == "prep":
-            s.add_argument("--task", default="wu2021", choices=sorted(TASKS),
+            s.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS),
                            help="wu2021 (density -> velocity or momentum, default), halo-density (the 2024 paper's "
                                 "stage one: halo channels -> density) or halo-velocity (its stage two: halo "
                                 "channels, stage one's density, linear velocity -> velocity or momentum); the "
@@ -193,7 +193,7 @@ def build_parser(description):
                                             "box, --boxes), then the predicted fields .h5 files: for each method, "
                                             "one per test box")
     s.add_argument("--names", nargs="*", help="method names for the predictions (halo2024: the weighting schemes)")
-    s.add_argument("--report", choices=sorted(REPORTS), default="wu2021",
+    s.add_argument("--report", choices=sorted(REPORTS), default=DEFAULT_REPORT,
                    help="wu2021 (default): Wu et al.'s statistics of one box; halo2024: the 2024 halo paper's, "
                         "over test boxes, weighting schemes side by side")
     s.add_argument("--boxes", type=int, default=1, help="halo2024: number of test boxes (1)")
@@ -229,7 +229,7 @@ def build_parser(description):
                         "estimator alone")
     s.add_argument("--radii", type=float, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 8],
                    help="candidate Gaussian radii (Mpc/h) of the smoothed linear baseline, also fitted")
-    s.add_argument("--task", choices=sorted(TASKS), default="wu2021",
+    s.add_argument("--task", choices=sorted(TASKS), default=DEFAULT_TASK,
                    help="wu2021 (default): the matter's estimator from density files; halo-density or halo-velocity: "
                         "the classical halo reference from halo fields files (velnet halo-fields), which gives the "
                         "density, velocity and momentum at once")

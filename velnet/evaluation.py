@@ -161,9 +161,10 @@ REPORTS = {
                        ("density", "velocity", "momentum")),
 }
 """Every report, by name."""
+DEFAULT_REPORT = "wu2021"
 
 
-def evaluate(truth, predictions, out, report="wu2021", **options):
+def evaluate(truth, predictions, out, report=DEFAULT_REPORT, **options):
     """Measure predictions against the truth and write a report folder.
 
     Args:
@@ -201,7 +202,7 @@ def evaluate(truth, predictions, out, report="wu2021", **options):
     return Evaluation(Path(out), metrics)
 
 
-def evaluate_files(files, out, names=None, boxes=1, report="wu2021", halo_fields=None, **options):
+def evaluate_files(files, out, names=None, boxes=1, report=DEFAULT_REPORT, halo_fields=None, **options):
     """`evaluate` of files as `velnet evaluate` lists them.
 
     Args:

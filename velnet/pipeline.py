@@ -129,7 +129,7 @@ def is_fields_file(path):
         return False
 
 
-def prepare(inputs, out, task="wu2021", target=None, nmesh=128, predictions=None, density_model=None, linear=False,
+def prepare(inputs, out, task=None, target=None, nmesh=128, predictions=None, density_model=None, linear=False,
             smoothing=0.0, base=None, context=0, overwrite=False, reader=None, **shards):
     """Snapshots or fields files -> fields files -> the task's tiles in TFRecord shards with a manifest.
 
@@ -137,7 +137,7 @@ def prepare(inputs, out, task="wu2021", target=None, nmesh=128, predictions=None
         inputs: snapshots (painted on `nmesh`^3 cells into `<out>-fields/`, where missing) or
             fields files (`velnet paint`, `velnet halo-fields`), one box each.
         out: the dataset folder.
-        task: a `velnet.tasks.TASKS` name.
+        task: a `velnet.tasks.TASKS` name (default `velnet.tasks.DEFAULT_TASK`).
         target: what the network predicts (default the task's first target).
         nmesh: cells per side of painted snapshots.
         predictions: one predictions file per input (`velnet predict` on that box), whose
@@ -165,7 +165,7 @@ def prepare(inputs, out, task="wu2021", target=None, nmesh=128, predictions=None
     from velnet.data.inputs import predicted_names
     from velnet.fields.field import field_names
     from velnet.physics.references import load_reference
-    from velnet.tasks import get_task
+    from velnet.tasks import DEFAULT_TASK, get_task
 
     out = Path(out)
     files = []
@@ -176,7 +176,7 @@ def prepare(inputs, out, task="wu2021", target=None, nmesh=128, predictions=None
         files.append(out.parent / f"{out.name}-fields" / f"{path.stem or path.name}.h5")
         if not files[-1].exists() or overwrite:
             paint_snapshot(path, nmesh, files[-1], **(reader or {}))
-    task = get_task(task)
+    task = get_task(task or DEFAULT_TASK)
     target = target or task.targets[0]
     names = field_names(files[0]) + (predicted_names(predictions[0]) if predictions else [])
     spec = task.inputs(target, names, linear=linear, smoothing=smoothing, context=context,

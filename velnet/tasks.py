@@ -6,7 +6,8 @@ when no model predicts it) and its normalisation. `TASKS` is the one table of ta
 names its targets, its network builder (`velnet.networks.builders.BUILDERS`) and loss, its
 tiles, its presets and its input `Recipe`. A shard manifest and a trained model name their
 task; `velnet prep`, `train`, `tune`, `predict` and `evaluate` run every task through the
-same code, so a new task is a row here, a builder row and a report row, and nothing else.
+same code, so a new task is a row here and a builder row (and, for new statistics, a report
+row of `velnet.evaluation.REPORTS`), and nothing else.
 
     wu2021          Wu et al. 2021: ln(1 + rho/rho_mean) in 32^3 tiles -> velocity or momentum
                     on the central 20^3 (`velnet.networks.unet3d.unet3d`, MSE)
@@ -19,15 +20,15 @@ same code, so a new task is a row here, a builder row and a report row, and noth
 """
 from dataclasses import dataclass, field
 
-from velnet.data.inputs import PREDICTED_DENSITY, InputSpec
+from velnet.data.inputs import DENSITY_FIELD, PREDICTED_DENSITY, InputSpec
 from velnet.errors import VelnetInputError
 from velnet.fields.field import UNITS
 from velnet.physics.linear import linear_momentum
 
-VELOCITY, DENSITY = "velocity", "density"
+VELOCITY, DENSITY = "velocity", DENSITY_FIELD
 """The targets other targets are formed from: v, and rho/rho_mean."""
-LEGACY_TASK = "wu2021"
-"""The task of datasets and models made before tasks existed."""
+LEGACY_TASK = DEFAULT_TASK = "wu2021"
+"""The task of datasets and models made before tasks existed, and the default one."""
 NORMALISATIONS = ("rms", "std")
 """How a target's scale is taken over the training tiles: the power of two nearest the rms of
 its components, or nearest their standard deviation (for fields with a large mean)."""
@@ -165,7 +166,6 @@ class Task:
         preset: builder preset of a model config that names none (full size).
         laptop_preset: the command line's default preset (small enough for a laptop).
         recipe: its input channels (`Recipe`).
-        report: the `velnet.evaluation.REPORTS` report of its predictions.
         reference: the classical reference `velnet baseline` fits for it by default
             (`velnet.api.REFERENCE_METHODS`): "estimator" (the matter's velocity from its
             density) or "filter" (the halo filter of the redshift-space halo channels).
@@ -181,7 +181,6 @@ class Task:
     preset: str
     laptop_preset: str
     recipe: Recipe = Recipe()
-    report: str = "wu2021"
     reference: str = "estimator"
 
     def inputs(self, target, field_names=(), linear=False, **options):
@@ -204,13 +203,13 @@ TASKS = {
     "wu2021": Task("wu2021", (VELOCITY, "momentum"), "unet3d", "mse", False, 20, 6, "wu2021-text", "tiny"),
     "halo-density": Task("halo-density", (DENSITY,), "halo_unet", "mse", True, 32, 0, "halo2024", "halo-tiny",
                          Recipe(HALO_PREFIX, None, {DENSITY: "linear_density_s"}, options=("linear", "base")),
-                         "halo2024", "filter"),
+                         reference="filter"),
     "halo-velocity": Task("halo-velocity", (VELOCITY, "momentum"), "halo_velocity_unet", "magnitude_direction",
                           True, 32, 0, "halo2024", "halo-tiny",
                           Recipe(HALO_PREFIX, "predicted",
                                  {VELOCITY: "linear_velocity_s", "momentum": "linear_momentum_s"}, True,
                                  ("base",)),
-                          "halo2024", "filter"),
+                          reference="filter"),
 }
 """Every task, by name."""
 

@@ -57,9 +57,11 @@ DENSITY_CHANNELS = ("ln", "predicted", None)
 """What the density channel holds: ln(1 + rho/rho_mean), a model's prediction, or nothing."""
 LEGACY_DENSITY = {"model": "predicted"}
 """Density channels of specs stored by earlier versions, and their names now."""
+DENSITY_FIELD = "density"
+"""The box's field of rho/rho_mean, which the "ln" density channel, linear theory and the context read."""
 PREDICTED = "predicted_"
 """Prefix of the fields a box's predictions file adds to the box (`load_box`)."""
-PREDICTED_DENSITY = PREDICTED + "density"
+PREDICTED_DENSITY = PREDICTED + DENSITY_FIELD
 """The field of a stage-one model's rho/rho_mean, the channel of `density="predicted"`."""
 
 
@@ -178,7 +180,7 @@ class InputSpec:
         """The fields of a box's file these channels read (a density model reads its own too)."""
         names = list(self.fields)
         if self.density == "ln":
-            names.append("density")
+            names.append(DENSITY_FIELD)
         elif self.density == "predicted":
             names.append(PREDICTED_DENSITY)
         names += [name for name in (self.vector_field, self.scalar_field) if name]
@@ -278,13 +280,13 @@ def box_inputs(fields, spec, target, target_scale):
     channels = [(fields[name].value.astype(np.float64) / spec.field_scale).astype(np.float32)[..., None]
                 for name in spec.fields]
     if spec.density == "ln":
-        channels.append(ln_density(fields["density"]).value[..., None])
+        channels.append(ln_density(fields[DENSITY_FIELD]).value[..., None])
     elif spec.density == "predicted":
         channels.append(fields[PREDICTED_DENSITY].value.astype(np.float32)[..., None])
     if spec.linear:
         if target.of_velocity is None:
             raise VelnetInputError(None, f"no linear theory for target {target.name!r}")
-        density = fields["density"]
+        density = fields[DENSITY_FIELD]
         velocity = (ClassicalEstimator.from_dict(spec.base).velocity(density) if spec.base
                     else linear_velocity(density, spec.smoothing))
         field = target.of_velocity(density, velocity)

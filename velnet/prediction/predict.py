@@ -132,7 +132,7 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
     target = get_target(meta.target_name)
     try:
         inputs = whole_box_inputs(box, spec, target, meta.target_scale, predicted)
-        windows = None if periodic else InputWindows(inputs, box["density"].value if spec.context else None, spec)
+        windows = None if periodic else InputWindows(inputs, box[DENSITY].value if spec.context else None, spec)
     except VelnetInputError as err:
         raise VelnetInputError(err.path or source, err.problem) from None
     if periodic:

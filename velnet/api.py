@@ -67,7 +67,7 @@ def load_model(model=None):
     """
     from velnet.prediction.predict import load_models
 
-    return next(iter(load_models(model).values()))
+    return next(iter(load_models([model]).values()))
 
 
 def _training_cosmology(models):

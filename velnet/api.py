@@ -73,7 +73,7 @@ def load_model(model=None):
 def _training_cosmology(models):
     """The cosmology the first of the models was trained or fitted on, or None."""
     for model, metadata in models.values():
-        stored = metadata.cosmology if metadata is not None else model.attrs.get("cosmology")
+        stored = metadata.cosmology if metadata is not None else getattr(model, "attrs", {}).get("cosmology")
         if stored:
             return Cosmology.from_dict(stored)
     return None

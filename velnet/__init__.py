@@ -48,7 +48,29 @@ _EXPORTS = {
 _RENAMED = {"predict": "predict_file"}
 """Public names whose function has another name in its module."""
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Cosmology",
+    "Evaluation",
+    "Field",
+    "VelnetInputError",
+    "calibrate",
+    "describe",
+    "evaluate",
+    "find_halos",
+    "fit_classical",
+    "load_fields",
+    "load_model",
+    "make_halo_fields",
+    "paint",
+    "predict",
+    "prepare",
+    "reconstruct",
+    "save_fields",
+    "shipped_models",
+    "simulate",
+    "train",
+    "tune",
+]
 
 
 def __getattr__(name):

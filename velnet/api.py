@@ -263,7 +263,7 @@ def describe(fields_path):
     lines = []
     for name, f in load_fields(fields_path).items():
         comps = f.value.reshape(-1, 3 if f.is_vector else 1).astype(np.float64)
-        fmt = lambda a: "[" + ", ".join(f"{x:.4g}" for x in a) + "]"  # noqa: E731
+        fmt = lambda a: "[" + ", ".join(f"{x:.4g}" for x in a) + "]"
         lines.append(f"{name:11s} [{f.units}] {f.nmesh}^3 cells, box {f.box_size:g} Mpc/h, z={f.redshift:g}: "
                      f"mean {fmt(comps.mean(0))}, rms {fmt(comps.std(0))}, min {comps.min():.4g}, max {comps.max():.4g}")
     return "\n".join(lines)

@@ -105,8 +105,8 @@ def build_parser(description):
 
     for name, helptext in (
             ("halos", "FOF halos of a snapshot -> halo catalogue .h5"),
-            ("halo-fields", "snapshot (+ halo catalogue) -> redshift-space halo channels and "
-                            "real-space targets (the 2024 paper's inputs)")):
+            ("halo-fields", ("snapshot (+ halo catalogue) -> redshift-space halo channels and "
+                             "real-space targets (the 2024 paper's inputs)"))):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("snapshot", help="snapshot path (FastPM BigFile, Gadget-1 or HDF5)")
         _add_reader_flags(s)

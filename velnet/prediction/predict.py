@@ -81,7 +81,8 @@ def whole_box_inputs(box, spec, target, target_scale, predicted=None):
             raise VelnetInputError(None, f"the inputs need {PREDICTED_DENSITY}, stage one's density, and the model "
                                          "records no stage-one model to predict it")
         predicted = {} if predicted is None else predicted
-        box = {**box, PREDICTED_DENSITY: predict_with(spec.density_model, box, predicted=predicted)}
+        density = predict_with(spec.density_model, box, predicted=predicted)  # a halo reference gives a dict
+        box = {**box, PREDICTED_DENSITY: density[DENSITY] if isinstance(density, dict) else density}
     return box_inputs(box, spec, target, target_scale)
 
 

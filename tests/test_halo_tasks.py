@@ -208,3 +208,15 @@ def test_prep_refuses_predictions_of_other_boxes_or_models(stages, tmp_path, cap
                "--out", tmp_path / "b") == 2
     assert "was predicted by" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_stage_two_model_reads_the_density_of_a_stage_one_model_given_beside_it(stages, tmp_path):
+    root, files = stages
+    density, velocity = tmp_path / "density.keras", tmp_path / "velocity.keras"  # as a shipped pair
+    density.write_bytes((root / "m-density" / "model.keras").read_bytes())
+    velocity.write_bytes((root / "m-velocity" / "model.keras").read_bytes())
+    assert run("predict", files[3], velocity, density, "--out", tmp_path / "pred.h5") == 0
+    pred = load_fields(tmp_path / "pred.h5")
+    assert pred["density"].attrs["model"] == str(density.resolve())  # the given stage one ran, and only it
+    expected = predict_with(root / "m-velocity" / "model.keras", load_fields(files[3]))
+    np.testing.assert_allclose(pred["velocity"].value, expected.value, rtol=1e-5, atol=1e-3)

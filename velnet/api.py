@@ -120,7 +120,8 @@ def reconstruct(density=None, *, box_size=None, redshift=None, cosmology=None, m
     models = load_models(model if isinstance(model, (list, tuple)) else [model])
     if fields is not None:
         if not isinstance(fields, dict):
-            names = fields_read(models) | ({DENSITY} & set(field_names(fields)))
+            available = field_names(fields)
+            names = fields_read(models, available) | ({DENSITY} & set(available))
             fields = load_fields(fields, sorted(names))
         box = fields
     elif density is None:

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from velnet.data.inputs import PREDICTED_DENSITY, InputWindows, box_inputs
+from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, InputWindows, box_inputs
 from velnet.data.tiling import cover_origins, stitch
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, field_names, load_fields, save_fields
@@ -215,48 +215,50 @@ def _predict(loaded, box, tile, batch_size, predicted):
     return predict_box(model, metadata, box, tile, batch_size, predicted)
 
 
-def _fields_read(loaded, models, available=()):
-    """The fields of a box a loaded model reads, its density model's included (loaded into `models`)."""
+def _fields_read(loaded, available=()):
+    """The fields of a box a loaded model reads: a predicted density is read from a model given beside
+    it or, where the model records its stage one and that file exists, that model's fields."""
     model, metadata = loaded
     if isinstance(model, ClassicalEstimator):
         return {DENSITY}
     if metadata is None:
         return set(model.fields_read(available))
     spec = metadata.input_spec
-    names = set(spec.field_names())
-    if spec.density == "predicted" and spec.density_model:
-        names.discard(PREDICTED_DENSITY)
-        key = str(model_path(spec.density_model).resolve())
-        models.setdefault(key, _load(model_path(spec.density_model)))
-        names |= _fields_read(models[key], models, available)
+    names = {name for name in spec.field_names() if not name.startswith(PREDICTED)}
+    if spec.density == "predicted" and spec.density_model and Path(spec.density_model).is_file():
+        names |= _fields_read(_load(spec.density_model), available)
     return names
 
 
+def _reads_predictions(loaded):
+    """Whether a loaded model reads another model's predictions (a stage-two model)."""
+    _, metadata = loaded
+    return metadata is not None and any(name.startswith(PREDICTED) for name in metadata.input_spec.field_names())
+
+
 def load_models(model_paths):
-    """Models by resolved path -> `(model, ModelMetadata)`, or `(ClassicalEstimator, None)`; the
-    stage-one models of stage-two models included.
+    """Models by resolved path -> `(model, ModelMetadata)`, or `(ClassicalEstimator, None)`.
 
     Args:
         model_paths: one or more paths or shipped names.
     """
     paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
-    models = {str(model_path(p).resolve()): _load(model_path(p)) for p in paths}
-    for loaded in list(models.values()):
-        _fields_read(loaded, models)
-    return models
+    return {str(model_path(p).resolve()): _load(model_path(p)) for p in paths}
 
 
 def fields_read(models, available=()):
     """The names of the fields of a box that `load_models`' models read (halo references: of the
     fields `available`)."""
-    return set().union(*(_fields_read(loaded, dict(models), available) for loaded in models.values()))
+    return set().union(*(_fields_read(loaded, available) for loaded in models.values()))
 
 
 def predict_fields(models, box, tile=None, batch_size=4, power_preserving=False):
     """The fields models predict for a box, and the targets formed from the predicted velocity.
 
-    A stage-two halo model's stage-one density model is run too (once), and its density
-    returned. Targets with an `of_velocity` that no model predicts (the momentum) are formed
+    Models that read no other model's prediction run first, and what they predict joins the box
+    (prefixed "predicted_"): a stage-two halo model given with a stage-one model reads its
+    density; given alone, it runs the stage-one model it records (once), whose density is
+    returned too. Targets with an `of_velocity` that no model predicts (the momentum) are formed
     from the predicted velocity and the density, the predicted one where a model predicts it
     and the box's own otherwise (Wu et al.'s input; on their test boxes this beats a
     separately trained momentum model; the 2024 paper's Fig. 1 forms it so).
@@ -277,7 +279,7 @@ def predict_fields(models, box, tile=None, batch_size=4, power_preserving=False)
             model's correction file.
     """
     predicted, out, sources = {}, {}, {}
-    for key, loaded in models.items():
+    for key, loaded in sorted(models.items(), key=lambda item: _reads_predictions(item[1])):
         result = predicted.get(key) or _predict(loaded, box, tile, batch_size, predicted)
         predicted[key] = result
         for field in (result.values() if isinstance(result, dict) else [result]):
@@ -285,6 +287,10 @@ def predict_fields(models, box, tile=None, batch_size=4, power_preserving=False)
                 raise VelnetInputError(key, f"a second model for {field.name!r}")
             field.attrs = {**field.attrs, "model": key}
             out[field.name], sources[field.name] = field, key
+            box = {**box, PREDICTED + field.name: field}
+    for key, result in predicted.items():  # the stage-one models that stage-two models ran
+        for field in (result.values() if isinstance(result, dict) else [result]):
+            out.setdefault(field.name, field).attrs.setdefault("model", key)
     formed = [t for t in TARGETS.values() if t.of_velocity and t.name != VELOCITY]
     if power_preserving:
         if VELOCITY not in out or any(t.name in out for t in formed):

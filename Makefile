@@ -7,7 +7,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test test-fast demo demo-halos wheelhouse wheelhouse-docker docker-check gpu-campaign \
+.PHONY: install test test-fast demo demo-halos docs wheelhouse wheelhouse-docker docker-check gpu-campaign \
         gpu-campaign-pack clean
 
 $(STAMP): setup.cfg scripts/install.sh scripts/requirements.txt
@@ -32,6 +32,14 @@ demo: $(STAMP)
 # The 2024 halo paper's reconstruction of a fresh halo box with the shipped halo models and references.
 demo-halos: $(STAMP)
 	$(PY) -m experiments.demo_halos
+
+# The API reference, generated from the docstrings by pdoc into docs/api (open docs/api/index.html);
+# any pdoc warning (a module that does not import, a docstring or annotation it cannot read) fails it.
+API_MODULES := velnet $(subst /,.,$(patsubst %/__init__.py,%,$(wildcard velnet/*/__init__.py))) \
+               $(subst /,.,$(basename $(filter-out velnet/__init__.py,$(wildcard velnet/*.py)))) data_prep
+docs: $(STAMP)
+	$(PY) -c "import warnings, pdoc.__main__; warnings.filterwarnings('error', module='pdoc'); pdoc.__main__.cli()" \
+	  --docformat google -o docs/api $(API_MODULES)
 
 # Everything an air-gapped node lacks, as wheels and sdists in one folder (dist/wheelhouse-*):
 # `make wheelhouse` for the GPU node (Python 3.12, JAX), WHEELHOUSE_PROFILE=prep to add the

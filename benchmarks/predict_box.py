@@ -43,9 +43,9 @@ def untrained_model(preset, width_multiplier=None, tile=20, margin=6):
         target_shape=[tile] * 3 + [3], input_vector_slices=spec.vector_slices, target_vector_slices=[[0, 3]],
         tile={"input": tile + 2 * margin, "target": tile, "margin": margin}, normalisation={"target_scale": 300.0},
         cosmology=WU2021.to_dict(), box_size=64 * CELL, nmesh=64, redshift=0.0, model_config=config,
-        input_spec=spec).to_dict()
+        input_spec=spec)
     network = unet_from_config(config)
-    return physical_model(config, network.get_weights(), 300.0, metadata), metadata
+    return physical_model(config, network.get_weights(), 300.0, metadata.to_dict()), metadata
 
 
 def density_box(nmesh, cell, seed=0):
@@ -72,9 +72,9 @@ def main(argv=None):
         source = args.model
     else:
         model, metadata = untrained_model(args.preset, args.width_multiplier)
-        source = f"untrained {args.preset}, width multiplier {metadata['model_config']['width_multiplier']:g}"
-    cell = metadata["box_size"] / metadata["nmesh"]
-    margin = metadata["tile"]["margin"]
+        source = f"untrained {args.preset}, width multiplier {metadata.model_config['width_multiplier']:g}"
+    cell = metadata.cell_size
+    margin = metadata.tile["margin"]
     for line in describe():
         print(line)
     print(f"model: {source}, {model.count_params():,} parameters, {cell:g} Mpc/h cells, "

@@ -7,19 +7,35 @@ The inputs are the task's channels (`velnet.data.inputs.InputSpec`) of each whol
 for the 2024 halo paper the halo channels (and stage one's predicted density and the linear
 velocity of eq. 2-3) in sub-boxes of the density, velocity or momentum, without margins,
 since its networks pad periodically. Targets are stored divided by the power of two
-nearest their rms over the training tiles, input fields by the power of two nearest the rms
-of their sum's fluctuation there; both scales are in the manifest.
+nearest their rms (or standard deviation: the target's `normalisation`) over the training
+tiles, input fields by the power of two nearest the rms of their sum's fluctuation there;
+both scales are in the manifest.
+
+Preparing data reads files only: a channel predicted by a model (stage one's density) is a
+field of each box's predictions file (`velnet predict`), given beside the fields files.
 """
 import dataclasses
 import datetime
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 from tqdm import tqdm
 
 from velnet.data.datasets import read_split_arrays
-from velnet.data.inputs import SPEC_KEY, InputWindows, check_context
+from velnet.data.inputs import (
+    DENSITY_FIELD,
+    PREDICTED,
+    PREDICTED_DENSITY,
+    SPEC_KEY,
+    InputWindows,
+    box_inputs,
+    check_context,
+    check_predictions,
+    load_box,
+    predicted_names,
+)
 from velnet.data.manifest import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, read_manifest
 from velnet.data.records import encode_record, shard_name
 from velnet.data.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
@@ -27,9 +43,8 @@ from velnet.data.writer import ShardWriter, sha256
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, read_meta
 from velnet.files import atomic_dir
-from velnet.prediction.predict import whole_box_inputs
 from velnet.provenance import versions
-from velnet.tasks import UNITS, get_task
+from velnet.tasks import DEFAULT_TASK, LEGACY_TASK, get_target, get_task
 
 REGION_RULE = ("x-slabs one target tile thick dealt to contiguous regions train, val, test "
                "(periodic in x); ceil(2 margin / target) guard slabs dropped at each border "
@@ -38,9 +53,9 @@ CHUNK = 64
 """Tiles cut and encoded at a time (bounds the memory used)."""
 
 
-def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, margin=None, subfield=None,
+def make_shards(field_files, outdir, task=DEFAULT_TASK, target=None, tile=None, margin=None, subfield=None,
                 split="region", fractions=(0.6, 0.3, 0.1), tiles_per_shard=256, overwrite=False,
-                target_scale=None, seed=0, inputs=None):
+                target_scale=None, seed=0, inputs=None, predictions=None):
     """Write the tiles of fields files as TFRecord shards with a manifest, atomically.
 
     Args:
@@ -69,6 +84,9 @@ def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, marg
         seed: seed of the order of tiles across shards.
         inputs: the `InputSpec` of the input channels (default: the task's, from the
             fields of the first file); a None field_scale is set from the training tiles.
+        predictions: None, or one predictions file per fields file (`velnet predict` of a
+            model on that box), whose fields join the box prefixed "predicted_"
+            (`velnet.data.inputs.load_box`): stage one's density for the halo-velocity task.
 
     Returns:
         The `Manifest` (also written to `outdir/manifest.json`). If `outdir` already holds
@@ -82,15 +100,19 @@ def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, marg
     outdir = Path(outdir)
     if not field_files:
         raise VelnetInputError(None, "no fields files given")
+    predictions = _predictions(field_files, predictions)
     task = get_task(task) if isinstance(task, str) else task
     target = target or task.targets[0]
     tile = task.tile if tile is None else tile
     margin = task.margin if margin is None else margin
     task.check(target, margin)
+    kind = get_target(target)
     if tiles_per_shard < 1:
         raise VelnetInputError(None, f"tiles_per_shard must be >= 1. Received: tiles_per_shard={tiles_per_shard}")
     meta = _common_meta(field_files)
-    spec = inputs or task.inputs(target, meta["fields"])
+    if predictions[0]:
+        meta["fields"] += predicted_names(predictions[0])
+    spec = _with_density_model(inputs or task.inputs(target, meta["fields"]), predictions)
     nmesh = meta["nmesh"]
     box_splits = [split] * len(field_files) if isinstance(split, str) else list(split)
     if len(box_splits) != len(field_files):
@@ -110,27 +132,27 @@ def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, marg
     config = {"target": target, "tile": tile, "margin": margin, "split": box_splits,
               "fractions": list(fractions), "tiles_per_shard": tiles_per_shard,
               "target_scale": target_scale, "seed": seed}
-    # a task and a spec only when not wu2021's defaults, so datasets made before they existed still match
-    if task.name != "wu2021":
+    # a task and a spec only when not the legacy defaults, so datasets made before they existed still match
+    if task.name != LEGACY_TASK:
         config["task"] = task.name
-    if task.name != "wu2021" or spec.to_dict() != {"linear": False}:
+    if task.name != LEGACY_TASK or spec.to_dict() != {"linear": False}:
         config[SPEC_KEY] = spec.to_dict()
-    if spec.density == "model":
-        config["density_model_sha256"] = sha256(spec.density_model)
     if subfield is not None:
         config["subfield"] = subfield
-    sources = [{"file": str(f), "sha256": sha256(f)} for f in field_files]
+    sources = [{"file": str(f), "sha256": sha256(f),
+                **({"predictions": {"file": str(p), "sha256": sha256(p)}} if p else {})}
+               for f, p in zip(field_files, predictions)]
     existing = _existing(outdir, config, sources, overwrite)
     if existing is not None:
         return existing
 
     scale = float(target_scale) if target_scale else nearest_power_of_two(
-        _rms(field_files, [target], origins, labels, tile))
+        _rms(field_files, [target], origins, labels, tile, summed=kind.normalisation == "std"))
     if spec.fields and spec.field_scale is None:
         spec = dataclasses.replace(spec, field_scale=nearest_power_of_two(
             _rms(field_files, spec.fields, origins, labels, tile, summed=True)))
     nshards = {s: -(-totals[s] // tiles_per_shard) for s in SPLITS}
-    tile_shape = (tile,) * 3 + (3 if target in ("velocity", "momentum") else 1,)
+    tile_shape = (tile,) * 3 + (kind.components,)
     rng = {s: np.random.default_rng([seed, i]) for i, s in enumerate(SPLITS)}
     positions = {s: rng[s].permutation(totals[s]) for s in SPLITS}
     with atomic_dir(outdir) as tmp, tqdm(total=sum(totals[s] for s in SPLITS), desc="tiles",
@@ -138,8 +160,8 @@ def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, marg
         writer = ShardWriter(tmp)
         first = {s: 0 for s in SPLITS}
         for box, path in enumerate(field_files):
-            fields, windows = _box_windows(path, spec, target, scale)
-            y = fields[target].value
+            fields, windows = _box_windows(path, predictions[box], spec, kind, scale)
+            y = fields[kind.name].value
             for s in SPLITS:
                 kept = np.flatnonzero(labels[box] == s)
                 pos = positions[s][first[s]:first[s] + len(kept)]
@@ -155,23 +177,52 @@ def make_shards(field_files, outdir, task="wu2021", target=None, tile=None, marg
                                       [encode_record(xs[j], ys[j], origins[chunk[j]], box)
                                        for j in np.flatnonzero(shard == i)])
                     bar.update(len(chunk))
-        manifest = _manifest(meta, config, task, spec, sources, scale, totals, counts, writer.entries(), target)
+        manifest = _manifest(meta, config, task, spec, sources, scale, totals, counts, writer.entries(), kind)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         read_manifest(tmp)
     return read_manifest(outdir)
 
 
-def _box_windows(path, spec, target, scale):
-    """The fields of one box (those the inputs and the target need) and its `InputWindows`."""
-    names = None if spec.density == "model" else sorted({*spec.field_names(), target})
-    fields = load_fields(path, names)
-    for field in fields.values():
-        field.attrs["path"] = str(path)
+def _box_windows(path, predictions, spec, target, scale):
+    """The fields of one box (those the inputs and the `Target` need) and its `InputWindows`."""
+    fields = load_box(path, sorted({*spec.field_names(), target.name}), predictions)
     try:
-        inputs = whole_box_inputs(fields, spec, target, scale)
+        inputs = box_inputs(fields, spec, target, scale)
     except VelnetInputError as err:
         raise VelnetInputError(err.path or path, err.problem) from None
-    return fields, InputWindows(inputs, fields["density"].value if spec.context else None, spec)
+    return fields, InputWindows(inputs, fields[DENSITY_FIELD].value if spec.context else None, spec)
+
+
+def _predictions(field_files, predictions):
+    """One predictions file (or None) per fields file; VelnetInputError for another count."""
+    if predictions is None:
+        return [None] * len(field_files)
+    predictions = [Path(p).resolve() for p in predictions]
+    if len(predictions) != len(field_files):
+        raise VelnetInputError(None, f"one predictions file per fields file: {len(field_files)} fields files, "
+                                     f"{len(predictions)} predictions files")
+    for path, predicted in zip(field_files, predictions):
+        check_predictions(path, predicted)
+    return predictions
+
+
+def _with_density_model(spec, predictions):
+    """`spec` with the model that predicted its predicted density (the predictions files' "model"
+    attribute), so that `velnet predict` can run it on other boxes; VelnetInputError where the
+    files name several models, or another than `spec.density_model`."""
+    if spec.density != "predicted" or not predictions[0]:
+        return spec
+    name = PREDICTED_DENSITY[len(PREDICTED):]
+    models = set()
+    for path in predictions:
+        with h5py.File(path, "r") as h5:
+            models.add(str(h5[name].attrs.get("model", "")) if name in h5 else "")
+    if len(models) > 1:
+        raise VelnetInputError(predictions[0], f"the boxes' {name} were predicted by different models: {sorted(models)}")
+    model = models.pop() or None
+    if spec.density_model and model and Path(spec.density_model).resolve() != Path(model).resolve():
+        raise VelnetInputError(predictions[0], f"its {name} was predicted by {model}, not by {spec.density_model}")
+    return dataclasses.replace(spec, density_model=spec.density_model or model)
 
 
 def _common_meta(field_files):
@@ -234,17 +285,16 @@ def _rms(field_files, names, origins, labels, tile, summed=False):
     return float(rms)
 
 
-def _manifest(meta, config, task, spec, sources, scale, totals, counts, shards, target):
+def _manifest(meta, config, task, spec, sources, scale, totals, counts, shards, kind):
     tile, margin = config["tile"], config["margin"]
     size = tile + 2 * margin
-    vector = target in ("velocity", "momentum")
-    units = UNITS[target]
+    target, vector, units = kind.name, kind.vector, kind.units
     return Manifest(
         format=FORMAT, version=FORMAT_VERSION, task=task.name,
         cosmology=meta["cosmology"], box_size=meta["box_size"], nmesh=meta["nmesh"], redshift=meta["redshift"],
         input_name="ln_density" if spec.fields == () and spec.density == "ln" else "+".join(spec.field_names()),
         target_name=target, input_shape=[size, size, size, spec.channels],
-        target_shape=[tile, tile, tile, 3 if vector else 1], input_vector_slices=spec.vector_slices,
+        target_shape=[tile, tile, tile, kind.components], input_vector_slices=spec.vector_slices,
         target_vector_slices=[[0, 3]] if vector else [], input_spec=spec,
         tile={"input": size, "target": tile, "margin": margin,
               **({"subfield": config["subfield"]} if "subfield" in config else {})},
@@ -283,27 +333,27 @@ def verify_shards(dataset_dir):
         VelnetInputError: a checksum, a tile or a source file does not match.
     """
     manifest = read_manifest(dataset_dir, verify=True)
-    sources = [Path(s["file"]) for s in manifest.provenance["sources"]]
-    for source in manifest.provenance["sources"]:
+    sources = manifest.provenance["sources"]
+    for source in [s for entry in sources for s in (entry, entry.get("predictions")) if s]:
         if sha256(source["file"]) != source["sha256"]:
             raise VelnetInputError(source["file"], "changed since the dataset was made (sha256 differs)")
     spec = manifest.input_spec
-    if spec.density == "model" and sha256(spec.density_model) != manifest.provenance["config"]["density_model_sha256"]:
-        raise VelnetInputError(spec.density_model, "changed since the dataset was made (sha256 differs)")
     tile, margin = manifest.tile["target"], manifest.tile["margin"]
-    scale, target = manifest.target_scale, manifest.target_name
+    scale, target = manifest.target_scale, get_target(manifest.target_name)
     checked = {}
     for split in SPLITS:
         if not manifest.split["counts"][split]:
             continue
         x, y, origins, boxes = read_split_arrays(manifest, split)
         for box in np.unique(boxes):
-            fields, windows = _box_windows(sources[box], spec, target, scale)
+            source = sources[box]
+            fields, windows = _box_windows(source["file"], source.get("predictions", {}).get("file"), spec, target,
+                                           scale)
             sel = boxes == box
             if not (np.array_equal(x[sel], windows(origins[sel], tile + 2 * margin, margin))
-                    and np.array_equal(y[sel], normalised(extract(fields[target].value, origins[sel], tile), scale)
+                    and np.array_equal(y[sel], normalised(extract(fields[target.name].value, origins[sel], tile), scale)
                                        .reshape(y[sel].shape))):
-                raise VelnetInputError(dataset_dir, f"{split!r} tiles of box {box} ({sources[box]}) "
+                raise VelnetInputError(dataset_dir, f"{split!r} tiles of box {box} ({source['file']}) "
                                                     "differ from that fields file")
         checked[split] = len(x)
     return checked

@@ -127,7 +127,7 @@ def measure(data, folder, recipe, boxes, val_box, base):
     from velnet.training.train import load_model
 
     _, metadata = load_model(folder / "model.keras")
-    scale, config = metadata["normalisation"]["target_scale"], metadata["model_config"]
+    scale, config = metadata.target_scale, metadata.model_config
     seconds = np.cumsum([json.loads(line)["seconds"] for line in (folder / "epochs.jsonl").read_text().split("\n")
                          if line])
     train_tiles = json.loads((data / "manifest.json").read_text())["split"]["counts"]["train"]
@@ -136,7 +136,7 @@ def measure(data, folder, recipe, boxes, val_box, base):
     for epoch in recipe["snapshots"]:
         with np.load(folder / f"epoch-{epoch:04d}.npz") as f:
             weights = [f[f"arr_{i}"] for i in range(len(f.files))]
-        model = physical_model(config, weights, scale, metadata)
+        model = physical_model(config, weights, scale, metadata.to_dict())
         val_pred = predict_box(model, metadata, val_box["density"])
         val_base = base.velocity(val_box["density"])
         gain = restriction(val_pred.with_value(val_pred.value - val_base.value),

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from experiments import run_velnet
 from experiments.wu2021 import PRETRAINED
-from velnet.physics.classical import SHIPPED as DEFAULT
+from velnet.shipped import DEFAULT_MODEL, model_path
 
 log = logging.getLogger("experiments.demo")
+DEFAULT = model_path(DEFAULT_MODEL)
 BOX, SEED, NMESH = 160.0, 2026, 80
 TABLE_K = ("0.2", "0.6", "1.0")
 

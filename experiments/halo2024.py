@@ -268,10 +268,14 @@ def run_scheme(out, config, files, weighting):
     chosen = {"density": best_design(out, weighting, "density", density)}
     models = {"density": density[chosen["density"]]}
     targets = ["velocity"] + (["momentum"] if "network" in config["momentum"] else [])
+    # stage two's prep reads stage one's density of each training and validation box from a file
+    stage_one = predict(files, [models["density"]], out / "stage-one" / weighting,
+                        [*config["train_seeds"], *config["val_seeds"]])
     for target in targets:
         candidates = {name: train_network(out, config, files, weighting, target, name, design, "--task",
-                                          "halo-velocity", "--target", target, "--density-model",
-                                          models["density"], *base_flags(design, references, "velocity"))
+                                          "halo-velocity", "--target", target, "--predicted", *stage_one,
+                                          "--density-model", models["density"], *base_flags(design, references,
+                                                                                             "velocity"))
                       for name, design in config["velocity_models"].items()}
         chosen[target] = best_design(out, weighting, target, candidates)
         models[target] = candidates[chosen[target]]

@@ -327,7 +327,7 @@ def export_weights(args):
     layer = model.get_layer("to_physical")
     manifest = {"parts": parts, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
                 "dtype": "float16", "arrays": len(weights), "parameters": int(model.count_params()),
-                "scale": layer.scale, "metadata": metadata,
+                "scale": layer.scale, "metadata": metadata.to_dict(),
                 "max_abs_rounding": float(max(np.abs(w - w.astype(np.float16).astype(w.dtype)).max()
                                               for w in weights if w.size))}
     write_json(Path(args.state) / "weights.json", manifest)

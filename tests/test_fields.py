@@ -21,7 +21,7 @@ def test_round_trip_keeps_values_metadata_and_units(tmp_path):
     assert back["velocity"].is_vector and back["velocity"].cell_size == 2.0
     assert back["density"].cosmology == WU2021 and back["density"].redshift == 0.5
     assert back["halos_s_0"].units == "n / n_mean" and back["halos_s_0"].attrs["seed"] == 3
-    assert back["density"].units == "rho / rho_mean"
+    assert back["density"].units == "rho/rho_mean"
     assert read_meta(tmp_path / "f.h5")["note"] == [1, 2]
 
 

@@ -69,7 +69,7 @@ def test_the_model_comes_back_into_velnet(dry_run, tmp_path):
     model, metadata = load_model(dest / "velocity.keras")
     experiment = json.loads((dest / "experiment.json").read_text())
     (settings,) = experiment["variants"].values()
-    assert settings["linear_input"] and metadata["input_spec"]["linear"]
+    assert settings["linear_input"] and metadata.input_spec.linear
     # the rebuilt model predicts the test box as the campaign's own rebuilt model did
     test = json.loads((root / "out" / "campaign.json").read_text())["data"]["test_box"]
     density = load_fields(test, ["density"])["density"]

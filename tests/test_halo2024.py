@@ -52,6 +52,8 @@ def test_the_whole_chain_runs_and_resumes(tmp_path, caplog):
     for task, count in (("halo-density", 4), ("halo-velocity", 8)):
         assert sum(c.startswith("$ velnet prep") and f"--task {task}" in c for c in commands) == count
     assert sum(c.startswith("$ velnet prep") and "--base" in c for c in commands) == 6
+    # stage two's prep reads stage one's density from the files velnet predict wrote, and runs no model
+    assert all("--predicted" in c for c in commands if c.startswith("$ velnet prep") and "halo-velocity" in c)
     assert sum(c.startswith("$ velnet train") for c in commands) == 12  # 2 designs x 3 networks x 2 weightings
     evaluate = [c for c in commands if c.startswith("$ velnet evaluate") and "--report halo2024" in c]
     assert len(evaluate) == 1 and "--classical number=" in evaluate[0]

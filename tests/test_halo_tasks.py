@@ -1,5 +1,6 @@
 """The 2024 halo paper's two stages through the one pipeline: `velnet prep`, `check-shards`, `train`,
-`predict` and `evaluate` on halo fields files, shards verified bit for bit."""
+`predict` and `evaluate` on halo fields files, shards verified bit for bit. Stage two's prep reads
+stage one's density from the files `velnet predict` wrote; it runs no model."""
 import json
 import re
 
@@ -14,7 +15,7 @@ from velnet.data.datasets import read_split_arrays
 from velnet.data.manifest import read_manifest
 from velnet.data.tiling import extract
 from velnet.errors import VelnetInputError
-from velnet.fields.field import Field, load_fields
+from velnet.fields.field import Field, load_fields, save_fields
 from velnet.networks.halo_unets import recombine
 from velnet.prediction.predict import predict_box, predict_with
 from velnet.training.train import load_model, read_history
@@ -31,7 +32,8 @@ def run(*argv):
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
     """Synthetic halo boxes (16^3; seeds 0, 1 train, 2 validation, 3 test), both stages prepared and
-    trained from the command line on 8^3 sub-boxes."""
+    trained from the command line on 8^3 sub-boxes; stage one's density predicted on the training and
+    validation boxes (stage-one{i}.h5) before stage two's prep."""
     root = tmp_path_factory.mktemp("halo_tasks")
     files = halo_boxes(root, seeds=(0, 1, 2, 3))
     (root / "model.json").write_text(json.dumps(MODEL))
@@ -40,7 +42,10 @@ def stages(tmp_path_factory):
     assert run("prep", *files[:3], "--task", "halo-density", *split, "--out", root / "density") == 0
     assert run("train", root / "density", *train, "--out", root / "m-density") == 0
     density_model = root / "m-density" / "model.keras"
-    assert run("prep", *files[:3], "--task", "halo-velocity", "--density-model", density_model, *split,
+    predicted = [root / f"stage-one{i}.h5" for i in range(3)]
+    for box, out in zip(files, predicted):
+        assert run("predict", box, density_model, "--out", out) == 0
+    assert run("prep", *files[:3], "--task", "halo-velocity", "--predicted", *predicted, *split,
                "--out", root / "velocity") == 0
     assert run("train", root / "velocity", *train, "--out", root / "m-velocity") == 0
     return root, files
@@ -72,12 +77,14 @@ def test_stage_two_shards_take_stage_ones_whole_box_density_and_verify_bit_for_b
     root, files = stages
     manifest = read_manifest(root / "velocity")
     spec = manifest.input_spec
-    assert manifest.task == "halo-velocity" and spec.density == "model" and spec.vector_field == "linear_velocity_s"
+    assert manifest.task == "halo-velocity" and spec.density == "predicted" and spec.vector_field == "linear_velocity_s"
+    assert spec.density_model == str((root / "m-density" / "model.keras").resolve())  # named by the predictions
     assert manifest.input_shape == [8, 8, 8, 8] and manifest.input_vector_slices == [[5, 8]]
     assert manifest.target_shape == [8, 8, 8, 3] and manifest.target_vector_slices == [[0, 3]]
     box = load_fields(files[2])
     x, y, origins, _ = read_split_arrays(manifest, "val")
     density = predict_with(spec.density_model, box).value  # the trained stage one, on the whole box
+    np.testing.assert_array_equal(load_fields(root / "stage-one2.h5")["density"].value, density)
     np.testing.assert_array_equal(x[..., 4], extract(density, origins, 8))
     np.testing.assert_array_equal(x[..., 5:] * manifest.target_scale, extract(box["linear_velocity_s"].value,
                                                                               origins, 8))
@@ -91,11 +98,11 @@ def test_stage_two_shards_take_stage_ones_whole_box_density_and_verify_bit_for_b
     for item in (root / "velocity").iterdir():
         (copy / item.name).write_bytes(item.read_bytes())
     stored = json.loads((copy / "manifest.json").read_text())
-    other = tmp_path / "other.keras"
-    other.write_bytes(b"retrained")
-    stored["input_spec"]["density_model"] = str(other)
+    other = load_fields(root / "stage-one2.h5")["density"]
+    other = save_fields(tmp_path / "other.h5", [other.with_value(other.value * 1.01)])
+    stored["provenance"]["sources"][2]["predictions"]["file"] = str(other)
     (copy / "manifest.json").write_text(json.dumps(stored))
-    with pytest.raises(VelnetInputError, match="other.keras.*changed"):
+    with pytest.raises(VelnetInputError, match="other.h5.*changed"):
         verify_shards(copy)
 
 
@@ -108,7 +115,7 @@ def test_both_stages_train_in_the_one_loop(stages):
         assert record["config"]["task"] == f"halo-{name}" and record["config"]["loss"]["name"] == loss
         assert record["config"]["model"]["n1"] == 4 and record["parameters"] > 0
     _, metadata = load_model(root / "m-velocity" / "model.keras")
-    assert metadata["task"] == "halo-velocity" and metadata["input_spec"]["vector_field"] == "linear_velocity_s"
+    assert metadata.task == "halo-velocity" and metadata.input_spec.vector_field == "linear_velocity_s"
 
 
 def test_the_velocity_model_predicts_whole_periodic_boxes_in_physical_units(stages):
@@ -122,11 +129,10 @@ def test_the_velocity_model_predicts_whole_periodic_boxes_in_physical_units(stag
     assert density.name == "density" and density.value.shape == (16, 16, 16)
     # the km/s model is the best checkpoint's direction times magnitude times the target scale
     network = keras.saving.load_model(root / "m-velocity" / "best.keras", compile=False)
-    inputs = np.concatenate([np.stack([box[h].value / metadata["input_spec"]["field_scale"] for h in HALOS], -1),
-                             density.value[..., None],
-                             box["linear_velocity_s"].value / metadata["normalisation"]["target_scale"]], -1)
+    inputs = np.concatenate([np.stack([box[h].value / metadata.input_spec.field_scale for h in HALOS], -1),
+                             density.value[..., None], box["linear_velocity_s"].value / metadata.target_scale], -1)
     raw = network.predict(inputs[None].astype(np.float32), verbose=0)[0]
-    expected = metadata["normalisation"]["target_scale"] * keras.ops.convert_to_numpy(recombine(raw[..., 3:],
+    expected = metadata.target_scale * keras.ops.convert_to_numpy(recombine(raw[..., 3:],
                                                                                                 raw[..., :3]))
     np.testing.assert_allclose(velocity.value, expected, rtol=1e-4, atol=1e-2)
     # periodic: a box made of 2^3 copies is predicted as 2^3 copies of the prediction
@@ -177,10 +183,10 @@ def test_tune_searches_a_halo_task_with_its_loss(stages, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--task", "halo-velocity"], "--density-model"),
-    (["--task", "halo-density", "--density-model", "m.keras"], "input of the halo-velocity task"),
-    (["--task", "halo-density", "--smoothing", "3"], "inputs of the wu2021 task"),
-    (["--task", "halo-velocity", "--linear-input"], "always eq. 2-3's linear"),
+    (["--task", "halo-velocity"], "velnet prep --predicted"),
+    (["--task", "halo-density", "--density-model", "m.keras"], "makes the predicted density channel only"),
+    (["--task", "halo-density", "--smoothing", "3"], "takes no \\['smoothing'\\]"),
+    (["--task", "halo-velocity", "--linear-input"], "takes no \\['linear'\\]"),
     (["--task", "halo-density", "--margin", "2"], "margin must be 0"),
     (["--task", "halo-density", "--target", "velocity"], "predicts \\('density',\\)"),
     (["--task", "wu2021", "--target", "density"], "predicts \\('velocity', 'momentum'\\)"),
@@ -190,3 +196,27 @@ def test_prep_refuses_what_a_task_cannot_take(stages, tmp_path, capsys, flags, m
     assert run("prep", files[0], "--split", "train", "--tile", 8, *flags, "--out", tmp_path / "ds") == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "ds").exists()
+
+
+def test_prep_refuses_predictions_of_other_boxes_or_models(stages, tmp_path, capsys):
+    root, files = stages
+    predicted = [root / f"stage-one{i}.h5" for i in range(3)]
+    prep = ["prep", *files[:3], "--task", "halo-velocity", "--split", "train", "train", "val", "--tile", 8]
+    assert run(*prep, "--predicted", *predicted[::-1], "--out", tmp_path / "a") == 2
+    assert "stage-one2.h5: holds predictions for" in capsys.readouterr().err
+    assert run(*prep, "--predicted", *predicted, "--density-model", root / "m-velocity" / "model.keras",
+               "--out", tmp_path / "b") == 2
+    assert "was predicted by" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_stage_two_model_reads_the_density_of_a_stage_one_model_given_beside_it(stages, tmp_path):
+    root, files = stages
+    density, velocity = tmp_path / "density.keras", tmp_path / "velocity.keras"  # as a shipped pair
+    density.write_bytes((root / "m-density" / "model.keras").read_bytes())
+    velocity.write_bytes((root / "m-velocity" / "model.keras").read_bytes())
+    assert run("predict", files[3], velocity, density, "--out", tmp_path / "pred.h5") == 0
+    pred = load_fields(tmp_path / "pred.h5")
+    assert pred["density"].attrs["model"] == str(density.resolve())  # the given stage one ran, and only it
+    expected = predict_with(root / "m-velocity" / "model.keras", load_fields(files[3]))
+    np.testing.assert_allclose(pred["velocity"].value, expected.value, rtol=1e-5, atol=1e-3)

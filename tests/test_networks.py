@@ -57,7 +57,7 @@ def test_residual_presets_take_the_datasets_whole_box_estimate():
     config, network = build_network({"preset": "halo-tiny-residual", "n1": 4, "n2": 4, "n3": 4}, one)
     assert config["residual_channels"] == [4, 5] and network.get_layer("residual_add")
     two = manifest("halo-velocity", [16, 16, 16, 8], [16, 16, 16, 3],
-                   InputSpec(fields=HALO_SPEC.fields, density="model", density_model="m.keras",
+                   InputSpec(fields=HALO_SPEC.fields, density="predicted", density_model="m.keras",
                              vector_field="linear_velocity_s", field_scale=4.0))
     assert network_config("halo2024-residual", two)["residual_channels"] == [5, 8]
     with pytest.raises(VelnetInputError, match="adds input channels \\[5, 8\\].*hold channels \\[4, 5\\]"):

@@ -22,16 +22,15 @@ def test_a_paper_design_and_a_default_ship():
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_model_predicts_a_box(path):
-    model, metadata = load_model(path)
-    meta = ModelMetadata.from_dict(metadata, path)  # saved before tasks existed: a wu2021 model
+    model, meta = load_model(path)  # saved before tasks existed: a wu2021 model
     assert meta.target_name == path.stem and meta.task == "wu2021"
     spec = meta.input_spec
-    assert model.input_shape[-1] == spec.channels and meta.to_dict()["input_spec"] == metadata["input_spec"]
+    assert model.input_shape[-1] == spec.channels and isinstance(meta, ModelMetadata)
     experiment = json.loads((path.parent / "experiment.json").read_text())
     (variant, settings), = experiment["variants"].items()
     assert spec.linear == settings["linear_input"] and spec.context == settings.get("context", 0)
     rng = np.random.default_rng(0)
     density = Field(np.exp(0.5 * rng.standard_normal((24,) * 3)).astype(np.float32), "density", 48.0, 0.0, WU2021)
-    out = predict_box(model, metadata, density)
+    out = predict_box(model, meta, density)
     assert out.value.shape == (24, 24, 24, 3) and np.all(np.isfinite(out.value))
     assert 10 < np.std(out.value) < 3000  # km/s

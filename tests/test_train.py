@@ -11,7 +11,7 @@ from data_prep.make_shards import make_shards
 from velnet.data.datasets import read_split_arrays
 from velnet.data.manifest import read_manifest
 from velnet.errors import VelnetInputError
-from velnet.training.train import load_model, train
+from velnet.training.train import load_model, train, training_options
 
 MODEL = {"preset": "tiny", "n_valid": 2}
 """The tiny U-net trimmed to the 2-cell margin of the test tiles: 8^3 inputs, 4^3 targets."""
@@ -60,10 +60,10 @@ def test_training_reduces_the_loss_and_saves_a_km_s_model(dataset, tmp_path):
     assert (out / "logs").exists() == bool(importlib.util.find_spec("tensorboard"))
 
     model, meta = load_model(path)
-    assert meta["target_name"] == "velocity"
-    assert meta["tile"] == {"input": 8, "target": 4, "margin": 2}
-    assert meta["model_config"]["n_valid"] == 2
-    scale = meta["normalisation"]["target_scale"]
+    assert meta.target_name == "velocity"
+    assert meta.tile == {"input": 8, "target": 4, "margin": 2}
+    assert meta.model_config["n_valid"] == 2
+    scale = meta.target_scale
     x, y, _, _ = read_split_arrays(read_manifest(dataset), "val")
     best = keras.saving.load_model(out / "best.keras")
     np.testing.assert_allclose(model.predict(x, verbose=0), scale * best.predict(x, verbose=0), rtol=1e-4, atol=1e-2)
@@ -115,3 +115,19 @@ def test_load_model_refuses_files_train_did_not_write(tmp_path):
         load_model(tmp_path / "junk.keras")
     with pytest.raises(VelnetInputError, match="not found"):
         load_model(tmp_path / "missing.keras")
+
+
+def test_a_training_config_is_checked_against_the_training_options(tmp_path, capsys):
+    from velnet.cli import main
+
+    assert training_options({"model": {"preset": "tiny"}, "epochs": 3, "batch_size": 4}) == (
+        {"preset": "tiny"}, {"epochs": 3, "batch_size": 4})
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model": "tiny", "epochs": 2, "learning_rte": 1e-3}))
+    with pytest.raises(VelnetInputError, match=r"config.json: unknown training option\(s\) \['learning_rte'\]"):
+        training_options(config)
+    assert main(["train", str(tmp_path / "data"), "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "learning_rte" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    config.write_text("[1, 2]")
+    with pytest.raises(VelnetInputError, match="config.json: a training config must hold a JSON object"):
+        training_options(config)

@@ -110,7 +110,7 @@ def test_search_writes_the_table_and_a_best_config_that_trains(datasets, tmp_pat
     path = train(ds, tmp_path / "run", model_config, epochs=1, steps_per_epoch=2, validation_steps=1,
                  **best)
     _, meta = load_model(path)
-    assert meta["model_config"]["width_multiplier"] == model_config["width_multiplier"]
+    assert meta.model_config["width_multiplier"] == model_config["width_multiplier"]
 
     # The same config resumes its finished project (no new trials); another config gets its own.
     tune(ds, out, SMALL, algorithm="random", max_trials=2, epochs=1, seed=1, **QUICK)

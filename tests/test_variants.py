@@ -1,4 +1,5 @@
 """Linear-theory input channels from the whole box, context windows, and the residual U-net."""
+import dataclasses
 import json
 
 import keras
@@ -23,8 +24,10 @@ from velnet.physics.classical import ClassicalEstimator, absolute_kedges
 from velnet.physics.cosmology import WU2021
 from velnet.physics.linear import linear_momentum, linear_velocity
 from velnet.prediction.predict import predict_box, predict_file
+from velnet.tasks import TARGETS
 from velnet.training.train import load_model, train
 
+VELOCITY = TARGETS["velocity"]
 NMESH, BOX, R = 24, 48.0, 2.0
 """Test boxes: 24^3 cells of 2 Mpc/h, linear theory smoothed with a 2 Mpc/h Gaussian."""
 TILES = dict(tile=4, margin=2)
@@ -101,10 +104,10 @@ def test_linear_theory_is_equivariant_under_oh():
     """Rotating (ln rho, v_L) as scalar + vector gives the inputs of the rotated box."""
     density = density_field(1)
     spec = InputSpec(True, R)
-    inputs = box_inputs({"density": density}, spec, "velocity", 300.0)
+    inputs = box_inputs({"density": density}, spec, VELOCITY, 300.0)
     for element in range(0, 48, 5):
         rotated = density.with_value(oh_transform(density.value[..., None], element)[..., 0])
-        np.testing.assert_allclose(box_inputs({"density": rotated}, spec, "velocity", 300.0),
+        np.testing.assert_allclose(box_inputs({"density": rotated}, spec, VELOCITY, 300.0),
                                    oh_transform(inputs, element, [[1, 4]]), rtol=0, atol=1e-5,
                                    err_msg=f"element {OH_ELEMENTS[element]}")
 
@@ -148,7 +151,7 @@ def test_residual_model_config_round_trips_and_reloads(tmp_path):
 
     km_s = physical_model(config, model.get_weights(), 250.0, {"target_name": "velocity"})
     km_s.save(tmp_path / "model.keras")
-    reloaded, _ = load_model(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")  # no custom_objects: the layers are registered
     big = np.random.default_rng(1).standard_normal((1, 16, 12, 20, 4)).astype("float32")
     assert reloaded.predict(big, verbose=0).shape == (1, 12, 8, 16, 3)
     np.testing.assert_array_equal(reloaded.predict(big, verbose=0), km_s.predict(big, verbose=0))
@@ -207,7 +210,7 @@ def test_residual_model_with_zero_network_gives_its_base(tmp_path, target, base)
         np.testing.assert_allclose(written["momentum"].value, density.value[..., None] * written["velocity"].value,
                                    rtol=1e-6)
 
-    plain = {**metadata, "input_spec": {"linear": False}}
+    plain = dataclasses.replace(metadata, input_spec=InputSpec())
     with pytest.raises(VelnetInputError, match="1 input channel.*takes 4"):
         predict_box(model, plain, density)
 
@@ -217,7 +220,7 @@ def test_a_classical_base_replaces_the_linear_channels_in_prep(tmp_path):
     manifest = make_shards([path], tmp_path / "ds", fractions=(0.5, 0.25, 0.25),
                            inputs=InputSpec(True, base=classical_base()), **TILES)
     assert manifest.input_spec.base == classical_base().to_dict()
-    inputs = box_inputs({"density": density}, manifest.input_spec, "velocity", manifest.target_scale)
+    inputs = box_inputs({"density": density}, manifest.input_spec, VELOCITY, manifest.target_scale)
     np.testing.assert_allclose(inputs[..., 1:4] * manifest.target_scale,
                                classical_base().velocity(density).value, rtol=1e-5, atol=1e-3)
     with pytest.raises(VelnetInputError, match="no --smoothing"):
@@ -249,7 +252,7 @@ def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, pr
     path = train(tmp_path / "ds", tmp_path / "run", {"preset": preset, "n_valid": 2}, epochs=2,
                  batch_size=16, learning_rate=1e-3, steps_per_epoch=4, validation_steps=2)
     model, metadata = load_model(path)
-    assert metadata["input_spec"] == manifest.input_spec.to_dict() and metadata["task"] == "wu2021"
+    assert metadata.input_spec == manifest.input_spec and metadata.task == "wu2021"
     assert model.input_shape[-1] == (4 if linear_input else 1) + bool(context)
 
     density = density_field(10)
@@ -294,11 +297,11 @@ def test_context_window_flips_with_its_tile():
     spec = InputSpec(context=3)
     origin, size, margin = np.array([[6, 10, 14]]), 8, 2
     centre = origin[0] - margin + size // 2
-    x = InputWindows(box_inputs({"density": density}, spec, "velocity", 1.0), density.value, spec)(origin, size, margin)
+    x = InputWindows(box_inputs({"density": density}, spec, VELOCITY, 1.0), density.value, spec)(origin, size, margin)
     assert x.shape == (1, 8, 8, 8, 2)
     index = (2 * centre[0] - 1 - np.arange(NMESH)) % NMESH  # cell i <-> cell 2c - 1 - i along x
     flipped = density.with_value(density.value[index])
-    y = InputWindows(box_inputs({"density": flipped}, spec, "velocity", 1.0), flipped.value, spec)(origin, size, margin)
+    y = InputWindows(box_inputs({"density": flipped}, spec, VELOCITY, 1.0), flipped.value, spec)(origin, size, margin)
     np.testing.assert_allclose(y, x[:, ::-1], rtol=1e-6)
 
 

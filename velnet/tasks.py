@@ -1,35 +1,153 @@
-"""What a network learns, as data: the tasks of both papers.
+"""What a network learns, as data: the targets, the tasks of both papers and their input recipes.
 
-A `Task` names its targets, its network builder and loss, whether the network is periodic
-(whole boxes, no margins) or cuts tiles with margins, and the input channels it takes by
-default (`inputs`). Its normalisation is the same for every task: targets and input fields
-are divided by the power of two nearest their rms over the training tiles, so normalising
-and undoing it are exact. A shard manifest and a trained model name their task; `velnet
-prep`, `train`, `tune` and `predict` run every task through the same code.
+`TARGETS` is the one table of the fields a network predicts: scalar or vector, units, how it
+follows from a velocity field (its linear-theory estimate; how `velnet predict` forms it
+when no model predicts it) and its normalisation. `TASKS` is the one table of tasks: each
+names its targets, its network builder (`velnet.networks.builders.BUILDERS`) and loss, its
+tiles, its presets and its input `Recipe`. A shard manifest and a trained model name their
+task; `velnet prep`, `train`, `tune`, `predict` and `evaluate` run every task through the
+same code, so a new task is a row here and a builder row (and, for new statistics, a report
+row of `velnet.evaluation.REPORTS`), and nothing else.
 
     wu2021          Wu et al. 2021: ln(1 + rho/rho_mean) in 32^3 tiles -> velocity or momentum
                     on the central 20^3 (`velnet.networks.unet3d.unet3d`, MSE)
     halo-density    the 2024 halo paper's stage one: the redshift-space halo channels (and,
                     with `linear`, the linear real-space density of the whole box) -> the
                     real-space density, whole periodic boxes (`halo_unet`, eq. 5)
-    halo-velocity   its stage two: halo channels, stage one's density and the linear
-                    velocity (or momentum) of eq. 2-3 -> abs(v) and direction, recombined
-                    into the velocity or momentum (`halo_velocity_unet`, eq. 6)
+    halo-velocity   its stage two: halo channels, stage one's predicted density (a field of
+                    the box's predictions file) and the linear velocity (or momentum) of
+                    eq. 2-3 -> abs(v) and direction, recombined into the vector (eq. 6)
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from velnet.data.inputs import InputSpec
+from velnet.data.inputs import DENSITY_FIELD, PREDICTED_DENSITY, InputSpec
 from velnet.errors import VelnetInputError
+from velnet.fields.field import UNITS
+from velnet.physics.linear import linear_momentum
 
-HALO_CHANNEL_PREFIX = "halos_s_"
-"""Halo fields files name their redshift-space halo channels halos_s_0, halos_s_1, ..."""
-LINEAR_FIELDS = {"velocity": "linear_velocity_s", "momentum": "linear_momentum_s"}
-"""The halo fields file's linear inputs of eq. 2-3, by stage-two target."""
-LINEAR_DENSITY = "linear_density_s"
-"""The halo fields file's linear real-space density from the redshift-space halos
-(`velnet.physics.rsd.linear_density`)."""
-UNITS = {"velocity": "km/s", "momentum": "km/s", "density": "rho/rho_mean"}
-"""Units of each target."""
+VELOCITY, DENSITY = "velocity", DENSITY_FIELD
+"""The targets other targets are formed from: v, and rho/rho_mean."""
+LEGACY_TASK = DEFAULT_TASK = "wu2021"
+"""The task of datasets and models made before tasks existed, and the default one."""
+NORMALISATIONS = ("rms", "std")
+"""How a target's scale is taken over the training tiles: the power of two nearest the rms of
+its components, or nearest their standard deviation (for fields with a large mean)."""
+
+
+def _itself(density, velocity):
+    """The velocity, as the velocity's own estimate."""
+    return velocity
+
+
+@dataclass(frozen=True)
+class Target:
+    """A field a network predicts.
+
+    Attributes:
+        name: its name in fields files.
+        vector: a 3-vector `(N, N, N, 3)`, else a scalar `(N, N, N)`.
+        units: its units.
+        of_velocity: None, or `f(density, velocity) -> Field` of this target from a velocity
+            `Field` (km/s) and the density (rho/rho_mean): the target's linear-theory input
+            channels apply it to linear theory (or a classical estimate), and `velnet predict`
+            to the predicted velocity when no model predicts this target.
+        normalisation: one of `NORMALISATIONS`.
+    """
+
+    name: str
+    vector: bool
+    units: str
+    of_velocity: object = None
+    normalisation: str = "rms"
+
+    @property
+    def components(self):
+        """3 for a vector, 1 for a scalar."""
+        return 3 if self.vector else 1
+
+
+TARGETS = {
+    VELOCITY: Target(VELOCITY, True, UNITS[VELOCITY], _itself),
+    "momentum": Target("momentum", True, UNITS["momentum"], linear_momentum),
+    DENSITY: Target(DENSITY, False, UNITS[DENSITY]),
+}
+"""Every target, by name."""
+
+
+def get_target(name):
+    """The `Target` called `name`; VelnetInputError for an unknown one."""
+    if name not in TARGETS:
+        raise VelnetInputError(None, f"target must be one of {sorted(TARGETS)}. Received: target={name!r}")
+    return TARGETS[name]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a task's input channels are made from a box's fields: an `InputSpec` per target.
+
+    Attributes:
+        field_prefix: the box's scalar fields whose names are this prefix and a number (the
+            halo paper's "halos_s_0".."halos_s_3"), in the order of the number, are the first
+            channels; None: none.
+        density: "ln" (ln(1 + rho/rho_mean) of the box's density), "predicted" (a stage-one
+            model's rho/rho_mean, the field `PREDICTED_DENSITY` of the box's predictions
+            file, `velnet prep --predicted`) or None.
+        estimates: target -> the box's field holding a whole-box estimate of it (eq. 2-3's
+            linear velocity); empty: linear theory from the density is the estimate.
+        always: the estimate is always an input; otherwise only when asked for (`linear`).
+        options: `InputSpec` options a user may set: "linear" (the estimate), "base" (a
+            classical reference whose estimate replaces it: for linear theory a
+            `velnet.physics.classical.ClassicalEstimator`, for a field of the box a halo filter
+            or reconstruction, `velnet.physics.references`), and, for linear theory,
+            "smoothing" and "context".
+    """
+
+    field_prefix: str = None
+    density: str = "ln"
+    estimates: dict = field(default_factory=dict)
+    always: bool = False
+    options: tuple = ("linear", "smoothing", "base", "context")
+
+    def spec(self, task, target, field_names=(), linear=False, base=None, **options):
+        """The `InputSpec` of `task`'s inputs for `target`, from the names of a box's fields.
+
+        Raises:
+            VelnetInputError: an option the recipe does not take, or fields the box lacks.
+        """
+        asked = sorted(k for k, v in {"linear": linear, "base": base, **options}.items() if v)
+        refused = [k for k in asked if k not in self.options]
+        if refused:
+            raise VelnetInputError(None, f"the {task} task takes no {refused} input option(s); its options: "
+                                         f"{list(self.options)}")
+        fields = self._fields(task, field_names)
+        if self.density == "predicted" and PREDICTED_DENSITY not in field_names:
+            raise VelnetInputError(None, f"the {task} task reads a stage-one density predicted for each box: predict "
+                                         "it with `velnet predict BOX DENSITY_MODEL --out P.h5` and give the "
+                                         "predictions files to `velnet prep --predicted`")
+        wanted = self.always or linear or base is not None
+        estimate = self.estimates.get(target) if wanted else None
+        if self.estimates and wanted and estimate is None:
+            raise VelnetInputError(None, f"the {task} task has no whole-box estimate of {target!r}")
+        reference = None
+        if self.estimates and base is not None:  # a halo reference's estimate replaces the file's
+            reference, estimate = {"model": base, "target": target}, None
+        vector = get_target(target).vector
+        return InputSpec(linear=(bool(linear) or base is not None) and not self.estimates,
+                         base=None if self.estimates else base, fields=fields, density=self.density,
+                         vector_field=estimate if vector else None, scalar_field=None if vector else estimate,
+                         reference=reference, **options)
+
+    def _fields(self, task, field_names):
+        """The box's fields named `field_prefix` and a number, in the order of the number."""
+        if self.field_prefix is None:
+            return ()
+        prefix = self.field_prefix
+        fields = sorted((n for n in field_names if n.startswith(prefix) and n[len(prefix):].isdigit()),
+                        key=lambda n: int(n[len(prefix):]))
+        if not fields:
+            raise VelnetInputError(None, f"the {task} task reads the fields {prefix}0, {prefix}1, ... (velnet "
+                                         f"halo-fields files); the box holds {sorted(field_names)}")
+        return tuple(fields)
 
 
 @dataclass(frozen=True)
@@ -38,15 +156,19 @@ class Task:
 
     Attributes:
         name: key of `TASKS`.
-        targets: fields it may predict (the first is the default).
+        targets: names of the `TARGETS` it may predict (the first is the default).
         network: builder of `velnet.networks.builders.BUILDERS`.
-        loss: "mse" or "magnitude_direction" (eq. 6).
+        loss: loss of `velnet.networks.builders.LOSSES`: "mse" or "magnitude_direction" (eq. 6).
         periodic: the network pads periodically and predicts whole boxes in one pass
             (tiles without margins); otherwise tiles with `margin` cells of context.
         tile: default target tile side, cells.
         margin: default input margin, cells (0 for periodic networks).
         preset: builder preset of a model config that names none (full size).
         laptop_preset: the command line's default preset (small enough for a laptop).
+        recipe: its input channels (`Recipe`).
+        reference: the classical reference `velnet baseline` fits for it by default
+            (`velnet.api.REFERENCE_METHODS`): "estimator" (the matter's velocity from its
+            density) or "filter" (the halo filter of the redshift-space halo channels).
     """
 
     name: str
@@ -58,49 +180,12 @@ class Task:
     margin: int
     preset: str
     laptop_preset: str
+    recipe: Recipe = Recipe()
+    reference: str = "estimator"
 
-    def inputs(self, target, field_names=(), density_model=None, linear=False, base=None, **wu_options):
-        """The default input channels of this task.
-
-        Args:
-            target: the target.
-            field_names: the fields a box's file holds (the halo channels are found there).
-            density_model: the stage-one model (halo-velocity).
-            linear: add a linear estimate of the target from the whole box (the residual
-                presets' base): wu2021 linear theory of the density, halo-density the
-                file's `LINEAR_DENSITY`. halo-velocity has eq. 2-3's unless `base` is given.
-            base: a classical reference whose estimate of the target replaces the linear one:
-                wu2021 a `ClassicalEstimator` (implies `linear`), the halo tasks a
-                `HaloFilter` or `Reconstruction` of the box's halo channels.
-            **wu_options: `InputSpec` options of the wu2021 task (smoothing, context).
-
-        Raises:
-            VelnetInputError: options this task does not take, or no halo channels.
-        """
-        if density_model and self.name != "halo-velocity":
-            raise VelnetInputError(None, f"a density model is an input of the halo-velocity task, not of {self.name}")
-        if self.name == "wu2021":
-            return InputSpec(linear=linear or base is not None, base=base, **wu_options)
-        if wu_options and any(wu_options.values()):
-            raise VelnetInputError(None, f"{sorted(k for k, v in wu_options.items() if v)} are inputs of the wu2021 "
-                                         f"task, not of {self.name}")
-        if linear and self.name != "halo-density":
-            raise VelnetInputError(None, f"the {self.name} task's whole-box input is always eq. 2-3's linear "
-                                         f"{target}; a linear input is an option of wu2021 and halo-density")
-        halos = sorted((n for n in field_names if n.startswith(HALO_CHANNEL_PREFIX)),
-                       key=lambda n: int(n[len(HALO_CHANNEL_PREFIX):]))
-        if not halos:
-            raise VelnetInputError(None, f"the {self.name} task reads the halo channels {HALO_CHANNEL_PREFIX}0.. of a "
-                                         f"halo fields file (velnet halo-fields); the file holds {sorted(field_names)}")
-        reference = {"model": base, "target": target} if base is not None else None
-        if self.name == "halo-density":
-            return InputSpec(fields=halos, density=None, scalar_field=LINEAR_DENSITY if linear and not base else None,
-                             reference=reference)
-        if not density_model:
-            raise VelnetInputError(None, "the halo-velocity task takes stage one's density: give the trained "
-                                         "halo-density model (velnet prep --density-model)")
-        return InputSpec(fields=halos, density="model", density_model=str(density_model),
-                         vector_field=None if base else LINEAR_FIELDS[target], reference=reference)
+    def inputs(self, target, field_names=(), linear=False, **options):
+        """The input channels of this task for `target` (see `Recipe.spec`)."""
+        return self.recipe.spec(self.name, target, field_names, linear, **options)
 
     def check(self, target, margin):
         """Raise VelnetInputError unless the task predicts `target` with tiles of this margin."""
@@ -111,12 +196,22 @@ class Task:
                                          f"0. Received: margin={margin}")
 
 
+HALO_PREFIX = "halos_s_"
+"""Halo fields files name their redshift-space halo channels halos_s_0, halos_s_1, ..."""
+
 TASKS = {
-    "wu2021": Task("wu2021", ("velocity", "momentum"), "unet3d", "mse", False, 20, 6, "wu2021-text", "tiny"),
-    "halo-density": Task("halo-density", ("density",), "halo_unet", "mse", True, 32, 0, "halo2024", "halo-tiny"),
-    "halo-velocity": Task("halo-velocity", ("velocity", "momentum"), "halo_velocity_unet", "magnitude_direction",
-                          True, 32, 0, "halo2024", "halo-tiny"),
+    "wu2021": Task("wu2021", (VELOCITY, "momentum"), "unet3d", "mse", False, 20, 6, "wu2021-text", "tiny"),
+    "halo-density": Task("halo-density", (DENSITY,), "halo_unet", "mse", True, 32, 0, "halo2024", "halo-tiny",
+                         Recipe(HALO_PREFIX, None, {DENSITY: "linear_density_s"}, options=("linear", "base")),
+                         reference="filter"),
+    "halo-velocity": Task("halo-velocity", (VELOCITY, "momentum"), "halo_velocity_unet", "magnitude_direction",
+                          True, 32, 0, "halo2024", "halo-tiny",
+                          Recipe(HALO_PREFIX, "predicted",
+                                 {VELOCITY: "linear_velocity_s", "momentum": "linear_momentum_s"}, True,
+                                 ("base",)),
+                          reference="filter"),
 }
+"""Every task, by name."""
 
 
 def get_task(name, path=None):
@@ -136,7 +231,7 @@ class TileData:
     trained model keeps (`velnet.data.manifest.Manifest`, `velnet.networks.builders.ModelMetadata`).
 
     Attributes:
-        task: the `TASKS` name (datasets and models made before tasks existed: wu2021).
+        task: the `TASKS` name (datasets and models made before tasks existed: `LEGACY_TASK`).
         input_name, target_name: what the inputs and the target are.
         input_shape, target_shape: one tile's `(n, n, n, channels)`.
         input_vector_slices, target_vector_slices: `[start, stop)` of their 3-vectors.
@@ -148,7 +243,7 @@ class TileData:
         box_size: Mpc/h. nmesh: cells per side. redshift: z.
     """
 
-    task: str = "wu2021"
+    task: str = LEGACY_TASK
     input_name: str
     target_name: str
     input_shape: list

@@ -5,11 +5,14 @@ An `InputSpec` lists them, in this order:
 1. `fields`: scalar fields of the box's fields file, each divided by `field_scale` (the 2024
    halo paper's redshift-space halo channels "halos_s_0" .. "halos_s_3");
 2. the density: ln(1 + rho/rho_mean) of the file's "density" (`density="ln"`, Wu et al.
-   2021, eq. 1), or rho/rho_mean predicted from the whole box by the model `density_model`
-   (`density="model"`: the 2024 paper's stage two sees stage one's prediction), or none;
+   2021, eq. 1), or rho/rho_mean predicted from the whole box by a stage-one model, read from
+   the box's predictions file as the field `PREDICTED_DENSITY` (`density="predicted"`: the
+   2024 paper's stage two sees stage one's prediction; `density_model` names the model, which
+   `velnet predict` runs where a box has no such field), or none;
 3. a 3-vector from the whole box, divided by the dataset's target scale so that it is in the
    normalised units of the target: the linear-theory target computed from the file's
-   density (`linear`: velocity v_L, or momentum (rho/rho_mean) v_L, with a Gaussian of
+   density (`linear`: the target's `of_velocity` of v_L (`velnet.tasks.TARGETS`): velocity
+   v_L, or momentum (rho/rho_mean) v_L, with a Gaussian of
    radius `smoothing` Mpc/h, or the velocity of the fitted classical estimator `base`, a
    `velnet.physics.classical.ClassicalEstimator` as a dict), or a vector field of the file
    (`vector_field`: the 2024 paper's linear velocity or momentum of eq. 2-3); or, for a
@@ -32,24 +35,34 @@ An `InputSpec` lists them, in this order:
 The spec is stored, as `InputSpec.to_dict` writes it, in the shard manifest and in the
 trained model's metadata under `SPEC_KEY`; manifests and models without it have
 ln(1 + rho/rho_mean) alone.
+
+A box's fields come from its fields file and, for predicted channels, from its predictions
+file (`velnet predict`), whose fields join the box with the prefix `PREDICTED` (`load_box`).
 """
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from velnet.data.tiling import extract
 from velnet.errors import VelnetInputError
-from velnet.fields.field import ln_density
+from velnet.fields.field import field_names, ln_density, load_fields, read_meta
 from velnet.physics.classical import ClassicalEstimator
-from velnet.physics.linear import linear_momentum, linear_velocity
+from velnet.physics.linear import linear_velocity
 
 SPEC_KEY = "input_spec"
-DENSITY_CHANNELS = ("ln", "model", None)
+DENSITY_CHANNELS = ("ln", "predicted", None)
 """What the density channel holds: ln(1 + rho/rho_mean), a model's prediction, or nothing."""
-LINEAR_TARGETS = ("velocity", "momentum")
-"""Targets that have a linear-theory field."""
+LEGACY_DENSITY = {"model": "predicted"}
+"""Density channels of specs stored by earlier versions, and their names now."""
+DENSITY_FIELD = "density"
+"""The box's field of rho/rho_mean, which the "ln" density channel, linear theory and the context read."""
+PREDICTED = "predicted_"
+"""Prefix of the fields a box's predictions file adds to the box (`load_box`)."""
+PREDICTED_DENSITY = PREDICTED + DENSITY_FIELD
+"""The field of a stage-one model's rho/rho_mean, the channel of `density="predicted"`."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +77,9 @@ class InputSpec:
         context: coarsening factor f of the context window (0: none; else an integer >= 2).
         fields: names of scalar fields of the fields file, the first channels.
         field_scale: what those fields are divided by (None until a dataset fixes it).
-        density: "ln", "model" or None (see `DENSITY_CHANNELS`).
-        density_model: path of the model whose prediction is the density channel.
+        density: "ln", "predicted" or None (see `DENSITY_CHANNELS`).
+        density_model: path of the model whose prediction is the "predicted" density channel
+            (where known: `velnet predict` runs it on boxes that lack `PREDICTED_DENSITY`).
         vector_field: name of a vector field of the file, instead of `linear`.
         scalar_field: name of a scalar field of the file estimating a scalar target over
             the whole box, instead of a vector.
@@ -111,9 +125,9 @@ class InputSpec:
         if self.density not in DENSITY_CHANNELS:
             raise VelnetInputError(None, f"density must be one of {DENSITY_CHANNELS}. "
                                          f"Received: density={self.density!r}")
-        if (self.density == "model") != bool(self.density_model):
-            raise VelnetInputError(None, "a predicted density channel needs its model, and only it: density='model' "
-                                         f"with density_model. Received: density={self.density!r}, "
+        if self.density_model and self.density != "predicted":
+            raise VelnetInputError(None, "a density model makes the predicted density channel only: "
+                                         f"density='predicted'. Received: density={self.density!r}, "
                                          f"density_model={self.density_model!r}")
         if sum(map(bool, (self.linear, self.vector_field, self.scalar_field, self.reference))) > 1:
             raise VelnetInputError(None, "one whole-box estimate of the target: linear theory, the field "
@@ -166,7 +180,9 @@ class InputSpec:
         """The fields of a box's file these channels read (a density model reads its own too)."""
         names = list(self.fields)
         if self.density == "ln":
-            names.append("density")
+            names.append(DENSITY_FIELD)
+        elif self.density == "predicted":
+            names.append(PREDICTED_DENSITY)
         names += [name for name in (self.vector_field, self.scalar_field) if name]
         return names
 
@@ -178,8 +194,9 @@ class InputSpec:
             channel = len(self.fields)
         if self.density == "ln":
             parts.append(f"channel {channel}: ln(1 + rho/rho_mean)")
-        elif self.density == "model":
-            parts.append(f"channel {channel}: rho/rho_mean predicted by {self.density_model} from the whole box")
+        elif self.density == "predicted":
+            parts.append(f"channel {channel}: rho/rho_mean predicted from the whole box "
+                         f"({PREDICTED_DENSITY}, by {self.density_model or 'a stage-one model'})")
         if self.reference:
             origin = (f"{self.reference['target']} of the whole box from the classical halo reference "
                       f"({self.reference['model']['format']})")
@@ -230,23 +247,23 @@ class InputSpec:
         if not isinstance(spec, dict) or set(spec) - known:
             raise VelnetInputError(path, f"{SPEC_KEY} must be a dict with keys among {sorted(known)}. "
                                          f"Received: {SPEC_KEY}={spec!r}")
+        if spec.get("density") in LEGACY_DENSITY:
+            spec = {**spec, "density": LEGACY_DENSITY[spec["density"]]}
         try:
             return cls(**spec)
         except VelnetInputError as err:
             raise VelnetInputError(path, err.problem) from None
 
 
-def box_inputs(fields, spec, target, target_scale, predicted_density=None):
+def box_inputs(fields, spec, target, target_scale):
     """The per-cell input channels of a whole box (all but the context window).
 
     Args:
         fields: dict name -> `Field` of the box (`spec.field_names()`), with redshift and
             cosmology; scalars `(N, N, N)`, vectors `(N, N, N, 3)`.
         spec: an `InputSpec` (its field_scale set when it has fields).
-        target: the target's name: which linear-theory field to compute.
+        target: the `velnet.tasks.Target`: its `of_velocity` makes the linear-theory channels.
         target_scale: target units per normalised unit (the dataset's target scale).
-        predicted_density: `(N, N, N)` rho/rho_mean of `spec.density_model`, when
-            `spec.density == "model"`.
 
     Returns:
         float32 `(N, N, N, C)`, C = `spec.channels` without the context window.
@@ -263,22 +280,21 @@ def box_inputs(fields, spec, target, target_scale, predicted_density=None):
     channels = [(fields[name].value.astype(np.float64) / spec.field_scale).astype(np.float32)[..., None]
                 for name in spec.fields]
     if spec.density == "ln":
-        channels.append(ln_density(fields["density"]).value[..., None])
-    elif spec.density == "model":
-        channels.append(np.asarray(predicted_density, dtype=np.float32)[..., None])
+        channels.append(ln_density(fields[DENSITY_FIELD]).value[..., None])
+    elif spec.density == "predicted":
+        channels.append(fields[PREDICTED_DENSITY].value.astype(np.float32)[..., None])
     if spec.linear:
-        if target not in LINEAR_TARGETS:
-            raise VelnetInputError(None, f"no linear theory for target {target!r}; it must be one of {LINEAR_TARGETS}")
-        density = fields["density"]
-        field = (ClassicalEstimator.from_dict(spec.base).velocity(density) if spec.base
-                 else linear_velocity(density, spec.smoothing))
-        if target == "momentum":
-            field = linear_momentum(density, field)
+        if target.of_velocity is None:
+            raise VelnetInputError(None, f"no linear theory for target {target.name!r}")
+        density = fields[DENSITY_FIELD]
+        velocity = (ClassicalEstimator.from_dict(spec.base).velocity(density) if spec.base
+                    else linear_velocity(density, spec.smoothing))
+        field = target.of_velocity(density, velocity)
         channels.append((field.value.astype(np.float64) / target_scale).astype(np.float32))
     if spec.reference:
         estimate = reference_model(spec).predict(fields)[spec.reference["target"]]
         value = (estimate.value.astype(np.float64) / target_scale).astype(np.float32)
-        channels.append(value[..., None] if spec.reference["target"] == "density" else value)
+        channels.append(value if estimate.is_vector else value[..., None])
     for name, vector in ((spec.vector_field, True), (spec.scalar_field, False)):
         if name:
             if fields[name].is_vector != vector:
@@ -311,6 +327,52 @@ def reference_model(spec):
     from velnet.physics.references import from_dict
 
     return from_dict(spec.reference["model"])
+
+
+def load_box(path, names=None, predictions=None):
+    """The fields of one box: those of its fields file and, prefixed `PREDICTED`, its predictions file's.
+
+    Args:
+        path: the box's fields file.
+        names: the fields to read (default all); names with the prefix `PREDICTED` come from
+            `predictions`.
+        predictions: the box's predictions file (`velnet predict` of a model on `path`), or None.
+
+    Returns:
+        dict name -> `Field`, each with `attrs["path"]` its file.
+
+    Raises:
+        VelnetInputError: a missing field, or a predictions file of another box.
+    """
+    own = None if names is None else [n for n in names if not n.startswith(PREDICTED)]
+    box = load_fields(path, own)
+    if predictions is not None:
+        check_predictions(path, predictions)
+        wanted = None if names is None else [n[len(PREDICTED):] for n in names if n.startswith(PREDICTED)]
+        if wanted != []:
+            box.update({PREDICTED + name: field for name, field in load_fields(predictions, wanted).items()})
+    elif names is not None and len(own) < len(names):
+        raise VelnetInputError(path, f"the inputs need {sorted(set(names) - set(own))}, fields of the box's "
+                                     "predictions file (velnet predict), and none was given")
+    for name, field in box.items():
+        field.attrs["path"] = str(predictions if name.startswith(PREDICTED) else path)
+    return box
+
+
+def check_predictions(path, predictions):
+    """Raise VelnetInputError unless `predictions` were predicted on the box of the fields file `path`."""
+    box, predicted = read_meta(path), read_meta(predictions)
+    for key in ("box_size", "nmesh", "redshift", "cosmology"):
+        if box[key] != predicted[key]:
+            raise VelnetInputError(predictions, f"{key} is {predicted[key]}, but the box {path} has {box[key]}")
+    source = predicted.get("source")
+    if source and Path(source).resolve() != Path(path).resolve():
+        raise VelnetInputError(predictions, f"holds predictions for {source}, not for {path}")
+
+
+def predicted_names(path):
+    """The fields of a predictions file as `load_box` names them (prefixed `PREDICTED`)."""
+    return [PREDICTED + name for name in field_names(path)]
 
 
 def check_context(nmesh, factor):

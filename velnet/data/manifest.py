@@ -19,7 +19,7 @@ from velnet.data.tiling import SPLITS
 from velnet.data.writer import sha256
 from velnet.errors import VelnetInputError
 from velnet.files import require_file
-from velnet.tasks import TileData, get_task
+from velnet.tasks import LEGACY_TASK, TileData, get_task
 
 FORMAT = "velnet-shards"
 FORMAT_VERSION = 1
@@ -95,7 +95,7 @@ class Manifest(TileData):
         unknown = sorted(set(manifest) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise VelnetInputError(path, f"has unknown keys {unknown}")
-        get_task(manifest.get("task", "wu2021"), path)
+        get_task(manifest.get("task", LEGACY_TASK), path)
         return cls(**{**manifest, SPEC_KEY: InputSpec.from_dict(manifest, path), "folder": Path(folder)})
 
 

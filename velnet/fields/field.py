@@ -20,11 +20,13 @@ AXES = {"x": 0, "y": 1, "z": 2}
 """Names of the box axes 0, 1, 2 (lines of sight along them)."""
 
 UNITS = {
-    "density": "rho / rho_mean",
-    "ln_density": "ln(1 + rho / rho_mean)",
+    "density": "rho/rho_mean",
+    "ln_density": "ln(1 + rho/rho_mean)",
     "velocity": "km/s",
-    "momentum": "km/s (rho / rho_mean) v",
+    "momentum": "(rho/rho_mean) km/s",
 }
+"""Units of the named fields of a box, the one table of them (`velnet.tasks.TARGETS` reads it);
+other fields keep theirs in `attrs["units"]`."""
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """The network of a task: its config, its layers, its loss, its physical-unit model and metadata.
 
+`BUILDERS` is the one table of network builders: each row carries the builder, its presets,
+the arguments a dataset's tiles fix, the wrapper that gives the trained network physical
+outputs, its hyperparameter search space and its stride (spatial sizes must be multiples of
+it). `LOSSES` names the training losses.
+
 A model config is a preset name of the task's builder, or a dict of builder arguments with
 an optional "preset" key (default: the task's full-size preset) that the other keys
 override; the dataset fixes the shapes (`network_config`, the one parser of both papers'
@@ -18,27 +23,90 @@ from velnet.data.inputs import SPEC_KEY, InputSpec
 from velnet.errors import VelnetInputError
 from velnet.networks import halo_unets, unet3d
 from velnet.networks.losses import MagnitudeDirectionLoss
-from velnet.tasks import TileData, get_task
+from velnet.tasks import LEGACY_TASK, TileData, get_task
+
+WIDTH_MULTIPLIERS = (1 / 8, 1 / 4, 1 / 2, 1.0)
+"""Choices of the Wu et al. U-net's width multiplier in a search (a preset's value is added)."""
+HALO_WIDTHS = {"n1": (4, 8, 16, 32), "n2": (8, 16, 32, 64), "n3": (16, 32, 64, 128)}
+"""Choices of the halo U-nets' widths N1-N3 in a search (a preset's value is added)."""
+DROPOUT_RANGE = (0.0, 0.5, 0.1)
+"""min, max and step of the halo U-nets' dropout rate in a search."""
 
 
 @dataclass(frozen=True)
 class Builder:
-    """A network builder, its presets, and the arguments a dataset's tiles fix (`shapes(manifest)`)."""
+    """A network builder and what the pipeline needs to know of it.
+
+    Attributes:
+        build: the builder, a function of keyword arguments returning a `keras.Model`.
+        presets: preset name -> builder arguments.
+        shapes: `f(manifest) -> dict` of the arguments a dataset's tiles fix (channels, shapes).
+        physical: `f(config, network, scale, metadata) -> keras.Model`: the trained network
+            (normalised outputs) as a model with physical outputs for any valid size, ending in
+            a `velnet.networks.unet3d.ToPhysical` layer that carries `metadata` (a dict).
+        search: `f(hp, config) -> dict`: declares the builder's hyperparameters in a
+            keras-tuner `HyperParameters` (defaults from the builder config `config`) and
+            returns their values by builder argument.
+        stride: `f(config) -> int`: spatial sizes the network takes are multiples of it.
+    """
 
     build: object
     presets: dict
     shapes: object
+    physical: object
+    search: object
+    stride: object
+
+
+def _wu_physical(config, network, scale, metadata):
+    return unet3d.physical_model(config, network.get_weights(), scale, metadata)
+
+
+def _halo_physical(config, network, scale, metadata):
+    return halo_unets.physical_halo_model(network, scale, metadata)
+
+
+def _halo_vector_physical(config, network, scale, metadata):
+    return halo_unets.physical_halo_model(network, scale, metadata, vector=True)
+
+
+def _wu_search(hp, config):
+    """The Wu et al. U-net's width multiplier."""
+    width = float(config["width_multiplier"])
+    return {"width_multiplier": hp.Choice("width_multiplier", sorted({*WIDTH_MULTIPLIERS, width}), default=width)}
+
+
+def _halo_search(hp, config):
+    """The halo paper's N1-N3 and dropout rate."""
+    values = {name: hp.Choice(name, sorted({*choices, config[name]}), default=config[name])
+              for name, choices in HALO_WIDTHS.items()}
+    low, high, step = DROPOUT_RANGE
+    values["dropout"] = hp.Float("dropout", low, high, step=step, default=config["dropout"])
+    return values
+
+
+def _wu_stride(config):
+    return 2 ** (len(unet3d.builder_config(unet3d.unet3d, config)["widths"]) - 1)
+
+
+def _halo_stride(config):
+    return halo_unets.TOTAL_STRIDE
 
 
 BUILDERS = {
-    "unet3d": Builder(unet3d.unet3d, unet3d.PRESETS, lambda m: {"input_shape": m.input_shape,
-                                                                "out_channels": m.target_shape[-1]}),
-    "halo_unet": Builder(halo_unets.halo_unet, halo_unets.PRESETS, lambda m: {
-        "input_channels": m.input_shape[-1], "output_channels": m.target_shape[-1]}),
+    "unet3d": Builder(unet3d.unet3d, unet3d.PRESETS,
+                      lambda m: {"input_shape": m.input_shape, "out_channels": m.target_shape[-1]},
+                      _wu_physical, _wu_search, _wu_stride),
+    "halo_unet": Builder(halo_unets.halo_unet, halo_unets.PRESETS,
+                         lambda m: {"input_channels": m.input_shape[-1], "output_channels": m.target_shape[-1]},
+                         _halo_physical, _halo_search, _halo_stride),
     "halo_velocity_unet": Builder(halo_unets.halo_velocity_unet, halo_unets.PRESETS,
-                                  lambda m: {"input_channels": m.input_shape[-1]}),
+                                  lambda m: {"input_channels": m.input_shape[-1]},
+                                  _halo_vector_physical, _halo_search, _halo_stride),
 }
 """Each task's network builder, by name."""
+LOSSES = {"mse": keras.losses.MeanSquaredError, "magnitude_direction": MagnitudeDirectionLoss}
+"""Training losses by name: MSE (Wu et al.; eq. 5 of the halo paper) and eq. 6."""
 BASE = "base"
 """`residual_channels` value that stands for the dataset's whole-box estimate of the target."""
 
@@ -111,8 +179,8 @@ def build_network(model_config, manifest):
 
 
 def task_loss(task):
-    """The training loss of a task: MSE (Wu et al.; eq. 5 of the halo paper) or eq. 6."""
-    return MagnitudeDirectionLoss() if task.loss == "magnitude_direction" else keras.losses.MeanSquaredError()
+    """The training loss of a task (`LOSSES`)."""
+    return LOSSES[task.loss]()
 
 
 def physical_network(task, config, network, scale, metadata):
@@ -125,10 +193,7 @@ def physical_network(task, config, network, scale, metadata):
         scale: target units per normalised unit.
         metadata: the `ModelMetadata` stored in the model.
     """
-    if task.network == "unet3d":
-        return unet3d.physical_model(config, network.get_weights(), scale, metadata.to_dict())
-    return halo_unets.physical_halo_model(network, scale, metadata.to_dict(),
-                                           vector=task.network == "halo_velocity_unet")
+    return BUILDERS[task.network].physical(config, network, scale, metadata.to_dict())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +208,11 @@ class ModelMetadata(TileData):
     def cell_size(self):
         """The training cells' size, Mpc/h."""
         return self.box_size / self.nmesh
+
+    @property
+    def stride(self):
+        """Spatial sizes the network takes are multiples of this (`Builder.stride`)."""
+        return BUILDERS[get_task(self.task).network].stride(self.model_config)
 
     @classmethod
     def of(cls, manifest, model_config):
@@ -168,6 +238,6 @@ class ModelMetadata(TileData):
                          - set(metadata))
         if missing:
             raise VelnetInputError(path, f"model metadata lacks {missing}: not a model saved by `velnet train`")
-        get_task(metadata.get("task", "wu2021"), path)
+        get_task(metadata.get("task", LEGACY_TASK), path)
         return cls(**{**{k: v for k, v in metadata.items() if k in known},
                       SPEC_KEY: InputSpec.from_dict(metadata, path)})

@@ -7,7 +7,8 @@ training ones (fewer overlapping margins to compute), the input windows wrap aro
 periodic box exactly as in training, and any mesh size is predicted: where the tile does not
 divide it, the tiles overlap and each cell comes from the tile where it is most central.
 Channels computed from the whole box (linear theory, a classical estimate, a stage-one
-model's density) are computed before either.
+model's density) are computed before either. Models are named by path or by shipped name
+(`velnet.shipped`).
 """
 import logging
 import time
@@ -17,18 +18,17 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from velnet.data.inputs import InputWindows, box_inputs
+from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, InputWindows, box_inputs
 from velnet.data.tiling import cover_origins, stitch
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, field_names, load_fields, save_fields
 from velnet.networks.builders import ModelMetadata
-from velnet.networks.halo_unets import TOTAL_STRIDE
 from velnet.physics.classical import ClassicalEstimator
-from velnet.physics.linear import linear_momentum
 from velnet.physics.references import load_reference, reference_format
 from velnet.prediction.power_correction import PowerCorrection, correction_path
 from velnet.provenance import write_record
-from velnet.tasks import get_task
+from velnet.shipped import model_path
+from velnet.tasks import DENSITY, TARGETS, VELOCITY, get_target, get_task
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def whole_box_inputs(box, spec, target, target_scale, predicted=None):
     """The per-cell input channels of a whole box, a stage-one model's density included.
 
     Args:
-        box: dict name -> `Field` of the box (`spec.field_names()` and those of a density
-            model's own spec).
+        box: dict name -> `Field` of the box (`spec.field_names()`; a box without the
+            predicted density has the fields its density model reads instead).
         spec: the `InputSpec`.
         target, target_scale: as `velnet.data.inputs.box_inputs`.
         predicted: dict model path -> its predicted `Field` on this box, filled as models
@@ -72,12 +72,18 @@ def whole_box_inputs(box, spec, target, target_scale, predicted=None):
 
     Returns:
         float32 `(N, N, N, C)` (without the context window).
+
+    Raises:
+        VelnetInputError: a predicted density the box lacks and no model to predict it.
     """
-    density = None
-    if spec.density == "model":
+    if spec.density == "predicted" and PREDICTED_DENSITY not in box:
+        if not spec.density_model:
+            raise VelnetInputError(None, f"the inputs need {PREDICTED_DENSITY}, stage one's density, and the model "
+                                         "records no stage-one model to predict it")
         predicted = {} if predicted is None else predicted
-        density = predict_with(spec.density_model, box, predicted=predicted).value
-    return box_inputs(box, spec, target, target_scale, density)
+        density = predict_with(spec.density_model, box, predicted=predicted)  # a halo reference gives a dict
+        box = {**box, PREDICTED_DENSITY: density[DENSITY] if isinstance(density, dict) else density}
+    return box_inputs(box, spec, target, target_scale)
 
 
 def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
@@ -85,8 +91,8 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
 
     Args:
         model: physical-output model from `velnet.training.train.load_model`.
-        metadata: its metadata dict (task, tile sizes, target name, box_size and nmesh of
-            training, input spec and target scale for the input channels).
+        metadata: its `ModelMetadata` (task, tile sizes, target name, box_size and nmesh of
+            training, input spec and target scale for the input channels), or that as a dict.
         box: dict name -> `Field` of the whole box (the fields its input channels read,
             `velnet.data.inputs`), or the density `Field` (rho/rho_mean) alone, all a density's
             channels need; on an N^3 mesh with the training cell size.
@@ -99,7 +105,8 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
         predicted: as `whole_box_inputs`.
 
     Returns:
-        `Field` named after the model's target: `(N, N, N, 3)` km/s, or `(N, N, N)` for a density.
+        `Field` named after the model's target (`velnet.tasks.TARGETS`): `(N, N, N, 3)` for a
+        vector (km/s), `(N, N, N)` for a scalar (rho/rho_mean for a density).
 
     Raises:
         VelnetInputError: the cell size differs from the training data's, the input
@@ -109,7 +116,7 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
     box = box if isinstance(box, dict) else {box.name: box}
     reference = next(iter(box.values()))
     source = reference.attrs.get("path")
-    meta = ModelMetadata.from_dict(metadata, source)
+    meta = metadata if isinstance(metadata, ModelMetadata) else ModelMetadata.from_dict(metadata, source)
     if not np.isclose(reference.cell_size, meta.cell_size, rtol=1e-3):
         raise VelnetInputError(
             source, f"cell size {reference.cell_size:.4g} Mpc/h (box {reference.box_size:g} / {reference.nmesh}) "
@@ -120,26 +127,26 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
         raise VelnetInputError(source, f"input spec {spec.to_dict()} gives {spec.channels} input channel(s), "
                                        f"the model takes {model.input_shape[-1]}")
     periodic = get_task(meta.task).periodic
-    if periodic and reference.nmesh % TOTAL_STRIDE:
-        raise VelnetInputError(source, f"a periodic network predicts whole boxes of a multiple of {TOTAL_STRIDE} "
+    if periodic and reference.nmesh % meta.stride:
+        raise VelnetInputError(source, f"a periodic network predicts whole boxes of a multiple of {meta.stride} "
                                        f"cells per side. Received: {reference.nmesh}^3")
+    target = get_target(meta.target_name)
     try:
-        inputs = whole_box_inputs(box, spec, meta.target_name, meta.target_scale, predicted)
-        windows = None if periodic else InputWindows(inputs, box["density"].value if spec.context else None, spec)
+        inputs = whole_box_inputs(box, spec, target, meta.target_scale, predicted)
+        windows = None if periodic else InputWindows(inputs, box[DENSITY].value if spec.context else None, spec)
     except VelnetInputError as err:
         raise VelnetInputError(err.path or source, err.problem) from None
     if periodic:
         out = keras.ops.convert_to_numpy(model(inputs[None], training=False))[0]  # one pass, no tf.function
     else:
         out = _tiled(model, meta, windows, reference.nmesh, tile, batch_size)
-    return Field(out[..., 0] if meta.target_shape[-1] == 1 else out, meta.target_name, reference.box_size,
-                 reference.redshift, reference.cosmology, {"path": source} if source else {})
+    return Field(out[..., 0] if not target.vector else out, target.name, reference.box_size, reference.redshift,
+                 reference.cosmology, {"units": target.units, **({"path": source} if source else {})})
 
 
 def _tiled(model, meta, windows, nmesh, tile, batch_size):
     """The outputs of a tiled network on a whole box, stitched: `(N, N, N, C_out)`."""
-    margin = meta.tile["margin"]
-    multiple = 2 ** (len(meta.model_config.get("widths", (0, 0, 0))) - 1)  # 4
+    margin, multiple = meta.tile["margin"], meta.stride
     if tile:
         _check_tile(tile, nmesh, margin, multiple)
     tile = tile or inference_tile(nmesh, margin, multiple)
@@ -169,8 +176,8 @@ def predict_with(path, box, tile=None, batch_size=4, predicted=None):
     """One model's field for a whole box.
 
     Args:
-        path: a trained network (`.keras` from `velnet train`) or a classical estimator
-            file (`.json` from `velnet baseline`).
+        path: a trained network (`.keras` from `velnet train`), a classical estimator file
+            (`.json` from `velnet baseline`) or a shipped model's name (`velnet.shipped`).
         box: as `predict_box` (a classical estimator reads the density).
         tile, batch_size: as `predict_box` (tiled networks only).
         predicted: as `whole_box_inputs`: a model already run on this box is not run again.
@@ -178,7 +185,8 @@ def predict_with(path, box, tile=None, batch_size=4, predicted=None):
     Returns:
         `Field` named after the model's target (km/s; rho/rho_mean for a density).
     """
-    key = str(Path(path).resolve())
+    path = model_path(path)
+    key = str(path.resolve())
     if predicted is not None and key in predicted:
         return predicted[key]
     field = _predict(_load(path), box if isinstance(box, dict) else {box.name: box}, tile, batch_size, predicted)
@@ -201,67 +209,77 @@ def _predict(loaded, box, tile, batch_size, predicted):
     """A loaded model's `Field`, or the dict of `Field`s of a halo reference."""
     model, metadata = loaded
     if isinstance(model, ClassicalEstimator):
-        return model.velocity(box["density"])
+        return model.velocity(box[DENSITY])
     if metadata is None:
         return model.predict(box)
     return predict_box(model, metadata, box, tile, batch_size, predicted)
 
 
-def _fields_read(loaded, models, available=()):
-    """The fields of a box a loaded model reads, its density model's included (loaded into `models`)."""
+def _fields_read(loaded, available=()):
+    """The fields of a box a loaded model reads: a predicted density is read from a model given beside
+    it or, where the model records its stage one and that file exists, that model's fields."""
     model, metadata = loaded
     if isinstance(model, ClassicalEstimator):
-        return {"density"}
+        return {DENSITY}
     if metadata is None:
         return set(model.fields_read(available))
-    spec = ModelMetadata.from_dict(metadata).input_spec
-    names = set(spec.field_names())
-    if spec.density == "model":
-        key = str(Path(spec.density_model).resolve())
-        models.setdefault(key, _load(spec.density_model))
-        names |= _fields_read(models[key], models, available)
+    spec = metadata.input_spec
+    names = {name for name in spec.field_names() if not name.startswith(PREDICTED)}
+    if spec.density == "predicted" and spec.density_model and Path(spec.density_model).is_file():
+        names |= _fields_read(_load(spec.density_model), available)
     return names
 
 
-def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False):
-    """Predict with one or more models and write their fields to one HDF5 file.
+def _reads_predictions(loaded):
+    """Whether a loaded model reads another model's predictions (a stage-two model)."""
+    _, metadata = loaded
+    return metadata is not None and any(name.startswith(PREDICTED) for name in metadata.input_spec.field_names())
 
-    A stage-two halo model's stage-one density model is run too (once), and its density
-    written. Without a momentum model, the momentum written is rho/rho_mean times the
-    predicted velocity, with the predicted density where a model predicts one and the box's
-    own otherwise (Wu et al.'s input; on their test boxes this beats a separately trained
-    momentum model; the 2024 paper's Fig. 1 forms it so).
+
+def load_models(model_paths):
+    """Models by resolved path -> `(model, ModelMetadata)`, or `(ClassicalEstimator, None)`.
 
     Args:
-        model_paths: model path(s), networks (`.keras`) or classical estimators (`.json`),
-            e.g. a velocity and a momentum network.
-        fields_path: fields file with the fields the models read (a "density"; for the halo
-            networks, the halo channels and the linear inputs of `velnet halo-fields`).
-        out_path: output `.h5`; written atomically, with a `.json` run record beside it.
+        model_paths: one or more paths or shipped names.
+    """
+    paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
+    return {str(model_path(p).resolve()): _load(model_path(p)) for p in paths}
+
+
+def fields_read(models, available=()):
+    """The names of the fields of a box that `load_models`' models read (halo references: of the
+    fields `available`)."""
+    return set().union(*(_fields_read(loaded, available) for loaded in models.values()))
+
+
+def predict_fields(models, box, tile=None, batch_size=4, power_preserving=False):
+    """The fields models predict for a box, and the targets formed from the predicted velocity.
+
+    Models that read no other model's prediction run first, and what they predict joins the box
+    (prefixed "predicted_"): a stage-two halo model given with a stage-one model reads its
+    density; given alone, it runs the stage-one model it records (once), whose density is
+    returned too. Targets with an `of_velocity` that no model predicts (the momentum) are formed
+    from the predicted velocity and the density, the predicted one where a model predicts it
+    and the box's own otherwise (Wu et al.'s input; on their test boxes this beats a
+    separately trained momentum model; the 2024 paper's Fig. 1 forms it so).
+
+    Args:
+        models: from `load_models`.
+        box: dict name -> `Field` of the box: what the models read (and the density).
         tile, batch_size: as `predict_box`.
-        power_preserving: write the velocity model's power-preserving output (its
-            `correction_path` file from `velnet calibrate`) instead of the minimum-variance one.
+        power_preserving: the velocity model's power-preserving output (its `correction_path`
+            file from `velnet calibrate`) instead of the minimum-variance one.
 
     Returns:
-        `out_path`.
+        dict target name -> `Field`, each with `attrs["model"]`.
 
     Raises:
-        VelnetInputError: a bad model or fields file, two models of one target, or a
-            power-preserving request without a velocity model, with a momentum model, or
-            without the model's correction file.
+        VelnetInputError: two models of one target, or a power-preserving request without
+            a velocity model, with a model of a target formed from it, or without the
+            model's correction file.
     """
-    start = time.time()
-    paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
-    models = {str(Path(path).resolve()): _load(path) for path in paths}
-    available = field_names(fields_path)
-    names = set().union(*(_fields_read(loaded, models, available) for loaded in list(models.values())))
-    box = load_fields(fields_path, sorted(names))
-    for field in box.values():
-        field.attrs["path"] = str(fields_path)
     predicted, out, sources = {}, {}, {}
-    # density models first, so that the models that read their density find it
-    for key, loaded in sorted(models.items(), key=lambda item: item[1][1] is None or
-                              ModelMetadata.from_dict(item[1][1]).target_name != "density"):
+    for key, loaded in sorted(models.items(), key=lambda item: _reads_predictions(item[1])):
         result = predicted.get(key) or _predict(loaded, box, tile, batch_size, predicted)
         predicted[key] = result
         for field in (result.values() if isinstance(result, dict) else [result]):
@@ -269,18 +287,59 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
                 raise VelnetInputError(key, f"a second model for {field.name!r}")
             field.attrs = {**field.attrs, "model": key}
             out[field.name], sources[field.name] = field, key
+            box = {**box, PREDICTED + field.name: field}
+    for key, result in predicted.items():  # the stage-one models that stage-two models ran
+        for field in (result.values() if isinstance(result, dict) else [result]):
+            out.setdefault(field.name, field).attrs.setdefault("model", key)
+    formed = [t for t in TARGETS.values() if t.of_velocity and t.name != VELOCITY]
     if power_preserving:
-        if "velocity" not in out or "momentum" in out:
-            raise VelnetInputError(None, "--power-preserving needs one velocity model and no momentum model "
-                                         "(the momentum is then (rho/rho_mean) v)")
-        out["velocity"] = PowerCorrection.load(correction_path(sources["velocity"])).apply(out["velocity"])
-    if "velocity" in out and "momentum" not in out:
-        density = out.get("density") or load_fields(fields_path, ["density"])["density"]
-        out["momentum"] = linear_momentum(density, out["velocity"])
-        out["momentum"].attrs = {"model": f"({'predicted ' if 'density' in out else ''}rho/rho_mean) x the "
-                                          "predicted velocity"}
+        if VELOCITY not in out or any(t.name in out for t in formed):
+            raise VelnetInputError(None, "--power-preserving needs one velocity model and no model of a target "
+                                         f"formed from it ({', '.join(t.name for t in formed)} are then formed)")
+        out[VELOCITY] = PowerCorrection.load(correction_path(sources[VELOCITY])).apply(out[VELOCITY])
+    formed = [t for t in formed if t.name not in out]
+    if VELOCITY in out and formed:
+        density = out.get(DENSITY) or box.get(DENSITY)
+        if density is None:
+            raise VelnetInputError(None, f"{[t.name for t in formed]} are formed from the velocity and the density, "
+                                         "and the box holds no density")
+        for target in formed:
+            out[target.name] = target.of_velocity(density, out[VELOCITY])
+            out[target.name].attrs = {"model": f"({'predicted ' if DENSITY in out else ''}rho/rho_mean) x the "
+                                               "predicted velocity"}
+    return out
+
+
+def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False):
+    """Predict with one or more models and write their fields to one HDF5 file (see `predict_fields`).
+
+    Args:
+        model_paths: model path(s) or shipped names, networks (`.keras`) or classical
+            estimators (`.json`), e.g. a velocity and a momentum network.
+        fields_path: fields file with the fields the models read (a "density"; for the halo
+            networks, the halo channels and the linear inputs of `velnet halo-fields`).
+        out_path: output `.h5`; written atomically, with a `.json` run record beside it.
+        tile, batch_size, power_preserving: as `predict_fields`.
+
+    Returns:
+        `out_path`.
+
+    Raises:
+        VelnetInputError: a bad model or fields file, or what `predict_fields` raises.
+    """
+    start = time.time()
+    paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
+    models = load_models(paths)
+    available = field_names(fields_path)
+    names = fields_read(models, available)
+    if DENSITY in available:
+        names.add(DENSITY)
+    box = load_fields(fields_path, sorted(names))
+    for field in box.values():
+        field.attrs["path"] = str(fields_path)
+    out = predict_fields(models, box, tile, batch_size, power_preserving)
     save_fields(out_path, list(out.values()),
-                attrs={"source": str(fields_path), "models": list(models),
+                attrs={"source": str(Path(fields_path).resolve()), "models": list(models),
                        "output": "power-preserving" if power_preserving else "minimum-variance"})
     write_record(Path(out_path).with_suffix(".json"), "predict",
                  {"models": [str(p) for p in paths], "fields": str(fields_path), "tile": tile,

@@ -14,6 +14,8 @@ A run folder holds:
 import contextlib
 import csv
 import importlib.util
+import inspect
+import json
 import logging
 import os
 import time
@@ -140,14 +142,14 @@ def load_model(path):
         `(model, metadata)`: the model maps `(B, nx, ny, nz, C)` inputs (the channels of
         its input spec, `velnet.data.inputs`) to `(B, nx - 2 margin, ..., C_out)` outputs in the
         target's units (km/s; rho/rho_mean for a density), for any sizes divisible by
-        2**(levels - 1) (4 for the presets) and larger than 2 margin (0 for the periodic
-        halo networks); `metadata` is the dict of its `velnet.networks.builders.ModelMetadata`
-        (task, target_name, shapes, tile, normalisation with target_scale, cosmology,
-        box_size in Mpc/h, nmesh, redshift, input_spec and model_config, the builder
-        arguments), as stored: `ModelMetadata.from_dict` types it.
+        `metadata.stride` (4 for the presets) and larger than 2 margin (0 for the periodic
+        halo networks); `metadata` is its `velnet.networks.builders.ModelMetadata` (task,
+        target_name, shapes, tile, normalisation with target_scale, cosmology, box_size in
+        Mpc/h, nmesh, redshift, input_spec and model_config, the builder arguments).
 
     Raises:
-        VelnetInputError: a missing or unreadable file, or a Keras model not saved by `train`.
+        VelnetInputError: a missing or unreadable file, or a Keras model not saved by `train`
+            (or its metadata incomplete).
     """
     path = require_file(path, "trained model")
     try:
@@ -159,7 +161,46 @@ def load_model(path):
     except ValueError:
         raise VelnetInputError(
             path, f"is not a model saved by `velnet train` (no {OUTPUT_LAYER!r} layer)") from None
-    return model, layer.metadata
+    return model, ModelMetadata.from_dict(layer.metadata, path)
+
+
+MODEL_KEY = "model"
+"""The key of a training config that holds the model config."""
+
+
+def training_options(config, path=None):
+    """Check a training config (`velnet train --config`): the model config and `train`'s options.
+
+    Args:
+        config: a dict, or the path of a JSON file holding one: optionally "model" (a model
+            config, as `train`'s `model_config`) and any keyword argument of `train` but
+            callbacks (epochs, batch_size, learning_rate, seed, augment, steps_per_epoch,
+            validation_steps, devices).
+        path: the file it came from, for errors (default `config` when it is a path).
+
+    Returns:
+        `(model_config or None, options)`.
+
+    Raises:
+        VelnetInputError: naming the file: not a JSON object, or a key that is not a
+            training option.
+    """
+    if not isinstance(config, dict):
+        path = require_file(config, "training config")
+        try:
+            config = json.loads(Path(path).read_text())
+        except ValueError as err:
+            raise VelnetInputError(path, f"not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise VelnetInputError(path, "a training config must hold a JSON object")
+    known = [name for name, p in inspect.signature(train).parameters.items()
+             if p.default is not inspect.Parameter.empty and name != "callbacks"]
+    unknown = sorted(set(config) - {MODEL_KEY, *known, "epochs"})
+    if unknown:
+        raise VelnetInputError(path, f"unknown training option(s) {unknown}; a training config holds "
+                                     f"{MODEL_KEY!r} and some of {['epochs', *known]}")
+    options = dict(config)
+    return options.pop(MODEL_KEY, None), options
 
 
 def data_parallel(devices=None):

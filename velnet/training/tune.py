@@ -1,14 +1,14 @@
 """Hyperparameter search for the network of any task with keras-tuner.
 
 `VelnetHyperModel` holds the fixed arguments (the dataset, the base model config) and
-declares the search space with its defaults in one place, `declare_hyperparameters`:
+declares the search space with its defaults in one place, `declare_hyperparameters`; the
+network's own hyperparameters come from its builder's row
+(`velnet.networks.builders.Builder.search`):
 
     learning_rate      Adam learning rate, 1e-5 to 1e-2, log sampling      (default 1e-4)
-    width_multiplier   factor on every U-net width, 1/8, 1/4, 1/2, 1       (the preset's;
-                       the Wu et al. U-net)
-    n1, n2, n3         the widths N1-N3 of the 2024 halo paper's U-nets    (the preset's;
-                       (`HALO_WIDTHS`)                                      the halo tasks)
-    dropout            their final dropout rate, 0 to 0.5 in steps of 0.1  (the preset's)
+    (the builder's)    the Wu et al. U-net: width_multiplier, a factor on  (the preset's)
+                       every width, 1/8, 1/4, 1/2, 1; the 2024 halo paper's
+                       U-nets: their widths n1, n2, n3 and dropout rate
     batch_size         tiles per batch, 2 to 32                            (6, Wu et al.'s)
     residual           add the whole-box estimate of the target (input     (the preset's;
                        channels) to the output                             on datasets with it)
@@ -64,7 +64,7 @@ from velnet.data.manifest import read_manifest
 from velnet.data.records import decode_tile, read_record
 from velnet.data.writer import sha256
 from velnet.files import atomic_file
-from velnet.networks.builders import build_network, network_config, task_loss
+from velnet.networks.builders import BUILDERS, build_network, network_config, task_loss
 from velnet.provenance import write_record
 from velnet.tasks import get_task
 from velnet.training.train import TRAIN_SPLIT, VAL_SPLIT, jit_compile_setting
@@ -73,11 +73,6 @@ log = logging.getLogger(__name__)
 
 ALGORITHMS = ("bayesian", "random", "hyperband")
 OBJECTIVE = "val_loss"
-WIDTH_MULTIPLIERS = (1 / 8, 1 / 4, 1 / 2, 1.0)
-HALO_WIDTHS = {"n1": (4, 8, 16, 32), "n2": (8, 16, 32, 64), "n3": (16, 32, 64, 128)}
-"""Choices of the halo U-nets' widths N1-N3 (a preset's value is added)."""
-DROPOUT_RANGE = (0.0, 0.5, 0.1)
-"""min, max and step of the halo U-nets' dropout rate."""
 BATCH_SIZES = (2, 4, 6, 8, 16, 32)
 TUNED_TRAIN_KWARGS = ("learning_rate", "batch_size")
 """Hyperparameters that are `velnet.training.train.train` keyword arguments of the same name."""
@@ -126,7 +121,8 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         self.preset = requested.pop("preset", self.task.preset)
         self.overrides = requested
         self.base = network_config({"preset": self.preset, **self.overrides}, self.manifest)
-        self.wu_unet = self.task.network == "unet3d"
+        self.builder = BUILDERS[self.task.network]
+        self.network_keys = tuple(self.builder.search(keras_tuner.HyperParameters(), self.base))
         self.residual_base = self.manifest.input_spec.base_channels
         per_box = self.manifest.split.get("per_box", [])
         self.train_box_ids = [i for i, counts in enumerate(per_box) if counts.get(TRAIN_SPLIT)]
@@ -145,18 +141,10 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         """
         values = {"learning_rate": hp.Float("learning_rate", 1e-5, 1e-2, sampling="log",
                                             default=self.learning_rate)}
-        if self.wu_unet:
-            width = float(self.base["width_multiplier"])
-            values["width_multiplier"] = hp.Choice("width_multiplier", sorted({*WIDTH_MULTIPLIERS, width}),
-                                                   default=width)
-        else:
-            for name, choices in HALO_WIDTHS.items():
-                values[name] = hp.Choice(name, sorted({*choices, self.base[name]}), default=self.base[name])
-            low, high, step = DROPOUT_RANGE
-            values["dropout"] = hp.Float("dropout", low, high, step=step, default=self.base["dropout"])
+        values.update(self.builder.search(hp, self.base))
         values["batch_size"] = hp.Choice("batch_size", sorted({*BATCH_SIZES, self.batch_size}),
                                          default=self.batch_size)
-        if self.residual_base:
+        if self.residual_base and "residual_channels" in self.base:
             values["residual"] = hp.Boolean("residual", default=self.base["residual_channels"] is not None)
         if self.tune_boxes and len(self.train_box_ids) > 1:
             n = len(self.train_box_ids)
@@ -167,9 +155,7 @@ class VelnetHyperModel(keras_tuner.HyperModel):
         """The `velnet.training.train.train` model config of the values in `hp` (preset plus overrides)."""
         values = self.declare_hyperparameters(hp)
         config = {"preset": self.preset, **self.overrides}
-        for name in ("width_multiplier", "dropout", *HALO_WIDTHS):
-            if name in values:
-                config[name] = values[name]
+        config.update({name: values[name] for name in self.network_keys})
         if "residual" in values:
             config["residual_channels"] = self.residual_base if values["residual"] else None
         return config

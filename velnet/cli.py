@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from velnet.errors import VelnetInputError
+from velnet.errors import VelnetInputError, from_os_error
 from velnet.tasks import TASKS
 
 log = logging.getLogger("velnet")
@@ -62,7 +62,7 @@ def _simulate(args):
 
 def _paint(args):
     from data_prep.paint import paint_snapshot
-    print(paint_snapshot(args.snapshot, args.nmesh, args.out, **_reader_kwargs(args)))
+    print(paint_snapshot(args.snapshot, args.nmesh, args.out, overwrite=args.overwrite, **_reader_kwargs(args)))
 
 
 def _reader_kwargs(args):
@@ -420,6 +420,9 @@ def build_parser():
         _add_reader_flags(s)
         s.add_argument("--out", required=True,
                        help="fields .h5 (paint) or shard folder (prep)")
+        if name == "paint":
+            s.add_argument("--overwrite", action="store_true",
+                           help="replace an existing --out that `velnet paint` did not make")
         if name == "prep":
             s.add_argument("--task", default="wu2021", choices=sorted(TASKS),
                            help="wu2021 (density -> velocity or momentum, default), halo-density (the 2024 paper's "
@@ -648,10 +651,13 @@ def _mpi_world():
     return MPI.COMM_WORLD
 
 
-def _fail(command, message, code):
-    """Print an error; under MPI, abort every rank with `code` (others may be waiting on this one)."""
+def _fail(command, message, code, verbose=False):
+    """Print an error (with the traceback when `verbose`); under MPI, abort every rank with `code`
+    (others may be waiting on this one)."""
     world = _mpi_world()
     rank = f" (rank {world.rank} of {world.size})" if world else ""
+    if verbose:
+        traceback.print_exc()
     print(f"velnet {command}: error{rank}: {message}", file=sys.stderr, flush=True)
     if world:
         sys.stdout.flush()
@@ -659,20 +665,49 @@ def _fail(command, message, code):
     return code
 
 
+INTERRUPTED = ("interrupted: outputs are written whole or not at all, so none is half-written "
+               "(velnet train resumes where it stopped when rerun)")
+
+
 def main(argv=None):
+    """Run one velnet command; 0 on success, 2 for bad input (a message naming the file or flag
+    and the fix, the traceback only with -v), 130 when interrupted (Ctrl-C)."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     start = time.time()
     try:
+        _check_out_is_no_input(args)
         args.func(args)
     except VelnetInputError as err:
-        return _fail(args.command, err, 2)
+        return _fail(args.command, err, 2, args.verbose)
+    except OSError as err:  # I/O a library step did not anticipate: the file and what to do
+        return _fail(args.command, from_os_error(err), 2, args.verbose)
+    except MemoryError:
+        return _fail(args.command, "out of memory: use a smaller mesh, box or batch, or a larger machine",
+                     2, args.verbose)
+    except KeyboardInterrupt:
+        return _fail(args.command, INTERRUPTED, 130, args.verbose)
     except Exception:
         if _mpi_world():
             _fail(args.command, traceback.format_exc(), 1)
         raise
     log.debug("%s took %.1f s", args.command, time.time() - start)
     return 0
+
+
+INPUT_ARGUMENTS = ("snapshot", "inputs", "fields", "models", "model", "files", "data", "catalog",
+                   "halo_fields", "catalogs", "base", "baseline", "config", "catalog_config", "density_model")
+"""The parsed arguments that name files a command reads."""
+
+
+def _check_out_is_no_input(args):
+    """VelnetInputError when --out names a file or folder the command reads."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    from velnet.files import refuse_inputs
+    values = [getattr(args, name, None) for name in INPUT_ARGUMENTS]
+    refuse_inputs(out, [v for value in values for v in ([value] if isinstance(value, str) else value or ())])
 
 
 if __name__ == "__main__":

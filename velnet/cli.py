@@ -172,11 +172,12 @@ def _prep(args):
 
 
 def _is_fields_file(path):
-    from velnet.fields.field import read_meta
+    """Whether `path` is meant as a fields file (HDF5 with a mesh size), however broken its other metadata."""
+    import h5py
     try:
-        read_meta(path)
-        return True
-    except VelnetInputError:
+        with h5py.File(path, "r") as h5:
+            return "nmesh" in h5.attrs
+    except OSError:
         return False
 
 
@@ -219,8 +220,8 @@ def _tune(args):
 
 def _predict(args):
     from velnet.prediction.predict import predict_file
-    print(predict_file(args.models, args.fields, args.out, tile=args.tile,
-                       batch_size=args.batch_size, power_preserving=args.power_preserving))
+    print(predict_file(args.models, args.fields, args.out, tile=args.tile, batch_size=args.batch_size,
+                       power_preserving=args.power_preserving, overwrite=args.overwrite))
 
 
 def _evaluate(args):
@@ -270,7 +271,8 @@ def _evaluate_wu(args, truth_file, predictions):
     # The paper's three 40x40 (Mpc/h)^2 slices; a small box holds fewer distinct ones.
     across = round(40.0 / density.cell_size)
     slices = max(1, min(3, (density.nmesh // (2 * across - 1)) ** 2))
-    evaluate(truth, methods, args.out, density=density, n_slices=slices, reference=reference)
+    evaluate(truth, methods, args.out, density=density, n_slices=slices, reference=reference,
+             overwrite=args.overwrite)
 
 
 def _evaluate_halo(args, truth_files, predictions):
@@ -298,7 +300,7 @@ def _evaluate_halo(args, truth_files, predictions):
     evaluate_halo(truth, loaded, args.out, inputs_by_scheme=inputs,
                   catalogs=[load_halos(path) for path in args.catalogs] if args.catalogs else None, los=args.los,
                   histories=histories, independent_volume=args.independent_volume,
-                  baselines_by_scheme=_halo_baselines(args.classical, inputs))
+                  baselines_by_scheme=_halo_baselines(args.classical, inputs), overwrite=args.overwrite)
 
 
 def _halo_baselines(pairs, inputs):
@@ -553,6 +555,8 @@ def build_parser():
                    help="write the velocity with its power restored per k (T(k) about 1) by the model's "
                         "correction from `velnet calibrate`, instead of the minimum-variance field")
     s.add_argument("--out", required=True, help="output .h5 with the predicted field")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (and its .json record) that `velnet predict` did not write")
     s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--tile", type=int, help="target tile side for inference (default: the model's)")
     s.set_defaults(func=_predict)
@@ -586,6 +590,9 @@ def build_parser():
     s.add_argument("--smoothing", type=float,
                    help="Gaussian radius (Mpc/h) of the smoothed linear baseline (wu2021)")
     s.add_argument("--out", required=True, help="report folder")
+    s.add_argument("--overwrite", action="store_true",
+                   help="write the report into an existing folder that is not a report (only the report's "
+                        "files there are replaced)")
     s.set_defaults(func=_evaluate)
 
     s = sub.add_parser("baseline", help="fit the classical estimator (per-k combination) on training boxes")

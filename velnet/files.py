@@ -49,7 +49,9 @@ def check_output(path, what, is_own, inputs=(), overwrite=False, folder=False):
     if (folder and not any(path.iterdir())) or is_own(path):
         return False
     if not overwrite:
-        raise VelnetInputError(path, f"exists and is not {what} made by this command; {OVERWRITE_HINT}")
+        hint = (f"rerun with --overwrite (Python: overwrite=True) to write into it (only {what}'s own files there "
+                "are replaced), or choose another --out") if folder else OVERWRITE_HINT
+        raise VelnetInputError(path, f"exists and is not {what} made by this command; {hint}")
     return folder
 
 
@@ -158,6 +160,15 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def declares_format(path, name):
+    """Whether the JSON file `path` declares `"format": name` in its first 4 KiB (False if unreadable)."""
+    try:
+        with open(path) as f:
+            return f'"format": "{name}"' in f.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def require_file(path, what="file"):

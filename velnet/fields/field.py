@@ -179,7 +179,7 @@ def field_names(path):
 
 
 def load_fields(path, names=None):
-    """Read a fields file into a dict name -> `Field`.
+    """Read a fields file into a dict name -> `Field` (attrs "path": the file, named in later errors).
 
     Raises:
         VelnetInputError: the file is missing, not HDF5, lacks a field, holds one that is not a
@@ -199,7 +199,7 @@ def load_fields(path, names=None):
                 if not np.all(np.isfinite(value)):
                     raise VelnetInputError(path, f"field {name!r} holds NaN or infinite values")
                 out[name] = Field(value, name, meta["box_size"], meta["redshift"], cosmology,
-                                  _decode_attrs(h5[name].attrs, path))
+                                  {**_decode_attrs(h5[name].attrs, path), "path": str(path)})
     except OSError as err:
         raise VelnetInputError(path, f"cannot be read: the file is truncated or corrupt ({err})") from None
     if "velocity" in out:

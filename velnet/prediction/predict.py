@@ -20,17 +20,21 @@ from tqdm.auto import tqdm
 from velnet.data.inputs import InputWindows, box_inputs
 from velnet.data.tiling import cover_origins, stitch
 from velnet.errors import VelnetInputError
-from velnet.fields.field import Field, field_names, load_fields, save_fields
+from velnet.fields.checks import check_density
+from velnet.fields.field import Field, field_names, load_fields, made_by, save_fields
+from velnet.files import check_output, require_file
 from velnet.networks.builders import ModelMetadata
 from velnet.networks.halo_unets import TOTAL_STRIDE
 from velnet.physics.classical import ClassicalEstimator
 from velnet.physics.linear import linear_momentum
 from velnet.physics.references import load_reference, reference_format
-from velnet.prediction.power_correction import PowerCorrection, correction_path
-from velnet.provenance import write_record
+from velnet.prediction.power_correction import PowerCorrection, correction_path, is_power_correction_file
+from velnet.provenance import is_record, write_record
 from velnet.tasks import get_task
 
 log = logging.getLogger(__name__)
+
+MADE_BY = "velnet predict"
 
 
 def inference_tile(nmesh, margin, multiple=4, largest=64):
@@ -72,7 +76,12 @@ def whole_box_inputs(box, spec, target, target_scale, predicted=None):
 
     Returns:
         float32 `(N, N, N, C)` (without the context window).
+
+    Raises:
+        VelnetInputError: the box's density is not rho/rho_mean (`check_density`), or as `box_inputs`.
     """
+    if "density" in box:
+        check_density(box["density"])
     density = None
     if spec.density == "model":
         predicted = {} if predicted is None else predicted
@@ -189,9 +198,22 @@ def predict_with(path, box, tile=None, batch_size=4, predicted=None):
 
 def _load(path):
     """`(model, metadata)` of a network, or `(estimator, None)` of a classical estimator file (the matter's,
-    or the halo filter or reconstruction, which give the density, velocity and momentum at once)."""
-    if reference_format(path):
+    or the halo filter or reconstruction, which give the density, velocity and momentum at once).
+
+    Raises:
+        VelnetInputError: a missing or broken file, or one that is not a model (a power
+            correction file is named as such, with the model to give instead).
+    """
+    path = require_file(path, "model")
+    if is_power_correction_file(path):
+        model = path.name[:-len(".power.json")] if path.name.endswith(".power.json") else path.stem
+        raise VelnetInputError(path, f"is a power-preserving correction (from `velnet calibrate`), not a model: "
+                                     f"give its model ({model}.json or {model}.keras beside it) with --power-preserving")
+    if path.suffix == ".json" or reference_format(path):
         return load_reference(path), None
+    if path.suffix != ".keras":
+        raise VelnetInputError(path, "is not a model: give a network (.keras) from `velnet train` or a classical "
+                                     "reference (.json) from `velnet baseline`")
     from velnet.training.train import load_model
 
     return load_model(path)
@@ -223,7 +245,8 @@ def _fields_read(loaded, models, available=()):
     return names
 
 
-def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False):
+def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False,
+                 overwrite=False):
     """Predict with one or more models and write their fields to one HDF5 file.
 
     A stage-two halo model's stage-one density model is run too (once), and its density
@@ -237,21 +260,29 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
             e.g. a velocity and a momentum network.
         fields_path: fields file with the fields the models read (a "density"; for the halo
             networks, the halo channels and the linear inputs of `velnet halo-fields`).
-        out_path: output `.h5`; written atomically, with a `.json` run record beside it.
+        out_path: output `.h5`; written atomically, with a `.json` run record beside it. An
+            existing file there is replaced only if `velnet predict` wrote it, or with `overwrite`;
+            never an input.
         tile, batch_size: as `predict_box`.
         power_preserving: write the velocity model's power-preserving output (its
             `correction_path` file from `velnet calibrate`) instead of the minimum-variance one.
+        overwrite: replace an output file (and record) that `velnet predict` did not write.
 
     Returns:
         `out_path`.
 
     Raises:
-        VelnetInputError: a bad model or fields file, two models of one target, or a
+        VelnetInputError: a bad model or fields file, two models of one target, a
             power-preserving request without a velocity model, with a momentum model, or
-            without the model's correction file.
+            without the model's correction file, an output path `check_output` refuses, or a
+            prediction that is not finite.
     """
     start = time.time()
     paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
+    record = Path(out_path).with_suffix(".json")
+    inputs = [fields_path, *paths, *(correction_path(p) for p in paths)]
+    check_output(out_path, "a prediction fields file", lambda path: made_by(path) == MADE_BY, inputs, overwrite)
+    check_output(record, "a predict record", lambda path: is_record(path, "predict"), inputs, overwrite)
     models = {str(Path(path).resolve()): _load(path) for path in paths}
     available = field_names(fields_path)
     names = set().union(*(_fields_read(loaded, models, available) for loaded in list(models.values())))
@@ -279,10 +310,14 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
         out["momentum"] = linear_momentum(density, out["velocity"])
         out["momentum"].attrs = {"model": f"({'predicted ' if 'density' in out else ''}rho/rho_mean) x the "
                                           "predicted velocity"}
+    for name, field in out.items():
+        if not np.all(np.isfinite(field.value)):
+            raise VelnetInputError(sources.get(name, fields_path), f"predicted {name!r} holds NaN or infinite "
+                                                                  f"values on {fields_path}; nothing written")
     save_fields(out_path, list(out.values()),
-                attrs={"source": str(fields_path), "models": list(models),
+                attrs={"made_by": MADE_BY, "source": str(fields_path), "models": list(models),
                        "output": "power-preserving" if power_preserving else "minimum-variance"})
-    write_record(Path(out_path).with_suffix(".json"), "predict",
+    write_record(record, "predict",
                  {"models": [str(p) for p in paths], "fields": str(fields_path), "tile": tile,
                   "batch_size": batch_size, "power_preserving": power_preserving},
                  {"wall": round(time.time() - start, 3)})

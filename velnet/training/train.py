@@ -150,6 +150,9 @@ def load_model(path):
         VelnetInputError: a missing or unreadable file, or a Keras model not saved by `train`.
     """
     path = require_file(path, "trained model")
+    if not zipfile.is_zipfile(path):
+        raise VelnetInputError(path, "is not a whole .keras file (a .keras model is a zip archive): it is truncated "
+                                     "or not a model; copy it again or retrain")
     try:
         model = keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as err:

@@ -195,7 +195,8 @@ def _train(args):
     kwargs = {"epochs": args.epochs, "batch_size": args.batch_size,
               "learning_rate": args.learning_rate, "seed": args.seed, "augment": not args.no_augment,
               "steps_per_epoch": args.steps_per_epoch, "validation_steps": args.validation_steps,
-              "devices": int(args.devices) if (args.devices or "").isdigit() else args.devices}
+              "devices": int(args.devices) if (args.devices or "").isdigit() else args.devices,
+              "overwrite": args.overwrite, "extend": args.extend}
     kwargs.update(config)
     print(train(args.data, args.out, model_config, **kwargs))
 
@@ -522,6 +523,11 @@ def build_parser():
     s.add_argument("--validation-steps", type=int)
     s.add_argument("--devices", help="data-parallel devices: 'auto' (every GPU) or a number; "
                                        "default one device")
+    s.add_argument("--continue", dest="extend", action="store_true",
+                   help="train a finished run in --out --epochs more, from its best weights")
+    s.add_argument("--overwrite", action="store_true",
+                   help="train anew in an --out that holds a finished run, a run of another dataset or "
+                        "something else (only the run's own files there are replaced)")
     s.set_defaults(func=_train)
 
     s = sub.add_parser("tune", help="search hyperparameters with keras-tuner")

@@ -131,13 +131,14 @@ def _replace(new, path):
         os.replace(new, path)
         return
     old = path.with_name(f".{path.name}.old")
-    _remove(old)
+    remove_path(old)
     os.replace(path, old)
     os.replace(new, path)
-    _remove(old)
+    remove_path(old)
 
 
-def _remove(path):
+def remove_path(path):
+    """Delete a file, link or folder (with its contents); nothing if there is none."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from velnet.errors import VelnetInputError
+from velnet.fields.checks import check_density
 from velnet.files import atomic_file, require_file
 from velnet.physics.linear import fit_smoothing, linear_momentum, velocity_from_source, wavevectors
 
@@ -39,7 +40,7 @@ ESTIMATORS = ("linear", "bernardeau", "2lpt-log")
 DEFAULT_SET = ({"name": "linear", "smoothing": 0.0}, {"name": "bernardeau", "smoothing": 0.0},
                {"name": "2lpt-log", "smoothing": 0.0})
 """The combination velnet fits by default: the best on the validation box of experiments.classical."""
-SHIPPED = Path(__file__).resolve().parent / "pretrained" / "classical-wu2021" / "velocity.json"
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "classical-wu2021" / "velocity.json"
 """The estimator velnet ships: fitted on its training boxes (2 Mpc/h cells, z = 0; experiments.classical)."""
 LOG_FLOOR = 0.01
 """rho/rho_mean below this is raised to it before the logarithm of "2lpt-log"."""
@@ -174,10 +175,10 @@ class ClassicalEstimator:
             vector `Field` "velocity", km/s, `(N, N, N, 3)` float32.
 
         Raises:
-            VelnetInputError: the cell size differs from the fitted one.
+            VelnetInputError: the density is not rho/rho_mean (`check_density`), or its cell size
+                differs from the fitted one.
         """
-        if density.is_vector:
-            raise VelnetInputError(density.attrs.get("path"), "the classical estimator needs a scalar density")
+        check_density(density)
         if not np.isclose(density.cell_size, self.cell_size, rtol=1e-3):
             raise VelnetInputError(
                 density.attrs.get("path"),
@@ -304,7 +305,8 @@ class ClassicalEstimator:
 
 def _check_box(density, truth, cell):
     source_path = density.attrs.get("path")
-    if density.is_vector or not truth.is_vector or truth.nmesh != density.nmesh \
+    check_density(density)
+    if not truth.is_vector or truth.nmesh != density.nmesh \
             or not np.isclose(truth.box_size, density.box_size):
         raise VelnetInputError(source_path, "each box needs a scalar density and a vector velocity on the same mesh")
     if not np.isclose(density.cell_size, cell, rtol=1e-3):

@@ -9,6 +9,10 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -20,6 +24,9 @@ from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields
 from velnet.physics.classical import SHIPPED
 from velnet.prediction.predict import predict_with
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*argv):
@@ -46,9 +53,9 @@ def failed(capsys, *words):
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
-    """A 16^3 fields file of 2 Mpc/h cells (what the shipped classical estimator takes) and its prediction."""
+    """A 24^3 fields file of 2 Mpc/h cells (what the shipped classical estimator takes) and its prediction."""
     root = tmp_path_factory.mktemp("faults")
-    path, = gradient_boxes(root, seeds=(0,), nmesh=16, box_size=32.0)
+    path, = gradient_boxes(root, seeds=(0,))
     assert run("predict", path, SHIPPED, "--out", root / "pred.h5") == 0
     return path, root / "pred.h5"
 
@@ -76,25 +83,24 @@ def test_evaluate_never_deletes_a_file_or_folder_it_did_not_make(box, tmp_path, 
         assert digest(out) == before
     assert run("evaluate", truth, pred, "--baseline", "none", "--out", tmp_path / "notes.txt", "--overwrite") == 2
     assert (tmp_path / "notes.txt").read_text() == "keep me"
-    # asked explicitly: the report joins the folder, whose own files stay
+    # asked explicitly: the report joins the folder, whose own files stay, also when the report is redone
     assert run("evaluate", truth, pred, "--baseline", "none", "--out", run_folder, "--overwrite") == 0
-    assert (run_folder / "model.keras").read_bytes() == b"weights" and (run_folder / "report.md").is_file()
-    # an earlier report is the command's own: replaced without asking
-    assert run("evaluate", truth, pred, "--baseline", "none", "--out", tmp_path / "report") == 0
-    assert run("evaluate", truth, pred, "--baseline", "none", "--out", tmp_path / "report") == 0
+    (run_folder / "report.md").write_text("an earlier report")
+    assert run("evaluate", truth, pred, "--baseline", "none", "--out", run_folder) == 0
+    assert (run_folder / "model.keras").read_bytes() == b"weights"
+    assert (run_folder / "report.md").read_text() != "an earlier report"
 
 
 def test_predict_never_writes_over_its_input_or_a_file_it_did_not_make(box, tmp_path, capsys):
     truth, pred = box
     copy = shutil.copy(truth, tmp_path / "box.h5")
-    before = digest(copy)
+    other = shutil.copy(truth, tmp_path / "other.h5")  # a truth box, not a prediction
+    before = {path: digest(path) for path in (copy, other)}
     assert run("predict", copy, SHIPPED, "--out", copy) == 2
     failed(capsys, "is also an input")
-    assert digest(copy) == before
-    other = shutil.copy(truth, tmp_path / "other.h5")  # a truth box, not a prediction
     assert run("predict", copy, SHIPPED, "--out", other) == 2
     failed(capsys, other, "--overwrite")
-    assert digest(other) == before
+    assert {path: digest(path) for path in (copy, other)} == before
     assert run("predict", copy, SHIPPED, "--out", tmp_path / "pred.h5") == 0
     assert run("predict", copy, SHIPPED, "--out", tmp_path / "pred.h5") == 0  # its own: replaced
     assert run("predict", copy, SHIPPED, "--out", other, "--overwrite") == 0
@@ -222,16 +228,27 @@ def test_verbose_shows_the_traceback_and_only_then(box, tmp_path, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_ctrl_c_ends_with_one_line_and_leaves_nothing(tiny_simulation, tmp_path, capsys):
+def test_ctrl_c_ends_with_one_line_and_leaves_nothing(tiny_simulation, tmp_path):
     _, snapshots = tiny_simulation
-    previous = signal.signal(signal.SIGALRM, signal.default_int_handler)  # what Ctrl-C's SIGINT does
-    signal.setitimer(signal.ITIMER_REAL, 0.3)
-    try:
-        code = run("paint", snapshots[-1], "--nmesh", 96, "--out", tmp_path / "f.h5")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    assert code == 130
-    lines = [line for line in capsys.readouterr().err.splitlines() if "velnet" in line]
-    assert len(lines) == 1 and "interrupted" in lines[0]
-    assert list(tmp_path.iterdir()) == []
+    out, log = tmp_path / "out" / "f.h5", tmp_path / "stderr.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "velnet.cli", "paint", str(snapshots[-1]), "--nmesh",
+                                 "160", "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.time() + 120
+        while "paint 160^3" not in log.read_text() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        for _ in range(4):  # Python drops a KeyboardInterrupt raised inside a garbage-collector callback
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            proc.kill()
+    err = log.read_text()
+    assert proc.returncode == 130, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("velnet")]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err, err[-2000:]
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []

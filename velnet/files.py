@@ -14,6 +14,8 @@ from pathlib import Path
 
 from velnet.errors import VelnetInputError, from_os_error
 
+OWNED = ".velnet-owned"
+"""In a folder a command shares with other files (`atomic_dir(merge=True)`): the entries it wrote there."""
 OVERWRITE_HINT = "rerun with --overwrite (Python: overwrite=True) to replace it, or choose another --out"
 
 
@@ -101,7 +103,8 @@ def atomic_dir(path, merge=False):
     """Yield a temporary folder beside `path`; it becomes `path` only on success.
 
     An existing `path` is replaced only after the new one is complete; with `merge`, only the
-    entries of the new folder replace those of `path` (its other files are kept).
+    entries of the new folder replace those of `path` (its other files are kept, and those the
+    last merge wrote but this one does not are removed: `OWNED` lists them).
 
     Raises:
         VelnetInputError: `path` is a file, or its folder cannot be made or written.
@@ -117,12 +120,24 @@ def atomic_dir(path, merge=False):
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if merge:
-            for entry in sorted(tmp.iterdir()):
-                _replace(entry, path / entry.name)
+            earlier, entries = owned_entries(path), sorted(entry.name for entry in tmp.iterdir())
+            for name in entries:
+                _replace(tmp / name, path / name)
+            for name in earlier - set(entries):
+                remove_path(path / name)
+            (path / OWNED).write_text("\n".join(entries) + "\n")
         else:
             _replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def owned_entries(path):
+    """The names of the entries a merge wrote into the folder `path` (`OWNED`); empty if none."""
+    try:
+        return set((Path(path) / OWNED).read_text().split("\n")) - {""}
+    except OSError:
+        return set()
 
 
 def _replace(new, path):

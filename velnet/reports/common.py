@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from velnet.files import atomic_dir, check_output
+from velnet.files import OWNED, atomic_dir, check_output
 from velnet.provenance import versions
 from velnet.statistics.spectra import to_json
 
@@ -75,7 +75,8 @@ def report_folder(outdir, title, total_steps, overwrite=False):
     Raises:
         VelnetInputError: `outdir` is a file, or a folder of something else and not `overwrite`.
     """
-    merge = check_output(outdir, "a report folder", is_report, overwrite=overwrite, folder=True)
+    merge = check_output(outdir, "a report folder", is_report, overwrite=overwrite, folder=True) \
+        or (Path(outdir) / OWNED).exists()
     steps = Steps(total_steps, title)
     try:
         with atomic_dir(outdir, merge=merge) as folder:

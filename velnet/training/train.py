@@ -83,8 +83,8 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
             on data-parallel; `batch_size` is then split across them (see `data_parallel`).
         overwrite: train anew in an `outdir` that holds a finished run, a run of another
             dataset, or something else (only the run's own files there are replaced).
-        extend: train a finished run of this dataset `epochs` more epochs, from its best weights
-            (the optimizer starts afresh).
+        extend: train a finished run of this dataset `epochs` more epochs, from its best
+            checkpoint (weights and optimizer state).
 
     Returns:
         Path of `model.keras`: physical outputs, weights of the epoch with the best val_loss.
@@ -117,6 +117,7 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, jit_compile=jit_compile)
         first_epoch = 0
         if mode == EXTEND:
+            network.optimizer.build(network.trainable_variables)  # so that its state is restored too
             network.load_weights(outdir / BEST_FILE)
             first_epoch = read_history(outdir / HISTORY_FILE)[-1]["epoch"] + 1
             epochs += first_epoch

@@ -6,6 +6,7 @@ finite fields of the file's mesh or raises VelnetInputError; and the commands th
 file exit 0 with a finite output, or 2 with none, never with a traceback. Examples are drawn
 deterministically (`derandomize`), so a failure reproduces.
 """
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -109,6 +110,15 @@ def damage_fields(path, damage):
                 h5[name] = value
 
 
+@contextlib.contextmanager
+def damaged(write, damage):
+    """A temporary folder and the file `write(folder)` makes in it, damaged: `(folder, path)`."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder))
+        (damage_bytes if damage[0] in ("truncate", "flip") else damage_fields)(path, damage)
+        yield Path(folder), path
+
+
 def check_loaded(path):
     """`load_fields` gives finite fields of the file's mesh, of their kinds, or VelnetInputError."""
     try:
@@ -136,9 +146,7 @@ def check_prediction(path, out):
 def test_a_damaged_snapshot_reads_whole_or_not_at_all(kind, damage):
     from data_prep.readers import read_particles
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = snapshot(Path(folder), kind)
-        damage_bytes(path, damage)
+    with damaged(lambda folder: snapshot(folder, kind), damage) as (_, path):
         try:
             particles = read_particles(path, cosmology=MISSING)
         except VelnetInputError as err:
@@ -151,10 +159,8 @@ def test_a_damaged_snapshot_reads_whole_or_not_at_all(kind, damage):
 @COMMANDS
 @given(kind=st.sampled_from(["gadget", "hdf5"]), damage=BYTE_DAMAGE)
 def test_paint_of_a_damaged_snapshot_writes_a_finite_file_or_nothing(kind, damage):
-    with tempfile.TemporaryDirectory() as folder:
-        path = snapshot(Path(folder), kind)
-        damage_bytes(path, damage)
-        out = Path(folder) / "out" / "fields.h5"
+    with damaged(lambda folder: snapshot(folder, kind), damage) as (folder, path):
+        out = folder / "out" / "fields.h5"
         code = run("paint", path, "--nmesh", 8, "--cosmology", json.dumps(MISSING), "--out", out)
         assert code in (0, 2)
         if code == 0:
@@ -167,17 +173,13 @@ def test_paint_of_a_damaged_snapshot_writes_a_finite_file_or_nothing(kind, damag
 @PROPERTY
 @given(damage=st.one_of(BYTE_DAMAGE, DATASET_DAMAGE))
 def test_a_damaged_fields_file_loads_finite_or_not_at_all(damage):
-    with tempfile.TemporaryDirectory() as folder:
-        path = fields_file(Path(folder) / "box.h5")
-        (damage_bytes if damage[0] in ("truncate", "flip") else damage_fields)(path, damage)
+    with damaged(lambda folder: fields_file(folder / "box.h5"), damage) as (_, path):
         check_loaded(path)
 
 
 @COMMANDS
 @given(damage=st.one_of(BYTE_DAMAGE, DATASET_DAMAGE))
 def test_commands_on_a_damaged_fields_file_exit_0_with_finite_output_or_2_with_none(damage):
-    with tempfile.TemporaryDirectory() as folder:
-        path = fields_file(Path(folder) / "box.h5")
-        (damage_bytes if damage[0] in ("truncate", "flip") else damage_fields)(path, damage)
+    with damaged(lambda folder: fields_file(folder / "box.h5"), damage) as (folder, path):
         assert run("summary", path) in (0, 2)
-        check_prediction(path, Path(folder) / "pred.h5")
+        check_prediction(path, folder / "pred.h5")

@@ -127,7 +127,8 @@ def check_cosmology(values, path=None):
     try:
         out = {k: float(values[k]) for k in keys}
     except (KeyError, TypeError, ValueError):
-        raise VelnetInputError(path, f"cosmology must be a dict of numbers {list(keys)}. Received: {values!r}") from None
+        raise VelnetInputError(path, f"cosmology must be a dict of numbers {list(keys)}. "
+                                     f"Received: {values!r}") from None
     sane = (all(math.isfinite(v) for v in out.values()) and 0 < out["Omega_m"] <= 1
             and 0 <= out["Omega_b"] <= out["Omega_m"] and 0 < out["h"] < 2 and out["sigma8"] > 0 and out["n_s"] > 0)
     if not sane:

@@ -207,8 +207,8 @@ def _load(path):
     path = require_file(path, "model")
     if is_power_correction_file(path):
         model = path.name[:-len(".power.json")] if path.name.endswith(".power.json") else path.stem
-        raise VelnetInputError(path, f"is a power-preserving correction (from `velnet calibrate`), not a model: "
-                                     f"give its model ({model}.json or {model}.keras beside it) with --power-preserving")
+        raise VelnetInputError(path, f"is a power-preserving correction (from `velnet calibrate`), not a model: give "
+                                     f"its model ({model}.json or {model}.keras beside it) with --power-preserving")
     if path.suffix == ".json" or reference_format(path):
         return load_reference(path), None
     if path.suffix != ".keras":

@@ -75,9 +75,9 @@ def prepare_run(outdir, dataset, overwrite=False, extend=False):
     if finished and extend:
         return EXTEND
     if finished:
-        best = record.get("best", {})
-        raise VelnetInputError(outdir, f"is a finished run of this dataset ({record.get('final', {}).get('epoch', -1) + 1}"
-                                       f" epochs, best val_loss {best.get('val_loss')} at epoch {best.get('epoch')}; "
+        best, epochs = record.get("best", {}), record.get("final", {}).get("epoch", -1) + 1
+        raise VelnetInputError(outdir, f"is a finished run of this dataset ({epochs} epoch(s), best val_loss "
+                                       f"{best.get('val_loss')} at epoch {best.get('epoch')}; "
                                        f"its model is {outdir / MODEL_FILE}): pass --continue to train it --epochs "
                                        "more, or --overwrite to train anew")
     if extend:

@@ -19,8 +19,8 @@ def test_the_shipped_classical_estimator_loads_for_2_mpc_h_cells():
 @pytest.mark.slow
 def test_the_demo_runs_on_a_small_box(tmp_path, monkeypatch, capsys):
     pytest.importorskip("fastpm")
-    monkeypatch.setattr(demo, "BOX", 64.0)  # 64^3 particles at 1 Mpc/h spacing, 2 Mpc/h cells
-    monkeypatch.setattr(demo, "NMESH", 32)
+    monkeypatch.setattr(demo, "BOX", 48.0)  # 48^3 particles at 1 Mpc/h spacing, 2 Mpc/h cells
+    monkeypatch.setattr(demo, "NMESH", 24)
     demo.main(["--out", str(tmp_path)])
     printed = capsys.readouterr().out
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())

@@ -42,7 +42,7 @@ from velnet.data.tiling import SPLITS, check_grid, extract, split_tiles, tile_or
 from velnet.data.writer import ShardWriter, sha256
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, read_meta
-from velnet.files import atomic_dir
+from velnet.files import OVERWRITE_HINT, atomic_dir, require_file
 from velnet.provenance import versions
 from velnet.tasks import DEFAULT_TASK, LEGACY_TASK, get_target, get_task
 
@@ -118,6 +118,10 @@ def make_shards(field_files, outdir, task=DEFAULT_TASK, target=None, tile=None, 
     if len(box_splits) != len(field_files):
         raise VelnetInputError(None, f"{len(box_splits)} splits for {len(field_files)} fields files; "
                                      f"give one split, or one per file. Received: split={split}")
+    unknown = sorted(set(box_splits) - {"region", *SPLITS})
+    if unknown:
+        raise VelnetInputError(None, f"--split takes 'region' or {', '.join(SPLITS)} (one, or one per input). "
+                                     f"Received: {unknown}")
     try:
         check_grid(nmesh, tile, subfield)
         check_context(nmesh, spec.context)
@@ -248,11 +252,10 @@ def _existing(outdir, config, sources, overwrite):
         manifest = read_manifest(outdir)
     except VelnetInputError as err:
         raise VelnetInputError(outdir, f"exists and is not a velnet dataset ({err.problem}); "
-                                       f"pass overwrite=True to replace it") from None
+                                       f"{OVERWRITE_HINT}") from None
     if manifest.provenance.get("config") == config and manifest.provenance.get("sources") == sources:
         return manifest
-    raise VelnetInputError(outdir, "holds a different dataset (other config or source fields); "
-                                   "pass overwrite=True to replace it")
+    raise VelnetInputError(outdir, f"holds a different dataset (other config or source fields); {OVERWRITE_HINT}")
 
 
 def normalised(target, scale):
@@ -335,6 +338,7 @@ def verify_shards(dataset_dir):
     manifest = read_manifest(dataset_dir, verify=True)
     sources = manifest.provenance["sources"]
     for source in [s for entry in sources for s in (entry, entry.get("predictions")) if s]:
+        require_file(source["file"], "source fields file of the dataset (moved or deleted since `velnet prep`?)")
         if sha256(source["file"]) != source["sha256"]:
             raise VelnetInputError(source["file"], "changed since the dataset was made (sha256 differs)")
     spec = manifest.input_spec

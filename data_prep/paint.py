@@ -12,13 +12,16 @@ import datetime
 import numpy as np
 from tqdm.auto import tqdm
 
-from velnet.fields.field import Field, save_fields
+from velnet.fields.checks import check_mesh
+from velnet.fields.field import Field, made_by, save_fields
 from velnet.fields.painting import paint
+from velnet.files import check_output
 from velnet.provenance import versions
 
 from .readers import read_particles
 
 FIELD_NAMES = ("density", "momentum", "velocity")
+MADE_BY = "velnet paint"
 
 
 def paint_fields(particles, nmesh):
@@ -54,7 +57,7 @@ def paint_fields(particles, nmesh):
             for name in FIELD_NAMES}
 
 
-def paint_snapshot(snapshot_path, nmesh, out_h5, **reader_kwargs):
+def paint_snapshot(snapshot_path, nmesh, out_h5, overwrite=False, **reader_kwargs):
     """Read a snapshot, paint its fields and write them to one HDF5 fields file.
 
     Collective under MPI (the particles are split over nbodykit's current communicator);
@@ -63,18 +66,27 @@ def paint_snapshot(snapshot_path, nmesh, out_h5, **reader_kwargs):
     Args:
         snapshot_path: a snapshot `read_particles` reads.
         nmesh: cells per side.
-        out_h5: the fields file to write (`velnet.fields.field.save_fields` layout).
+        out_h5: the fields file to write (`velnet.fields.field.save_fields` layout); an existing
+            one is replaced only if `velnet paint` made it, or with `overwrite`.
+        overwrite: replace an existing file at `out_h5` that `velnet paint` did not make.
         **reader_kwargs: passed to `read_particles` (format, box_size, cosmology, ...).
 
     Returns:
         `out_h5`.
+
+    Raises:
+        VelnetInputError: a bad snapshot or mesh size (`check_mesh`), or an `out_h5` that
+            `check_output` refuses.
     """
     from nbodykit import CurrentMPIComm
 
+    check_mesh(nmesh)
+    check_output(out_h5, "a fields file", lambda path: made_by(path) == MADE_BY, inputs=[snapshot_path],
+                 overwrite=overwrite)
     comm = reader_kwargs.pop("comm", None) or CurrentMPIComm.get()
     particles = read_particles(snapshot_path, comm=comm, **reader_kwargs)
     fields = paint_fields(particles, nmesh)
-    attrs = {"source": str(particles.path), "source_format": particles.format,
+    attrs = {"made_by": MADE_BY, "source": str(particles.path), "source_format": particles.format,
              "nparticles": int(particles.total),  # collective: outside the rank-0 branch
              "painter": "nbodykit CIC, uncompensated", "versions": versions(),
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

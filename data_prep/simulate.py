@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from velnet.errors import VelnetInputError
+from velnet.fields.checks import check_mesh
 from velnet.files import atomic_dir, atomic_file
 from velnet.physics.cosmology import HALO2024, WU2021, Cosmology
 from velnet.provenance import versions
@@ -138,6 +139,10 @@ def nbodykit_cosmology(cosmology):
     return base.match(sigma8=cosmology.sigma8)
 
 
+BYTES_PER_PARTICLE = 80
+"""Memory a simulation takes per particle, and per cell of its force mesh (about; shared among MPI ranks)."""
+
+
 def simulate(config, outdir):
     """Run the simulation; write one snapshot per output redshift and `config.json`.
 
@@ -155,6 +160,9 @@ def simulate(config, outdir):
 
     Returns:
         The snapshot paths, from high to low redshift.
+
+    Raises:
+        VelnetInputError: more particles than the ranks' share of this machine's memory holds.
     """
     from fastpm.core import Solver, autostages, leapfrog
     from nbodykit import CurrentMPIComm
@@ -162,6 +170,7 @@ def simulate(config, outdir):
     from pmesh.pm import ParticleMesh
 
     comm = CurrentMPIComm.get()
+    check_mesh(config.nparticles, BYTES_PER_PARTICLE * (1 + config.force_mesh ** 3) / comm.size, name="particles")
     outdir = Path(outdir)
     clock = _Clock()
     cosmo = nbodykit_cosmology(config.cosmology)

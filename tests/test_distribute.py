@@ -42,7 +42,7 @@ class Replicas(keras.callbacks.Callback):
         self.count = replicas(self.model)
 
 seen = Replicas()
-path = train({dataset!r}, {out!r}, {model!r}, epochs=1, batch_size=10, devices=2, callbacks=[seen])
+path = train({dataset!r}, {out!r}, {model!r}, epochs=1, batch_size={batch_size}, devices=2, callbacks=[seen])
 model, _ = load_model(path)
 print(json.dumps({{"replicas": seen.count, "devices": json.load(open({record!r}))["config"]["devices"],
                    "loss": json.load(open({record!r}))["final"]["loss"],
@@ -72,7 +72,7 @@ def test_training_runs_data_parallel_on_two_virtual_cpus(dataset, tmp_path, back
     if not importlib.util.find_spec(backend):
         pytest.skip(f"{backend} is not installed (the {backend} backend case needs it)")
     out = tmp_path / "run"
-    script = SETUP[backend] + RUN.format(dataset=str(dataset), out=str(out), model=MODEL,
+    script = SETUP[backend] + RUN.format(dataset=str(dataset), out=str(out), model=MODEL, batch_size=10,
                                          record=str(out / "train_config.json"))
     env = {**os.environ, **ENV[backend], "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,

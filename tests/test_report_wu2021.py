@@ -100,6 +100,7 @@ def test_failure_midway_leaves_no_report_and_keeps_the_old_one(box, tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     (out / "report.md").write_text("previous report")
+    (out / "metrics.json").write_text("{}")
     # 50 slices cannot fit: found only after the spectra were written into the temporary folder
     with pytest.raises(VelnetInputError, match="fewer than 50"):
         evaluate({"velocity": truth, "density": density}, {"linear": predictions["linear"]}, out,

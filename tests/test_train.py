@@ -111,7 +111,7 @@ def test_load_model_refuses_files_train_did_not_write(tmp_path):
     with pytest.raises(VelnetInputError, match="no 'to_physical' layer"):
         load_model(tmp_path / "plain.keras")
     (tmp_path / "junk.keras").write_text("not a zip")
-    with pytest.raises(VelnetInputError, match="cannot be loaded"):
+    with pytest.raises(VelnetInputError, match="not a whole .keras file"):
         load_model(tmp_path / "junk.keras")
     with pytest.raises(VelnetInputError, match="not found"):
         load_model(tmp_path / "missing.keras")

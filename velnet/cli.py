@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from velnet.cli_args import build_parser
-from velnet.errors import VelnetInputError
+from velnet.errors import VelnetInputError, from_os_error
 
 log = logging.getLogger("velnet")
 
@@ -60,7 +60,7 @@ def _simulate(args):
 
 def _paint(args):
     from data_prep.paint import paint_snapshot
-    print(paint_snapshot(args.snapshot, args.nmesh, args.out, **_reader(args)))
+    print(paint_snapshot(args.snapshot, args.nmesh, args.out, overwrite=args.overwrite, **_reader(args)))
 
 
 def _check_shards(args):
@@ -95,7 +95,8 @@ def _train(args):
     print(train(args.data, args.out, args.config, args.preset, epochs=args.epochs, batch_size=args.batch_size,
                 learning_rate=args.learning_rate, seed=args.seed, augment=not args.no_augment,
                 steps_per_epoch=args.steps_per_epoch, validation_steps=args.validation_steps,
-                devices=int(args.devices) if (args.devices or "").isdigit() else args.devices))
+                devices=int(args.devices) if (args.devices or "").isdigit() else args.devices,
+                overwrite=args.overwrite, extend=args.extend))
 
 
 def _tune(args):
@@ -119,7 +120,7 @@ def _json(text, flag):
 def _predict(args):
     from velnet.prediction.predict import predict_file
     print(predict_file(args.models, args.fields, args.out, tile=args.tile, batch_size=args.batch_size,
-                       power_preserving=args.power_preserving))
+                       power_preserving=args.power_preserving, overwrite=args.overwrite))
 
 
 def _evaluate(args):
@@ -127,7 +128,7 @@ def _evaluate(args):
     evaluation = evaluate_files(args.files, args.out, args.names, args.boxes, args.report, args.halo_fields,
                                 catalogs=args.catalogs, los=args.los, independent_volume=args.independent_volume,
                                 classical=args.classical,
-                                baseline=args.baseline, smoothing=args.smoothing)
+                                baseline=args.baseline, smoothing=args.smoothing, overwrite=args.overwrite)
     print(evaluation.folder / "report.md")
 
 
@@ -191,10 +192,13 @@ def _mpi_world():
     return MPI.COMM_WORLD
 
 
-def _fail(command, message, code):
-    """Print an error; under MPI, abort every rank with `code` (others may be waiting on this one)."""
+def _fail(command, message, code, verbose=False):
+    """Print an error (with the traceback when `verbose`); under MPI, abort every rank with `code`
+    (others may be waiting on this one)."""
     world = _mpi_world()
     rank = f" (rank {world.rank} of {world.size})" if world else ""
+    if verbose:
+        traceback.print_exc()
     print(f"velnet {command}: error{rank}: {message}", file=sys.stderr, flush=True)
     if world:
         sys.stdout.flush()
@@ -202,20 +206,49 @@ def _fail(command, message, code):
     return code
 
 
+INTERRUPTED = ("interrupted: outputs are written whole or not at all, so none is half-written "
+               "(velnet train resumes where it stopped when rerun)")
+
+
 def main(argv=None):
+    """Run one velnet command; 0 on success, 2 for bad input (a message naming the file or flag
+    and the fix, the traceback only with -v), 130 when interrupted (Ctrl-C)."""
     args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
     _configure_logging(args.verbose)
     start = time.time()
     try:
+        _check_out_is_no_input(args)
         HANDLERS[args.command](args)
     except VelnetInputError as err:
-        return _fail(args.command, err, 2)
+        return _fail(args.command, err, 2, args.verbose)
+    except OSError as err:  # I/O a library step did not anticipate: the file and what to do
+        return _fail(args.command, from_os_error(err), 2, args.verbose)
+    except MemoryError:
+        return _fail(args.command, "out of memory: use a smaller mesh, box or batch, or a larger machine",
+                     2, args.verbose)
+    except KeyboardInterrupt:
+        return _fail(args.command, INTERRUPTED, 130, args.verbose)
     except Exception:
         if _mpi_world():
             _fail(args.command, traceback.format_exc(), 1)
         raise
     log.debug("%s took %.1f s", args.command, time.time() - start)
     return 0
+
+
+INPUT_ARGUMENTS = ("snapshot", "inputs", "fields", "models", "model", "files", "data", "catalog", "predicted",
+                   "halo_fields", "catalogs", "base", "baseline", "config", "catalog_config", "density_model")
+"""The parsed arguments that name files a command reads."""
+
+
+def _check_out_is_no_input(args):
+    """VelnetInputError when --out names a file or folder the command reads."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    from velnet.files import refuse_inputs
+    values = [getattr(args, name, None) for name in INPUT_ARGUMENTS]
+    refuse_inputs(out, [v for value in values for v in ([value] if isinstance(value, str) else value or ())])
 
 
 if __name__ == "__main__":

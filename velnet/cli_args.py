@@ -56,6 +56,9 @@ def build_parser(description):
         _add_reader_flags(s)
         s.add_argument("--out", required=True,
                        help="fields .h5 (paint) or shard folder (prep)")
+        if name == "paint":
+            s.add_argument("--overwrite", action="store_true",
+                           help="replace an existing --out that `velnet paint` did not make")
         if name == "prep":
             s.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS),
                            help="wu2021 (density -> velocity or momentum, default), halo-density (the 2024 paper's "
@@ -153,6 +156,11 @@ def build_parser(description):
     s.add_argument("--validation-steps", type=int)
     s.add_argument("--devices", help="data-parallel devices: 'auto' (every GPU) or a number; "
                                        "default one device")
+    s.add_argument("--continue", dest="extend", action="store_true",
+                   help="train a finished run in --out --epochs more, from its best weights")
+    s.add_argument("--overwrite", action="store_true",
+                   help="train anew in an --out that holds a finished run, a run of another dataset or "
+                        "something else (only the run's own files there are replaced)")
 
     s = sub.add_parser("tune", help="search hyperparameters with keras-tuner")
     s.add_argument("data", help="shard folder (with manifest.json)")
@@ -185,6 +193,8 @@ def build_parser(description):
                    help="write the velocity with its power restored per k (T(k) about 1) by the model's "
                         "correction from `velnet calibrate`, instead of the minimum-variance field")
     s.add_argument("--out", required=True, help="output .h5 with the predicted field")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (and its .json record) that `velnet predict` did not write")
     s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--tile", type=int, help="target tile side for inference (default: the model's)")
 
@@ -217,6 +227,9 @@ def build_parser(description):
     s.add_argument("--smoothing", type=float,
                    help="Gaussian radius (Mpc/h) of the smoothed linear baseline (wu2021)")
     s.add_argument("--out", required=True, help="report folder")
+    s.add_argument("--overwrite", action="store_true",
+                   help="write the report into an existing folder that is not a report (only the report's "
+                        "files there are replaced)")
 
     s = sub.add_parser("baseline", help="fit the classical estimator (per-k combination) on training boxes")
     s.add_argument("fields", nargs="+", help="training fields .h5 files (density, velocity)")

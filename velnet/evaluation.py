@@ -62,7 +62,7 @@ def _box(box, names=None):
     return box if isinstance(box, dict) else load_fields(box, names)
 
 
-def _wu2021(truth, predictions, out, baseline=SHIPPED_BASELINE, smoothing=None):
+def _wu2021(truth, predictions, out, baseline=SHIPPED_BASELINE, smoothing=None, overwrite=False):
     """Wu et al.'s report of one box: the methods, the classical reference, linear theory (raw and
     smoothed at `smoothing` Mpc/h, or at the reference's fitted radius)."""
     from velnet.physics.classical import ClassicalEstimator
@@ -93,11 +93,11 @@ def _wu2021(truth, predictions, out, baseline=SHIPPED_BASELINE, smoothing=None):
     # The paper's three 40x40 (Mpc/h)^2 slices; a small box holds fewer distinct ones.
     across = round(40.0 / density.cell_size)
     slices = max(1, min(3, (density.nmesh // (2 * across - 1)) ** 2))
-    return report(truth, methods, out, density=density, n_slices=slices, reference=reference)
+    return report(truth, methods, out, density=density, n_slices=slices, reference=reference, overwrite=overwrite)
 
 
 def _halo2024(truth, predictions, out, halo_fields=None, catalogs=None, los="z", independent_volume=None,
-              classical=None):
+              classical=None, overwrite=False):
     """The 2024 halo paper's report: per weighting scheme (the methods), over the test boxes; with
     the halo fields the predictions were made from, linear theory and the halos' xi; with the
     boxes' halo catalogues, the RSD correction; with classical halo references ("SCHEME=FILE"),
@@ -124,7 +124,7 @@ def _halo2024(truth, predictions, out, halo_fields=None, catalogs=None, los="z",
     catalogs = [load_halos(c) if isinstance(c, (str, Path)) else c for c in catalogs] if catalogs else None
     return evaluate_halo(truth, predictions, out, inputs_by_scheme=inputs, catalogs=catalogs, los=los,
                          histories=histories, independent_volume=independent_volume,
-                         baselines_by_scheme=_halo_baselines(classical, inputs))
+                         baselines_by_scheme=_halo_baselines(classical, inputs), overwrite=overwrite)
 
 
 def _halo_baselines(pairs, inputs):
@@ -156,8 +156,8 @@ class Report:
 
 
 REPORTS = {
-    "wu2021": Report(_wu2021, ("baseline", "smoothing")),
-    "halo2024": Report(_halo2024, ("halo_fields", "catalogs", "los", "independent_volume", "classical"),
+    "wu2021": Report(_wu2021, ("baseline", "smoothing", "overwrite")),
+    "halo2024": Report(_halo2024, ("halo_fields", "catalogs", "los", "independent_volume", "classical", "overwrite"),
                        ("density", "velocity", "momentum")),
 }
 """Every report, by name."""
@@ -178,7 +178,8 @@ def evaluate(truth, predictions, out, report=DEFAULT_REPORT, **options):
             (default) or "none"), smoothing (Mpc/h); halo2024: halo_fields (method -> its
             boxes' halo fields), catalogs (one halo catalogue per box), los, independent_volume
             ((Mpc/h)^3), classical ("SCHEME=FILE" classical halo references run on the scheme's
-            halo fields).
+            halo fields); both: overwrite (write into an existing folder that is not a report,
+            replacing only the report's files).
 
     Returns:
         The `Evaluation`.

@@ -123,15 +123,16 @@ def _json_file(path, what):
 
 
 def is_fields_file(path):
-    """Whether `path` is a velnet fields file (HDF5 with the box's metadata)."""
-    from velnet.fields.field import read_meta
+    """Whether `path` is meant as a velnet fields file (HDF5 with a mesh size), however broken
+    its other metadata (which `load_fields` then names)."""
+    import h5py
 
     if Path(path).suffix not in (".h5", ".hdf5"):
         return False
     try:
-        read_meta(path)
-        return True
-    except VelnetInputError:
+        with h5py.File(path, "r") as h5:
+            return "nmesh" in h5.attrs
+    except OSError:
         return False
 
 

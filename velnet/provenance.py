@@ -32,3 +32,11 @@ def write_record(path, command, config, timings=None, **extra):
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path
+
+
+def is_record(path, command):
+    """Whether `path` is a run record that `write_record` wrote for `command`."""
+    try:
+        return json.loads(open(path).read()).get("command") == command
+    except (OSError, ValueError, AttributeError):
+        return False

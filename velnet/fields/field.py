@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from velnet.errors import VelnetInputError
+from velnet.fields.checks import check_box_size, check_cosmology, check_kind, check_velocity
 from velnet.files import atomic_file, require_file
 from velnet.physics.cosmology import Cosmology
 
@@ -126,17 +127,50 @@ def save_fields(path, fields, attrs=None):
 
 
 def read_meta(path):
-    """Root attributes of a fields file: box_size, redshift, nmesh, cosmology, ..."""
+    """Root attributes of a fields file: box_size, redshift, nmesh, cosmology, ...
+
+    Raises:
+        VelnetInputError: the file is missing, not HDF5, or its metadata is missing or unusable.
+    """
     path = require_file(path, "fields file")
     try:
         with h5py.File(path, "r") as h5:
-            meta = _decode_attrs(h5.attrs)
+            meta = _decode_attrs(h5.attrs, path)
     except OSError as err:
         raise VelnetInputError(path, f"not a readable HDF5 fields file ({err})") from None
     missing = {"box_size", "redshift", "nmesh", "cosmology"} - set(meta)
     if missing:
         raise VelnetInputError(path, f"metadata lacks {sorted(missing)}")
+    meta["box_size"] = check_box_size(meta["box_size"], path)
+    meta["cosmology"] = check_cosmology(meta["cosmology"], path)
+    if isinstance(meta["nmesh"], bool) or not isinstance(meta["nmesh"], int) or meta["nmesh"] < 1:
+        raise VelnetInputError(path, f"metadata nmesh must be a positive integer. Received: {meta['nmesh']!r}")
+    try:
+        redshift = float(meta["redshift"])
+    except (TypeError, ValueError):
+        redshift = float("nan")
+    if not (np.isfinite(redshift) and redshift > -1):
+        raise VelnetInputError(path, f"metadata redshift must be a number > -1. Received: {meta['redshift']!r}")
+    meta["redshift"] = redshift
     return meta
+
+
+LEGACY_MAKERS = (("models", "velnet predict"), ("halo_channels", "velnet halo-fields"), ("painter", "velnet paint"))
+"""Root attributes that name the command that wrote a fields file from before "made_by" was written."""
+
+
+def made_by(path):
+    """The command that wrote a fields file ("velnet paint", "velnet predict", ...), or None if it is
+    not a readable velnet fields file or does not say."""
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = set(h5.attrs)
+            maker = h5.attrs.get("made_by")
+    except (OSError, ValueError):
+        return None
+    if maker is not None:
+        return maker.decode() if isinstance(maker, bytes) else str(maker)
+    return next((command for key, command in LEGACY_MAKERS if key in attrs), None)
 
 
 def field_names(path):
@@ -147,33 +181,57 @@ def field_names(path):
 
 
 def load_fields(path, names=None):
-    """Read a fields file into a dict name -> `Field`.
+    """Read a fields file into a dict name -> `Field` (attrs "path": the file, named in later errors).
 
     Raises:
-        VelnetInputError: the file is missing, not HDF5, lacks a field or holds NaN/inf.
+        VelnetInputError: the file is missing, not HDF5, lacks a field, holds one that is not a
+            float array of the file's mesh (a scalar or a vector as its name says) or holds
+            NaN/inf, or a velocity beyond the speed of light.
     """
     meta = read_meta(path)
+    cosmology = Cosmology.from_dict(meta["cosmology"])
     out = {}
-    with h5py.File(path, "r") as h5:
-        for name in names or list(h5.keys()):
-            if name not in h5:
-                raise VelnetInputError(path, f"has no field {name!r} (it holds {sorted(h5.keys())})")
-            value = h5[name][...]
-            if not np.all(np.isfinite(value)):
-                raise VelnetInputError(path, f"field {name!r} holds NaN or infinite values")
-            attrs = _decode_attrs(h5[name].attrs)
-            out[name] = Field(value, name, meta["box_size"], meta["redshift"],
-                              Cosmology.from_dict(meta["cosmology"]), attrs)
+    try:
+        with h5py.File(path, "r") as h5:
+            for name in names or list(h5.keys()):
+                if name not in h5:
+                    raise VelnetInputError(path, f"has no field {name!r} (it holds {sorted(h5.keys())})")
+                value = _read_array(h5, name, meta["nmesh"], path)
+                check_kind(name, value, path)
+                if not np.all(np.isfinite(value)):
+                    raise VelnetInputError(path, f"field {name!r} holds NaN or infinite values")
+                out[name] = Field(value, name, meta["box_size"], meta["redshift"], cosmology,
+                                  {**_decode_attrs(h5[name].attrs, path), "path": str(path)})
+    except OSError as err:
+        raise VelnetInputError(path, f"cannot be read: the file is truncated or corrupt ({err})") from None
+    if "velocity" in out:
+        check_velocity(out["velocity"], path)
     return out
 
 
-def _decode_attrs(attrs):
+def _read_array(h5, name, nmesh, path):
+    """A float dataset of a fields file on its (nmesh,)*3 mesh; VelnetInputError otherwise."""
+    dataset = h5[name]
+    if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiu":
+        raise VelnetInputError(path, f"{name!r} is not a numeric array (it is {dataset})")
+    if dataset.shape[:3] != (nmesh,) * 3 or len(dataset.shape) not in (3, 4):
+        raise VelnetInputError(path, f"field {name!r} is {dataset.shape}, not (N, N, N) or (N, N, N, 3) on the "
+                                     f"file's mesh N = nmesh = {nmesh}")
+    return dataset[...]
+
+
+def _decode_attrs(attrs, path=None):
+    """HDF5 attributes as Python values, JSON-encoded ones decoded; VelnetInputError naming `path`
+    for one that cannot be."""
     out = {}
     for key, value in attrs.items():
         if isinstance(value, bytes):
-            value = value.decode()
+            value = value.decode(errors="replace")
         if isinstance(value, str) and value.startswith(("[", "{")):
-            value = json.loads(value)
+            try:
+                value = json.loads(value)
+            except ValueError as err:
+                raise VelnetInputError(path, f"metadata {key!r} is not valid JSON ({err})") from None
         elif isinstance(value, np.generic):
             value = value.item()
         out[key] = value

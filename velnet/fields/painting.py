@@ -7,6 +7,7 @@ wrap periodically. nbodykit, pmesh and mpi4py are imported inside the functions.
 import numpy as np
 
 from velnet.errors import VelnetInputError
+from velnet.fields.checks import check_box_size, check_mesh
 
 
 def paint(position, box_size, nmesh, weight=None, value=None, comm=None):
@@ -26,10 +27,15 @@ def paint(position, box_size, nmesh, weight=None, value=None, comm=None):
 
     Returns:
         float64 array `(N, N, N)`.
+
+    Raises:
+        VelnetInputError: a mesh too small or too large for this machine, or a bad box size.
     """
     from mpi4py import MPI
     from nbodykit.source.catalog import ArrayCatalog
 
+    check_mesh(nmesh)
+    box_size = check_box_size(box_size)
     columns = {"Position": np.asarray(position, dtype=np.float64)}
     if weight is not None:
         columns["Weight"] = np.asarray(weight, dtype=np.float64)

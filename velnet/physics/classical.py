@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from velnet.errors import VelnetInputError
+from velnet.fields.checks import check_density
 from velnet.files import atomic_file, require_file
 from velnet.physics.linear import fit_smoothing, linear_momentum, velocity_from_source, wavevectors
 
@@ -171,10 +172,10 @@ class ClassicalEstimator:
             vector `Field` "velocity", km/s, `(N, N, N, 3)` float32.
 
         Raises:
-            VelnetInputError: the cell size differs from the fitted one.
+            VelnetInputError: the density is not rho/rho_mean (`check_density`), or its cell size
+                differs from the fitted one.
         """
-        if density.is_vector:
-            raise VelnetInputError(density.attrs.get("path"), "the classical estimator needs a scalar density")
+        check_density(density)
         if not np.isclose(density.cell_size, self.cell_size, rtol=1e-3):
             raise VelnetInputError(
                 density.attrs.get("path"),
@@ -301,7 +302,8 @@ class ClassicalEstimator:
 
 def _check_box(density, truth, cell):
     source_path = density.attrs.get("path")
-    if density.is_vector or not truth.is_vector or truth.nmesh != density.nmesh \
+    check_density(density)
+    if not truth.is_vector or truth.nmesh != density.nmesh \
             or not np.isclose(truth.box_size, density.box_size):
         raise VelnetInputError(source_path, "each box needs a scalar density and a vector velocity on the same mesh")
     if not np.isclose(density.cell_size, cell, rtol=1e-3):

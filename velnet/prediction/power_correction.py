@@ -21,13 +21,18 @@ from pathlib import Path
 import numpy as np
 
 from velnet.errors import VelnetInputError
-from velnet.files import atomic_file, require_file
+from velnet.files import atomic_file, declares_format, require_file
 from velnet.physics.classical import absolute_kedges
 from velnet.physics.linear import divergence, wavevectors
 
 FORMAT = "velnet power correction"
 MIN_MODES = 20
 """Bins with fewer validation modes (both k and -k counted) keep gain 1."""
+
+
+def is_power_correction_file(path):
+    """Whether `path` is named as a power correction (`*.power.json`) or declares itself one."""
+    return str(path).endswith(".power.json") or declares_format(path, FORMAT)
 
 
 def correction_path(model_path):

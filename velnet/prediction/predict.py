@@ -21,16 +21,21 @@ from tqdm.auto import tqdm
 from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, InputWindows, box_inputs
 from velnet.data.tiling import cover_origins, stitch
 from velnet.errors import VelnetInputError
-from velnet.fields.field import Field, field_names, load_fields, save_fields
+from velnet.fields.checks import check_density
+from velnet.fields.field import Field, field_names, load_fields, made_by, save_fields
+from velnet.files import check_output, require_file
 from velnet.networks.builders import ModelMetadata
 from velnet.physics.classical import ClassicalEstimator
 from velnet.physics.references import load_reference, reference_format
-from velnet.prediction.power_correction import PowerCorrection, correction_path
-from velnet.provenance import write_record
+from velnet.prediction.power_correction import PowerCorrection, correction_path, is_power_correction_file
+from velnet.provenance import is_record, write_record
 from velnet.shipped import model_path
 from velnet.tasks import DENSITY, TARGETS, VELOCITY, get_target, get_task
 
 log = logging.getLogger(__name__)
+
+MADE_BY = "velnet predict"
+"""The `made_by` attribute of the files `velnet predict` writes."""
 
 
 def inference_tile(nmesh, margin, multiple=4, largest=64):
@@ -74,8 +79,11 @@ def whole_box_inputs(box, spec, target, target_scale, predicted=None):
         float32 `(N, N, N, C)` (without the context window).
 
     Raises:
-        VelnetInputError: a predicted density the box lacks and no model to predict it.
+        VelnetInputError: the box's density is not rho/rho_mean (`check_density`), a predicted
+            density the box lacks and no model to predict it, or as `box_inputs`.
     """
+    if DENSITY in box:
+        check_density(box[DENSITY])
     if spec.density == "predicted" and PREDICTED_DENSITY not in box:
         if not spec.density_model:
             raise VelnetInputError(None, f"the inputs need {PREDICTED_DENSITY}, stage one's density, and the model "
@@ -197,9 +205,22 @@ def predict_with(path, box, tile=None, batch_size=4, predicted=None):
 
 def _load(path):
     """`(model, metadata)` of a network, or `(estimator, None)` of a classical estimator file (the matter's,
-    or the halo filter or reconstruction, which give the density, velocity and momentum at once)."""
-    if reference_format(path):
+    or the halo filter or reconstruction, which give the density, velocity and momentum at once).
+
+    Raises:
+        VelnetInputError: a missing or broken file, or one that is not a model (a power
+            correction file is named as such, with the model to give instead).
+    """
+    path = require_file(path, "model")
+    if is_power_correction_file(path):
+        model = path.name[:-len(".power.json")] if path.name.endswith(".power.json") else path.stem
+        raise VelnetInputError(path, f"is a power-preserving correction (from `velnet calibrate`), not a model: give "
+                                     f"its model ({model}.json or {model}.keras beside it) with --power-preserving")
+    if path.suffix == ".json" or reference_format(path):
         return load_reference(path), None
+    if path.suffix != ".keras":
+        raise VelnetInputError(path, "is not a model: give a network (.keras) from `velnet train` or a classical "
+                                     "reference (.json) from `velnet baseline`")
     from velnet.training.train import load_model
 
     return load_model(path)
@@ -310,7 +331,8 @@ def predict_fields(models, box, tile=None, batch_size=4, power_preserving=False)
     return out
 
 
-def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False):
+def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False,
+                 overwrite=False):
     """Predict with one or more models and write their fields to one HDF5 file (see `predict_fields`).
 
     Args:
@@ -318,17 +340,25 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
             estimators (`.json`), e.g. a velocity and a momentum network.
         fields_path: fields file with the fields the models read (a "density"; for the halo
             networks, the halo channels and the linear inputs of `velnet halo-fields`).
-        out_path: output `.h5`; written atomically, with a `.json` run record beside it.
+        out_path: output `.h5`; written atomically, with a `.json` run record beside it. An
+            existing file there is replaced only if `velnet predict` wrote it, or with `overwrite`;
+            never an input.
         tile, batch_size, power_preserving: as `predict_fields`.
+        overwrite: replace an output file (and record) that `velnet predict` did not write.
 
     Returns:
         `out_path`.
 
     Raises:
-        VelnetInputError: a bad model or fields file, or what `predict_fields` raises.
+        VelnetInputError: a bad model or fields file, an output path `check_output` refuses, a
+            prediction that is not finite, or what `predict_fields` raises.
     """
     start = time.time()
     paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
+    record = Path(out_path).with_suffix(".json")
+    inputs = [fields_path, *paths, *(correction_path(model_path(p)) for p in paths)]
+    check_output(out_path, "a prediction fields file", lambda path: made_by(path) == MADE_BY, inputs, overwrite)
+    check_output(record, "a predict record", lambda path: is_record(path, "predict"), inputs, overwrite)
     models = load_models(paths)
     available = field_names(fields_path)
     names = fields_read(models, available)
@@ -338,10 +368,14 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
     for field in box.values():
         field.attrs["path"] = str(fields_path)
     out = predict_fields(models, box, tile, batch_size, power_preserving)
+    for name, field in out.items():
+        if not np.all(np.isfinite(field.value)):
+            raise VelnetInputError(field.attrs.get("model", fields_path), f"predicted {name!r} holds NaN or infinite "
+                                                                         f"values on {fields_path}; nothing written")
     save_fields(out_path, list(out.values()),
-                attrs={"source": str(Path(fields_path).resolve()), "models": list(models),
+                attrs={"made_by": MADE_BY, "source": str(Path(fields_path).resolve()), "models": list(models),
                        "output": "power-preserving" if power_preserving else "minimum-variance"})
-    write_record(Path(out_path).with_suffix(".json"), "predict",
+    write_record(record, "predict",
                  {"models": [str(p) for p in paths], "fields": str(fields_path), "tile": tile,
                   "batch_size": batch_size, "power_preserving": power_preserving},
                  {"wall": round(time.time() - start, 3)})

@@ -6,11 +6,12 @@ and appears only when complete (`report_folder`); its steps show on a tqdm bar (
 import contextlib
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from velnet.files import atomic_dir
+from velnet.files import OWNED, atomic_dir, check_output
 from velnet.provenance import versions
 from velnet.statistics.spectra import to_json
 
@@ -56,16 +57,29 @@ class Steps:
         self.bar.close()
 
 
+def is_report(path):
+    """Whether the folder `path` holds a report (report.md and metrics.json) that `velnet evaluate` wrote."""
+    return (Path(path) / "report.md").is_file() and (Path(path) / "metrics.json").is_file()
+
+
 @contextlib.contextmanager
-def report_folder(outdir, title, total_steps):
+def report_folder(outdir, title, total_steps, overwrite=False):
     """A temporary report folder that replaces `outdir` only when the block completes, and its `Steps`.
+
+    An existing `outdir` is replaced only if it is an earlier report (or empty); with
+    `overwrite`, the report's files are written into another folder, whose other files stay.
 
     Yields:
         `(folder, steps)`: the folder to write into, and the progress callable.
+
+    Raises:
+        VelnetInputError: `outdir` is a file, or a folder of something else and not `overwrite`.
     """
+    merge = check_output(outdir, "a report folder", is_report, overwrite=overwrite, folder=True) \
+        or (Path(outdir) / OWNED).exists()
     steps = Steps(total_steps, title)
     try:
-        with atomic_dir(outdir) as folder:
+        with atomic_dir(outdir, merge=merge) as folder:
             yield folder, steps
     finally:
         steps.close()

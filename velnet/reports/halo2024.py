@@ -90,7 +90,7 @@ def checked_inputs(truth, predictions, inputs, catalogs):
                 field = fields.get(name)
                 if field is None:
                     raise VelnetInputError(None, f"box {b}: {label} has no {name!r} field (it holds {sorted(fields)})")
-                source = field.attrs.get("source")
+                source = field.attrs.get("path")
                 if reference is None or field.is_vector != vector or field.nmesh != reference.nmesh \
                         or not np.isclose(field.box_size, reference.box_size):
                     raise VelnetInputError(source, f"box {b}: {label} {name!r} is {field.value.shape} in a "
@@ -103,14 +103,14 @@ def checked_inputs(truth, predictions, inputs, catalogs):
                 raise VelnetInputError(None, f"box {b}: {scheme} inputs hold no halo channels 'halos_s_<j>'")
             beta = boxes[b]["linear_velocity_s"].attrs.get("beta")
             if not (isinstance(beta, (int, float)) and beta > 0):
-                raise VelnetInputError(boxes[b]["linear_velocity_s"].attrs.get("source"),
+                raise VelnetInputError(boxes[b]["linear_velocity_s"].attrs.get("path"),
                                        f"box {b}: {scheme} linear_velocity_s has no positive 'beta' attribute "
                                        f"(eq. 4). Received: {beta!r}")
     return truth, predictions, inputs, catalogs
 
 
 def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=None, catalogs=None, los="z",
-                  histories=None, independent_volume=None, baselines_by_scheme=None):
+                  histories=None, independent_volume=None, baselines_by_scheme=None, overwrite=False):
     """Compare halo-paper reconstructions with the truth for each weighting scheme; write a report folder.
 
     Args:
@@ -135,6 +135,7 @@ def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=
             "reconstruction") -> list per box of the classical halo reference's predicted
             "density", "velocity" and "momentum" `Field`s; measured beside the U-net, and each
             method compared with the first of them ("Against the classical halo reference").
+        overwrite: write into an `outdir` that is not a report folder (`report_folder`).
 
     Returns:
         the metrics dict written to metrics.json (numbers that do not exist are None).
@@ -160,7 +161,7 @@ def evaluate_halo(truth_fields, predictions_by_scheme, outdir, inputs_by_scheme=
     histories = {s: {name: rows for name, rows in by_network.items() if rows}
                  for s, by_network in (histories or {}).items()}
     steps = 10 + (len(catalogs) if catalogs is not None else 0)
-    with report_folder(outdir, "evaluate (2024 halo paper)", steps) as (folder, progress):
+    with report_folder(outdir, "evaluate (2024 halo paper)", steps, overwrite) as (folder, progress):
         metrics, fields = measure(truth, predictions, inputs, catalogs, los_name, factor, progress, baselines)
         metrics["reference"] = {s: next(iter(by_method)) for s, by_method in baselines.items() if by_method}
         metrics["training"] = training_summary(histories)

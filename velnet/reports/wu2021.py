@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from velnet.errors import VelnetInputError
+from velnet.fields.checks import check_density
 from velnet.physics.linear import linear_momentum
 from velnet.reports import plots
 from velnet.reports.common import number, plus_minus, report_folder, write_report
@@ -40,8 +41,7 @@ def _check_inputs(truth_fields, predictions, density):
     density = density if density is not None else truth_fields.get("density")
     if density is None:
         raise VelnetInputError(None, "evaluate needs the true density: pass density= or truth_fields['density']")
-    if density.is_vector or not np.all(np.isfinite(density.value)):
-        raise VelnetInputError(density.attrs.get("source"), "the density must be a finite scalar field")
+    check_density(density)
     if not predictions:
         raise VelnetInputError(None, "evaluate needs at least one prediction")
     if "truth" in predictions:
@@ -59,7 +59,7 @@ def _check_inputs(truth_fields, predictions, density):
         for field in (velocity, momentum):
             if field is None:
                 continue
-            source = field.attrs.get("source")
+            source = field.attrs.get("path")
             if not field.is_vector or field.nmesh != density.nmesh or not np.isclose(field.box_size, density.box_size):
                 raise VelnetInputError(source, f"{name!r} {field.name} is {field.value.shape} in a {field.box_size} "
                                                f"Mpc/h box; the density is {density.value.shape} in "
@@ -369,7 +369,8 @@ def _figures(folder, density, entries, derived, results, slabs):
     return written
 
 
-def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, reference=None):
+def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, reference=None,
+             overwrite=False):
     """Compare reconstructions with the truth and write a report folder.
 
     Args:
@@ -384,6 +385,7 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
         n_slices: number of densest slices for the slice statistics and figures.
         reference: name of the method every other is measured against (the fitted classical
             estimator); adds a table of ratios to the report.
+        overwrite: write into an `outdir` that is not a report folder (`report_folder`).
 
     Returns:
         the metrics dict written to metrics.json (numbers that do not exist, such as T(k)
@@ -402,7 +404,7 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
               "worst_range": list(WORST_RANGE), "t_near": T_NEAR, "r_low": R_LOW, "phase_fraction": PHASE_FRACTION,
               "box_size": density.box_size, "nmesh": density.nmesh, "redshift": density.redshift,
               "cosmology": density.cosmology.to_dict()}
-    with report_folder(outdir, "evaluate (Wu et al. 2021)", STEPS) as (folder, progress):
+    with report_folder(outdir, "evaluate (Wu et al. 2021)", STEPS, overwrite) as (folder, progress):
         metrics, results, derived, slabs = _measure(folder, density, entries, subbox_size, n_slices, progress)
         metrics["config"] = config
         progress("figures")

@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import math
 import os
 import time
 import zipfile
@@ -27,28 +28,43 @@ import keras
 from velnet.data.datasets import load_split
 from velnet.data.manifest import read_manifest
 from velnet.errors import VelnetInputError
-from velnet.files import atomic_file, require_file
+from velnet.files import atomic_file, remove_path, require_file
 from velnet.networks.builders import ModelMetadata, build_network, physical_network, task_loss
 from velnet.networks.unet3d import OUTPUT_LAYER
 from velnet.provenance import write_record
 from velnet.tasks import get_task
+from velnet.training.runs import (  # noqa: F401 (the file names are this module's API too)
+    BACKUP_DIR,
+    BEST_FILE,
+    EXTEND,
+    HISTORY_FILE,
+    LOG_DIR,
+    MODEL_FILE,
+    NEW,
+    RECORD_FILE,
+    dataset_identity,
+    prepare_run,
+)
 
 log = logging.getLogger(__name__)
 
 TRAIN_SPLIT, VAL_SPLIT = "train", "val"
-MODEL_FILE, BEST_FILE, HISTORY_FILE, RECORD_FILE = (
-    "model.keras", "best.keras", "history.csv", "train_config.json")
-BACKUP_DIR, LOG_DIR = "backup", "logs"
+OPTIONAL_STEPS = ("steps_per_epoch", "validation_steps")
+"""Settings that may be None (the whole split)."""
 
 
 def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate=1e-4, seed=0,
-          augment=True, steps_per_epoch=None, validation_steps=None, callbacks=(), devices=None):
+          augment=True, steps_per_epoch=None, validation_steps=None, callbacks=(), devices=None,
+          overwrite=False, extend=False):
     """Train the task's network on the "train" split, monitoring "val"; resume an interrupted run.
 
     Adam on the task's loss of the normalised targets (MSE; eq. 6 for the halo paper's
     magnitude and direction); the training tiles are reshuffled (and, with `augment`,
     transformed by a random element of Oh) every epoch. If `outdir` holds the backup of an
-    unfinished run, training continues from its last completed epoch up to `epochs`.
+    unfinished run of the same dataset, training continues from its last completed epoch up
+    to `epochs` (`velnet.training.runs.prepare_run` says what else an existing `outdir` allows).
+    Every shard's checksum is verified before the first epoch; a non-finite loss stops the run
+    with nothing saved as final.
 
     Args:
         dataset_dir: shard folder with `manifest.json` (from `data_prep.make_shards`).
@@ -57,7 +73,7 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
             optionally with a "preset" key (default: the task's full-size preset) that the
             other keys override (`velnet.networks.builders.network_config`). The shapes and channels
             come from the dataset.
-        epochs: total number of epochs.
+        epochs: total number of epochs (with `extend`, the number of epochs more).
         batch_size: tiles per batch (the paper: 6).
         learning_rate: Adam learning rate.
         seed: seed of weights, shuffling and augmentation (`keras.utils.set_random_seed`).
@@ -67,19 +83,27 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         callbacks: extra `keras.callbacks.Callback`s.
         devices: None (one device), "auto" (every GPU) or a number of devices to train
             on data-parallel; `batch_size` is then split across them (see `data_parallel`).
+        overwrite: train anew in an `outdir` that holds a finished run, a run of another
+            dataset, or something else (only the run's own files there are replaced).
+        extend: train a finished run of this dataset `epochs` more epochs, from its best
+            checkpoint (weights and optimizer state).
 
     Returns:
         Path of `model.keras`: physical outputs, weights of the epoch with the best val_loss.
 
     Raises:
-        VelnetInputError: bad dataset, or a model config that does not fit its tiles.
-        RuntimeError: no epoch ended with a finite val_loss (nothing to save).
+        VelnetInputError: bad settings, a bad or damaged dataset, a model config that does not
+            fit its tiles, an `outdir` that `prepare_run` refuses, or a non-finite loss.
         ValueError: a `devices` value this machine or backend cannot take.
     """
     start = time.time()
+    check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                   steps_per_epoch=steps_per_epoch, validation_steps=validation_steps)
     dataset_dir, outdir = Path(dataset_dir), Path(outdir)
-    manifest = read_manifest(dataset_dir)
+    manifest = read_manifest(dataset_dir, verify=True)
     task = get_task(manifest.task)
+    dataset = dataset_identity(dataset_dir)
+    mode = prepare_run(outdir, dataset, overwrite, extend)
     keras.utils.set_random_seed(seed)
     log.info("random seed %d (keras.utils.set_random_seed)", seed)
     scope, device_names = data_parallel(devices)
@@ -93,19 +117,45 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         jit_compile = jit_compile_setting()
         loss = task_loss(task)
         network.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, jit_compile=jit_compile)
+        first_epoch = 0
+        if mode == EXTEND:
+            network.optimizer.build(network.trainable_variables)  # so that its state is restored too
+            network.load_weights(outdir / BEST_FILE)
+            first_epoch = read_history(outdir / HISTORY_FILE)[-1]["epoch"] + 1
+            epochs += first_epoch
+            log.info("training the finished run %s from its best weights, epochs %d to %d", outdir, first_epoch,
+                     epochs - 1)
 
         whole = bool(device_names)  # on several devices every batch must divide among them
         train_data = load_split(manifest, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed,
                                 augment=augment, drop_remainder=whole)
         val_data = load_split(manifest, VAL_SPLIT, batch_size, shuffle=False, drop_remainder=whole)
+        run_config = {"dataset": str(dataset_dir.resolve()), "task": task.name, "model": config, "epochs": epochs,
+                      "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                      "augment": augment, "steps_per_epoch": steps_per_epoch,
+                      "validation_steps": validation_steps, "optimizer": "Adam",
+                      "loss": {"of": "targets / target_scale", **loss.get_config()}, "jit_compile": jit_compile,
+                      "devices": device_names or 1}
+        created = not outdir.exists()
         outdir.mkdir(parents=True, exist_ok=True)
-        history = network.fit(
-            train_data, validation_data=val_data, epochs=epochs, shuffle=False,  # the shards shuffle
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps, callbacks=[*training_callbacks(outdir), *callbacks])
+        write_record(outdir / RECORD_FILE, "train", config=run_config, status="running", dataset=dataset)
+        guard = StopOnNonFinite()
+        try:
+            history = network.fit(
+                train_data, validation_data=val_data, epochs=epochs, initial_epoch=first_epoch,
+                shuffle=False,  # the shards shuffle
+                steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                callbacks=[guard, *training_callbacks(outdir, mode), *callbacks])
+        except BaseException:
+            if created and not (outdir / HISTORY_FILE).exists():  # not one epoch to resume from
+                remove_path(outdir)
+            raise
 
-    if not (outdir / BEST_FILE).exists():
-        raise RuntimeError(f"no epoch ended with a finite val_loss; see {outdir / HISTORY_FILE}")
+    if guard.problem or not (outdir / BEST_FILE).exists():
+        _discard_diverged(outdir, created)
+        raise VelnetInputError(outdir, f"training stopped: {guard.problem or 'no epoch ended with a finite val_loss'}; "
+                                       "nothing was saved as final. Lower --learning-rate, or check the dataset "
+                                       f"with `velnet check-shards {dataset_dir}`")
     network.load_weights(outdir / BEST_FILE)
     scale = manifest.target_scale
     model_path = outdir / MODEL_FILE
@@ -114,14 +164,8 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
     rows = read_history(outdir / HISTORY_FILE)
     best = min(rows, key=lambda r: r["val_loss"])
     write_record(
-        outdir / RECORD_FILE, "train",
-        config={"dataset": str(dataset_dir.resolve()), "task": task.name, "model": config, "epochs": epochs,
-                "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-                "augment": augment, "steps_per_epoch": steps_per_epoch,
-                "validation_steps": validation_steps, "optimizer": "Adam",
-                "loss": {"of": "targets / target_scale", **loss.get_config()}, "jit_compile": jit_compile,
-                "devices": device_names or 1},
-        timings={"wall": round(time.time() - start, 3)},
+        outdir / RECORD_FILE, "train", config=run_config,
+        timings={"wall": round(time.time() - start, 3)}, status="finished", dataset=dataset,
         seed=seed, backend=keras.backend.backend(), parameters=network.count_params(),
         target_scale=scale,
         epochs_this_run=[history.epoch[0], history.epoch[-1]] if history.epoch else [],
@@ -130,6 +174,56 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         outputs={"model": MODEL_FILE, "checkpoint": BEST_FILE, "history": HISTORY_FILE})
     log.info("saved %s (best val_loss %.4g at epoch %d)", model_path, best["val_loss"], best["epoch"])
     return model_path
+
+
+def _discard_diverged(outdir, created):
+    """After a non-finite loss: drop the diverged backup (a rerun starts afresh) and a checkpoint of
+    no finite epoch; a run folder this call made, without a finite epoch, goes entirely."""
+    remove_path(outdir / BACKUP_DIR)
+    rows = read_history(outdir / HISTORY_FILE) if (outdir / HISTORY_FILE).exists() else []
+    if not any(math.isfinite(row["val_loss"]) for row in rows):
+        remove_path(outdir if created else outdir / BEST_FILE)
+
+
+def check_settings(**settings):
+    """Raise VelnetInputError unless every training setting is usable: a finite positive
+    learning_rate; epochs, batch_size, steps_per_epoch and validation_steps whole numbers >= 1
+    (the steps may be None: the whole split)."""
+    for name, value in settings.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name == "learning_rate":
+            usable, wanted = number and math.isfinite(value) and value > 0, "a positive number"
+        else:
+            wanted = "a whole number of at least 1"
+            usable = (name in OPTIONAL_STEPS) if value is None else number and isinstance(value, int) and value >= 1
+        if not usable:
+            raise VelnetInputError(None, f"--{name.replace('_', '-')} must be {wanted}. Received: {name}={value!r}")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, of a batch or of an epoch (val_loss too).
+
+    Attributes:
+        problem: where the loss stopped being finite (None while it is).
+    """
+
+    def on_train_begin(self, logs=None):
+        self.problem, self.epoch = None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, ("loss",), f"batch {batch} of epoch {self.epoch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, ("loss", "val_loss"), f"the end of epoch {epoch}")
+
+    def _check(self, logs, keys, where):
+        bad = {k: float(logs[k]) for k in keys if k in (logs or {}) and not math.isfinite(float(logs[k]))}
+        if bad and self.problem is None:
+            self.problem = f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at {where}"
+            self.model.stop_training = True
 
 
 def load_model(path):
@@ -152,6 +246,9 @@ def load_model(path):
             (or its metadata incomplete).
     """
     path = require_file(path, "trained model")
+    if not zipfile.is_zipfile(path):
+        raise VelnetInputError(path, "is not a whole .keras file (a .keras model is a zip archive): it is truncated "
+                                     "or not a model; copy it again or retrain")
     try:
         model = keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as err:
@@ -260,14 +357,13 @@ def jit_compile_setting():
     return False if on_cpu else "auto"
 
 
-def training_callbacks(outdir):
-    """NaN stop, checkpoint, CSV log, TensorBoard (if installed) and backup callbacks."""
-    resuming = (outdir / BACKUP_DIR).exists()
+def training_callbacks(outdir, mode=NEW):
+    """Checkpoint, CSV log, TensorBoard (if installed) and backup callbacks of a run (`mode` from `prepare_run`)."""
+    resuming = (outdir / BACKUP_DIR).exists() or mode == EXTEND
     previous = read_history(outdir / HISTORY_FILE) if resuming and (outdir / HISTORY_FILE).exists() else []
     if resuming:
-        log.info("resuming the unfinished run in %s", outdir)
+        log.info("%s the run in %s", "continuing" if mode == EXTEND else "resuming the unfinished", outdir)
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
             outdir / BEST_FILE, monitor="val_loss", save_best_only=True,
             initial_value_threshold=min((r["val_loss"] for r in previous), default=None)),

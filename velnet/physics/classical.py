@@ -39,7 +39,7 @@ ESTIMATORS = ("linear", "bernardeau", "2lpt-log")
 DEFAULT_SET = ({"name": "linear", "smoothing": 0.0}, {"name": "bernardeau", "smoothing": 0.0},
                {"name": "2lpt-log", "smoothing": 0.0})
 """The combination velnet fits by default: the best on the validation box of experiments.classical."""
-SHIPPED = Path(__file__).resolve().parent / "pretrained" / "classical-wu2021" / "velocity.json"
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "classical-wu2021" / "velocity.json"
 """The estimator velnet ships: fitted on its training boxes (2 Mpc/h cells, z = 0; experiments.classical)."""
 LOG_FLOOR = 0.01
 """rho/rho_mean below this is raised to it before the logarithm of "2lpt-log"."""

@@ -10,7 +10,7 @@ inflate the next's), the commands
     velnet evaluate truth.h5 against the network's prediction (with the shipped classical reference)
 
 and prints their wall time (the process's, imports included) and each rank's peak resident
-memory (`resource.getrusage`, read by the rank itself), per cell of the box.
+memory (VmHWM, read by the rank itself), per cell of the box.
 
 The inputs are made cheaply, not by an N-body run (fastpm at 512^3 takes hours here): a
 Gaussian random field with a power-law spectrum, made lognormal (rho/rho_mean = exp(g - s^2/2)),
@@ -158,15 +158,23 @@ def measure(step, nmesh, folder, ranks, timeout):
     return {"seconds": seconds, "peak_rss": [p["bytes"] for p in sorted(peaks, key=lambda p: p["rank"])]}
 
 
+def peak_rss():
+    """This process's peak resident memory, bytes: VmHWM of /proc/self/status.
+
+    Not `resource.getrusage`'s ru_maxrss: Linux keeps that across fork and exec, so a child
+    of a large process reports its parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def worker(velnet_args):
     """Run `velnet <args>` in this process, then print this rank's peak resident memory."""
-    import resource
-
     from velnet.cli import main
 
     code = main(velnet_args)
     rank = next((int(os.environ[v]) for v in RANK_VARIABLES if v in os.environ), 0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    peak = peak_rss()
     print("RSS " + json.dumps({"rank": rank, "bytes": peak}), flush=True)
     return code
 

@@ -212,6 +212,7 @@ class FieldsWriter:
                         for name, (planes, _) in self._slabs.items():
                             h5[name][self.start:self.stop] = planes.array
                 comm.Barrier()
+        comm.Barrier()  # the file is in place for every rank
 
 
 class Planes:

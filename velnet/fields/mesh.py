@@ -91,7 +91,7 @@ class Mesh:
         rank, size = (self.comm.rank, self.comm.size) if self.comm else (0, 1)
         self.start, self.stop = slab_bounds(self.nmesh, rank, size)
         self.kstart, self.kstop = slab_bounds(self.nmesh, rank, size)
-        self._pm = _particle_mesh(self.nmesh, self.box_size, self.comm.py2f()) if self.comm else None
+        self._pm = particle_mesh(self.nmesh, self.box_size, self.comm, "f4") if self.comm else None
 
     @property
     def shape(self):
@@ -110,6 +110,15 @@ class Mesh:
     def wavevectors(self):
         """`wavevectors` of the modes held here, float32."""
         return wavevectors(self.nmesh, self.box_size, (self.kstart, self.kstop), np.float32)
+
+    def bin_index(self, kedges):
+        """The bin of `kedges` (h/Mpc) of each mode held here by its |k| (taken in float64: modes
+        lie on bin edges), int16 `kshape`, clipped to the bins."""
+        _, _, k2 = wavevectors(self.nmesh, self.box_size, (self.kstart, self.kstop))
+        index = np.empty(k2.shape, np.int16)
+        for x in range(len(k2)):
+            index[x] = np.clip(np.digitize(np.sqrt(k2[x]), kedges) - 1, 0, len(kedges) - 2)
+        return index
 
     def rfft(self, real):
         """Fourier modes (complex64, `kshape`) of the real planes held here (`shape`); collective."""
@@ -140,15 +149,22 @@ class Mesh:
         return value if self.comm is None else self.comm.allreduce(value)
 
 
+def particle_mesh(nmesh, box_size, comm=None, dtype="f8"):
+    """pmesh's ParticleMesh of an N^3 box in the x-slab layout of `slab_bounds` over `comm`
+    (None: this process alone), made once per mesh (its FFT plans take time)."""
+    from mpi4py import MPI
+
+    return _particle_mesh(int(nmesh), float(box_size), (comm or MPI.COMM_SELF).py2f(), dtype)
+
+
 @lru_cache(maxsize=8)
-def _particle_mesh(nmesh, box_size, handle):
-    """pmesh's float32 ParticleMesh of the x-slab layout (`slab_bounds`) over the communicator of
-    (Fortran) handle `handle` (made once per mesh: its FFT plans take time)."""
+def _particle_mesh(nmesh, box_size, handle, dtype):
+    """`particle_mesh` of the communicator of (Fortran) handle `handle`."""
     from mpi4py import MPI
     from pmesh.pm import ParticleMesh
 
     comm = MPI.Comm.f2py(handle)
-    pm = ParticleMesh(BoxSize=box_size, Nmesh=[nmesh] * 3, dtype="f4", comm=comm, np=[comm.size, 1])
+    pm = ParticleMesh(BoxSize=box_size, Nmesh=[nmesh] * 3, dtype=dtype, comm=comm, np=[comm.size, 1])
     start, stop = slab_bounds(nmesh, comm.rank, comm.size)
     layout = (pm.partition.local_i_start[0], pm.partition.local_ni[0], pm.partition.local_o_start[1],
               pm.partition.local_no[1])

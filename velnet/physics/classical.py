@@ -32,7 +32,7 @@ import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.files import atomic_file, require_file
-from velnet.fields.mesh import mesh_of, wavevectors
+from velnet.fields.mesh import mesh_of
 from velnet.physics.linear import fit_smoothing, linear_momentum, velocity_from_source
 
 FORMAT = "velnet classical estimator"
@@ -219,7 +219,7 @@ class ClassicalEstimator:
                 f"cell size {density.cell_size:.4g} Mpc/h (box {density.box_size:g} / {density.nmesh}) differs "
                 f"from the {self.cell_size:.4g} Mpc/h the classical estimator was fitted on")
         mesh = mesh_of(density)
-        index = self._bins(mesh)
+        index = mesh.bin_index(self.kedges)
         weights = self.weights.astype(np.float32)
         total = np.zeros(mesh.kshape, np.complex64)
         for i, e in enumerate(self.estimators):
@@ -231,15 +231,6 @@ class ClassicalEstimator:
         out = density.with_value(velocity_from_source(total, density), "velocity")
         out.attrs = {"method": f"classical: {self.label}, weights per |k|"}
         return out
-
-    def _bins(self, mesh):
-        """The |k| bin of each Fourier mode held here, int16 `mesh.kshape` (|k| in float64: modes lie on the
-        edges)."""
-        _, _, k2 = wavevectors(mesh.nmesh, mesh.box_size, (mesh.kstart, mesh.kstop))
-        index = np.empty(k2.shape, np.int16)
-        for x in range(len(k2)):
-            index[x] = np.clip(np.digitize(np.sqrt(k2[x]), self.kedges) - 1, 0, len(self.weights) - 1)
-        return index
 
     def prediction(self, density):
         """{"velocity", "momentum"} of a box; momentum = (rho/rho_mean) v."""

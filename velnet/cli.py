@@ -330,16 +330,19 @@ def _estimator(text):
 
 def _calibrate(args):
     from velnet.fields.field import load_fields
+    from velnet.fields.mesh import current_comm
     from velnet.prediction.power_correction import PowerCorrection, correction_path
     from velnet.prediction.predict import predict_with
     predictions, truths = [], []
     for path in args.fields:
-        box = load_fields(path, ["density", "velocity"])
+        box = load_fields(path, ["density", "velocity"], comm=current_comm())
         box["density"].attrs["path"] = str(path)
         predictions.append(predict_with(args.model, box["density"]))
         truths.append(box["velocity"])
     correction = PowerCorrection.fit(predictions, truths)
     correction.attrs.update(model=str(args.model), fitted_on=[str(p) for p in args.fields])
+    if current_comm() is not None and current_comm().rank:
+        return  # (every rank has the gains: rank 0 writes them)
     out = correction.save(correction_path(args.model))
     centres = 0.5 * (correction.kedges[1:] + correction.kedges[:-1])
     gains = " / ".join(f"{np.interp(k, centres, correction.gain):.2f}" for k in (0.2, 0.6, 1.0))

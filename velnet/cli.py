@@ -241,15 +241,17 @@ def _evaluate(args):
 
 
 def _evaluate_wu(args, truth_file, predictions):
-    from velnet.fields.field import load_fields
+    import functools
+
+    from velnet.fields.field import field_names, load_fields
+    from velnet.fields.mesh import current_comm
     from velnet.physics.classical import SHIPPED, ClassicalEstimator
     from velnet.physics.linear import linear_prediction
     from velnet.reports.wu2021 import evaluate
-    truth = load_fields(truth_file)
-    if "density" not in truth or "velocity" not in truth:
+    if not {"density", "velocity"} <= set(field_names(truth_file)):
         raise VelnetInputError(truth_file, "needs 'density' and 'velocity' fields")
-    density = truth["density"]
-    methods = {name: load_fields(path) for name, path in predictions.items()}
+    density = load_fields(truth_file, ["density"], comm=current_comm())["density"]
+    methods = dict(predictions)  # fields files, read as the report needs them
     smoothing, reference = args.smoothing, None
     baseline = SHIPPED if args.baseline == "shipped" else (None if args.baseline == "none" else args.baseline)
     if baseline is not None:
@@ -260,16 +262,16 @@ def _evaluate_wu(args, truth_file, predictions):
                         density.cell_size)
         else:
             reference = f"classical ({classical.label})"
-            methods[reference] = classical.prediction(density)
+            methods[reference] = functools.partial(classical.prediction, density)
             if smoothing is None:
                 smoothing = classical.attrs.get("linear_smoothing", {}).get("radius")
-    methods["linear"] = linear_prediction(density)
+    methods["linear"] = functools.partial(linear_prediction, density)
     if smoothing:
-        methods[f"linear R={smoothing:g}"] = linear_prediction(density, smoothing)
+        methods[f"linear R={smoothing:g}"] = functools.partial(linear_prediction, density, smoothing)
     # The paper's three 40x40 (Mpc/h)^2 slices; a small box holds fewer distinct ones.
     across = round(40.0 / density.cell_size)
     slices = max(1, min(3, (density.nmesh // (2 * across - 1)) ** 2))
-    evaluate(truth, methods, args.out, density=density, n_slices=slices, reference=reference)
+    evaluate(truth_file, methods, args.out, density=density, n_slices=slices, reference=reference)
 
 
 def _evaluate_halo(args, truth_files, predictions):

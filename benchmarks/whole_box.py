@@ -56,7 +56,7 @@ def lognormal_density(nmesh, seed=0, slope=-1.5, sigma=1.0):
     modes *= np.where(k2 > 0, k2, 1.0) ** np.float32(slope / 4)
     modes[0, 0, 0] = 0
     del k2
-    g = np.fft.irfftn(modes, s=(nmesh,) * 3)
+    g = np.fft.irfftn(modes, s=(nmesh,) * 3, axes=(0, 1, 2))
     del modes
     g *= np.float32(sigma / g.std())
     g -= np.float32(sigma**2 / 2)

@@ -488,8 +488,9 @@ def build_parser():
     s.add_argument("--no-augment", action="store_true", help="no 48-fold cube symmetries")
     s.add_argument("--steps-per-epoch", type=int)
     s.add_argument("--validation-steps", type=int)
-    s.add_argument("--devices", help="data-parallel devices: 'auto' (every GPU) or a number; "
-                                       "default one device")
+    s.add_argument("--devices", help="data-parallel devices: 'auto' (every GPU), a number, or 'workers': every "
+                                       "device of every machine of a cluster, this same command started on each "
+                                       "(TF_CONFIG or KERAS_DISTRIBUTION_*; docs/scaling.md); default one device")
     s.set_defaults(func=_train)
 
     s = sub.add_parser("tune", help="search hyperparameters with keras-tuner")

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from velnet.fields.checks import check_mesh
 from velnet.fields.field import Field, made_by, save_fields
-from velnet.fields.painting import paint
+from velnet.fields.mesh import gather_planes, slab_bounds
+from velnet.fields.painting import paint_planes
 from velnet.files import check_output
 from velnet.provenance import versions
 
@@ -24,44 +25,54 @@ FIELD_NAMES = ("density", "momentum", "velocity")
 MADE_BY = "velnet paint"
 
 
-def paint_fields(particles, nmesh):
+def paint_fields(particles, nmesh, planes=False):
     """CIC density, momentum and velocity fields of a set of particles.
 
-    Collective when `particles.comm` is set: every rank paints its share and gets the full
-    meshes back.
+    Collective when `particles.comm` is set: every rank paints its share of the particles.
 
     Args:
         particles: `Particles` (positions Mpc/h, velocities km/s).
         nmesh: cells per side.
+        planes: under MPI, give each rank its x-slab of the fields (`Field`s with `comm`)
+            instead of the whole meshes.
 
     Returns:
         dict name -> `Field`: "density" `(N, N, N)`, rho/rho_mean with mean 1;
         "momentum" `(N, N, N, 3)`, (rho/rho_mean) v in km/s; "velocity" `(N, N, N, 3)`,
         momentum / density in km/s, the background velocity in empty cells.
     """
-    rank = 0 if particles.comm is None else particles.comm.rank
+    comm = particles.comm if particles.comm is not None and particles.comm.size > 1 else None
+    rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
+    start, _ = slab_bounds(nmesh, rank, size)
+    box = particles.box_size
     with tqdm(total=4, desc=f"paint {nmesh}^3", unit="mesh", disable=rank != 0) as bar:
-        meshes = []
-        for value in (None, *particles.velocity.T):  # mass, then mass times each velocity component
-            meshes.append(paint(particles.position, particles.box_size, nmesh, value=value, comm=particles.comm))
+        density = paint_planes(particles.position, box, nmesh, comm=comm).astype(np.float32)
+        bar.update()
+        momentum = np.empty(density.shape + (3,), np.float32)
+        for i in range(3):  # mass times each velocity component
+            momentum[..., i] = paint_planes(particles.position, box, nmesh, value=particles.velocity[:, i], comm=comm)
             bar.update()
-    density, momentum = meshes[0], np.stack(meshes[1:], axis=-1)
-    background = momentum.mean(axis=(0, 1, 2)) / density.mean()
-    filled = density > 0
-    velocity = np.where(filled[..., None],
-                        momentum / np.where(filled, density, 1.0)[..., None], background)
+    totals = np.append(np.sum(momentum, axis=(0, 1, 2), dtype=np.float64), np.sum(density, dtype=np.float64))
+    totals = totals if comm is None else comm.allreduce(totals)
+    background = (totals[:3] / totals[3]).astype(np.float32)
+    velocity = np.empty_like(momentum)
+    for x in range(len(density)):  # a plane at a time: no temporaries the size of the box
+        filled = density[x] > 0
+        velocity[x] = np.where(filled[..., None], momentum[x] / np.where(filled, density[x], 1)[..., None], background)
     attrs = {"painter": "cic", "compensated": False, "nparticles": int(particles.total)}
     values = {"density": density, "momentum": momentum, "velocity": velocity}
-    return {name: Field(values[name].astype(np.float32), name, particles.box_size,
-                        particles.redshift, particles.cosmology, dict(attrs))
+    if comm is not None and not planes:
+        values = {name: gather_planes(value, start, comm, 0, nmesh, nmesh) for name, value in values.items()}
+        comm, start = None, 0
+    return {name: Field(values[name], name, box, particles.redshift, particles.cosmology, dict(attrs), start, comm)
             for name in FIELD_NAMES}
 
 
 def paint_snapshot(snapshot_path, nmesh, out_h5, overwrite=False, **reader_kwargs):
     """Read a snapshot, paint its fields and write them to one HDF5 fields file.
 
-    Collective under MPI (the particles are split over nbodykit's current communicator);
-    rank 0 writes the file, atomically.
+    Collective under MPI (the particles are split over nbodykit's current communicator, and
+    each rank paints and writes its x-slab of the fields); the file appears atomically.
 
     Args:
         snapshot_path: a snapshot `read_particles` reads.
@@ -85,13 +96,10 @@ def paint_snapshot(snapshot_path, nmesh, out_h5, overwrite=False, **reader_kwarg
                  overwrite=overwrite)
     comm = reader_kwargs.pop("comm", None) or CurrentMPIComm.get()
     particles = read_particles(snapshot_path, comm=comm, **reader_kwargs)
-    fields = paint_fields(particles, nmesh)
+    fields = paint_fields(particles, nmesh, planes=True)
     attrs = {"made_by": MADE_BY, "source": str(particles.path), "source_format": particles.format,
-             "nparticles": int(particles.total),  # collective: outside the rank-0 branch
+             "nparticles": int(particles.total),
              "painter": "nbodykit CIC, uncompensated", "versions": versions(),
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    if comm.rank == 0:
-        save_fields(out_h5, [fields[name] for name in FIELD_NAMES], attrs=attrs)
-    comm.barrier()
+    save_fields(out_h5, [fields[name] for name in FIELD_NAMES], attrs=attrs)
     return out_h5
-

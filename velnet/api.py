@@ -247,14 +247,17 @@ def calibrate(model, fields_files):
         k bin) and the file it was written to, which `reconstruct(power_preserving=True)` and
         `velnet predict --power-preserving` read.
     """
+    from velnet.fields.mesh import current_comm
     from velnet.prediction.power_correction import PowerCorrection, correction_path
     from velnet.prediction.predict import predict_with
     from velnet.shipped import model_path
 
-    model = model_path(model)
-    boxes = _boxes(fields_files, [DENSITY, VELOCITY])
+    model, comm = model_path(model), current_comm()
+    boxes = [load_fields(path, [DENSITY, VELOCITY], comm=comm) for path in fields_files]  # x-slabs under mpirun
     correction = PowerCorrection.fit([predict_with(model, b[DENSITY]) for b in boxes], [b[VELOCITY] for b in boxes])
     correction.attrs.update(model=str(model), fitted_on=[str(p) for p in fields_files])
+    if comm is not None and comm.rank:
+        return correction, correction_path(model)  # (every rank has the gains: rank 0 writes them)
     return correction, correction.save(correction_path(model))
 
 

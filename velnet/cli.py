@@ -118,9 +118,10 @@ def _json(text, flag):
 
 
 def _predict(args):
+    from velnet.fields.mesh import current_comm
     from velnet.prediction.predict import predict_file
     print(predict_file(args.models, args.fields, args.out, tile=args.tile, batch_size=args.batch_size,
-                       power_preserving=args.power_preserving, overwrite=args.overwrite))
+                       power_preserving=args.power_preserving, overwrite=args.overwrite, comm=current_comm()))
 
 
 def _evaluate(args):

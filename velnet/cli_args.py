@@ -154,8 +154,9 @@ def build_parser(description):
     s.add_argument("--no-augment", action="store_true", help="no 48-fold cube symmetries")
     s.add_argument("--steps-per-epoch", type=int)
     s.add_argument("--validation-steps", type=int)
-    s.add_argument("--devices", help="data-parallel devices: 'auto' (every GPU) or a number; "
-                                       "default one device")
+    s.add_argument("--devices", help="data-parallel devices: 'auto' (every GPU), a number, or 'workers': every "
+                                       "device of every machine of a cluster, this same command started on each "
+                                       "(TF_CONFIG or KERAS_DISTRIBUTION_*; docs/scaling.md); default one device")
     s.add_argument("--continue", dest="extend", action="store_true",
                    help="train a finished run in --out --epochs more, from its best weights")
     s.add_argument("--overwrite", action="store_true",

@@ -64,7 +64,12 @@ def _box(box, names=None):
 
 def _wu2021(truth, predictions, out, baseline=SHIPPED_BASELINE, smoothing=None, overwrite=False):
     """Wu et al.'s report of one box: the methods, the classical reference, linear theory (raw and
-    smoothed at `smoothing` Mpc/h, or at the reference's fitted radius)."""
+    smoothed at `smoothing` Mpc/h, or at the reference's fitted radius). Fields files are read as
+    each statistic needs them (under mpirun, each rank its x-slab), the references made once."""
+    import functools
+
+    from velnet.fields.field import field_names
+    from velnet.fields.mesh import current_comm
     from velnet.physics.classical import ClassicalEstimator
     from velnet.physics.linear import linear_prediction
     from velnet.reports.wu2021 import evaluate as report
@@ -73,9 +78,12 @@ def _wu2021(truth, predictions, out, baseline=SHIPPED_BASELINE, smoothing=None, 
     if len(truth) != 1:
         raise VelnetInputError(None, f"the wu2021 report takes one box. Received: {len(truth)}")
     truth, methods = truth[0], {name: boxes[0] for name, boxes in predictions.items()}
-    if DENSITY not in truth or VELOCITY not in truth:
-        raise VelnetInputError(None, f"the true box needs {DENSITY!r} and {VELOCITY!r} fields; it holds {sorted(truth)}")
-    density, reference = truth[DENSITY], None
+    held = sorted(truth) if isinstance(truth, dict) else field_names(truth)
+    if DENSITY not in held or VELOCITY not in held:
+        raise VelnetInputError(None if isinstance(truth, dict) else truth,
+                               f"the true box needs {DENSITY!r} and {VELOCITY!r} fields; it holds {held}")
+    density = truth[DENSITY] if isinstance(truth, dict) else load_fields(truth, [DENSITY], comm=current_comm())[DENSITY]
+    reference = None
     if baseline not in (None, "none"):
         classical = ClassicalEstimator.load(model_path(DEFAULT_MODEL if baseline == SHIPPED_BASELINE else baseline))
         if baseline == SHIPPED_BASELINE and not np.isclose(classical.cell_size, density.cell_size, rtol=1e-3):
@@ -84,12 +92,12 @@ def _wu2021(truth, predictions, out, baseline=SHIPPED_BASELINE, smoothing=None, 
                         density.cell_size)
         else:
             reference = f"classical ({classical.label})"
-            methods[reference] = classical.prediction(density)
+            methods[reference] = functools.partial(classical.prediction, density)
             if smoothing is None:
                 smoothing = classical.attrs.get("linear_smoothing", {}).get("radius")
-    methods["linear"] = linear_prediction(density)
+    methods["linear"] = functools.partial(linear_prediction, density)
     if smoothing:
-        methods[f"linear R={smoothing:g}"] = linear_prediction(density, smoothing)
+        methods[f"linear R={smoothing:g}"] = functools.partial(linear_prediction, density, smoothing)
     # The paper's three 40x40 (Mpc/h)^2 slices; a small box holds fewer distinct ones.
     across = round(40.0 / density.cell_size)
     slices = max(1, min(3, (density.nmesh // (2 * across - 1)) ** 2))
@@ -107,6 +115,8 @@ def _halo2024(truth, predictions, out, halo_fields=None, catalogs=None, los="z",
     from velnet.reports.halo2024 import evaluate_halo
     from velnet.training.train import HISTORY_FILE, read_history
 
+    truth = [_box(b, (DENSITY, VELOCITY, "momentum")) for b in truth]
+    predictions = {name: [_box(b) for b in boxes] for name, boxes in predictions.items()}
     boxes = len(truth)
     if halo_fields is not None and set(halo_fields) != set(predictions):
         raise VelnetInputError(None, f"halo_fields needs the boxes of each scheme {sorted(predictions)}. "
@@ -147,18 +157,16 @@ def _halo_baselines(pairs, inputs):
 @dataclass(frozen=True)
 class Report:
     """One paper's report: `run(truth, predictions, out, **options) -> metrics` (truth a list of
-    boxes, predictions method -> list of boxes, each box a dict name -> `Field`), the options it
-    takes, and the true fields it reads (None: all)."""
+    boxes, predictions method -> list of boxes, each box a fields file or a dict name -> `Field`,
+    read as the report needs them) and the options it takes."""
 
     run: object
     options: tuple
-    truth_fields: tuple = None
 
 
 REPORTS = {
     "wu2021": Report(_wu2021, ("baseline", "smoothing", "overwrite")),
-    "halo2024": Report(_halo2024, ("halo_fields", "catalogs", "los", "independent_volume", "classical", "overwrite"),
-                       ("density", "velocity", "momentum")),
+    "halo2024": Report(_halo2024, ("halo_fields", "catalogs", "los", "independent_volume", "classical", "overwrite")),
 }
 """Every report, by name."""
 DEFAULT_REPORT = "wu2021"
@@ -193,9 +201,8 @@ def evaluate(truth, predictions, out, report=DEFAULT_REPORT, **options):
     refused = sorted(k for k, v in options.items() if v is not None and k not in chosen.options)
     if refused:
         raise VelnetInputError(None, f"the {report} report takes no {refused}; its options: {list(chosen.options)}")
-    truth = [_box(b, chosen.truth_fields) for b in (truth if isinstance(truth, list) else [truth])]
-    predictions = {name: [_box(b) for b in (boxes if isinstance(boxes, list) else [boxes])]
-                   for name, boxes in predictions.items()}
+    truth = truth if isinstance(truth, list) else [truth]
+    predictions = {name: boxes if isinstance(boxes, list) else [boxes] for name, boxes in predictions.items()}
     for name, boxes in predictions.items():
         if len(boxes) != len(truth):
             raise VelnetInputError(None, f"{len(truth)} test box(es), and {len(boxes)} predictions of {name!r}")

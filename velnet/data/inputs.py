@@ -48,7 +48,7 @@ import numpy as np
 
 from velnet.data.tiling import extract
 from velnet.errors import VelnetInputError
-from velnet.fields.field import field_names, ln_density, load_fields, read_meta
+from velnet.fields.field import field_names, load_fields, read_meta
 from velnet.physics.classical import ClassicalEstimator
 from velnet.physics.linear import linear_velocity
 
@@ -277,32 +277,46 @@ def box_inputs(fields, spec, target, target_scale):
         raise VelnetInputError(None, f"the inputs need the fields {missing}; the box holds {sorted(fields)}")
     if spec.base_channels and not target_scale > 0:
         raise VelnetInputError(None, f"target_scale must be > 0. Received: target_scale={target_scale}")
-    channels = [(fields[name].value.astype(np.float64) / spec.field_scale).astype(np.float32)[..., None]
-                for name in spec.fields]
+    estimate = _whole_box_estimate(fields, spec, target)  # first: making it takes the most memory
+    names = spec.field_names()
+    out = np.empty(fields[names[0]].value.shape[:3] + (spec.channels - bool(spec.context),), np.float32)
+    for c, name in enumerate(spec.fields):
+        _scaled(out[..., c], fields[name].value, spec.field_scale)
+    c = len(spec.fields)
     if spec.density == "ln":
-        channels.append(ln_density(fields[DENSITY_FIELD]).value[..., None])
+        np.log1p(fields[DENSITY_FIELD].value, out=out[..., c])  # ln_density's channel
     elif spec.density == "predicted":
-        channels.append(fields[PREDICTED_DENSITY].value.astype(np.float32)[..., None])
+        out[..., c] = fields[PREDICTED_DENSITY].value
+    if estimate is not None:
+        start, stop = spec.base_channels
+        _scaled(out[..., start:stop], estimate if estimate.ndim == 4 else estimate[..., None], target_scale)
+    return out
+
+
+def _whole_box_estimate(fields, spec, target):
+    """The whole-box estimate of the target (a vector or scalar array, target units), or None."""
     if spec.linear:
         if target.of_velocity is None:
             raise VelnetInputError(None, f"no linear theory for target {target.name!r}")
         density = fields[DENSITY_FIELD]
         velocity = (ClassicalEstimator.from_dict(spec.base).velocity(density) if spec.base
                     else linear_velocity(density, spec.smoothing))
-        field = target.of_velocity(density, velocity)
-        channels.append((field.value.astype(np.float64) / target_scale).astype(np.float32))
+        return target.of_velocity(density, velocity).value
     if spec.reference:
-        estimate = reference_model(spec).predict(fields)[spec.reference["target"]]
-        value = (estimate.value.astype(np.float64) / target_scale).astype(np.float32)
-        channels.append(value if estimate.is_vector else value[..., None])
+        return reference_model(spec).predict(fields)[spec.reference["target"]].value
     for name, vector in ((spec.vector_field, True), (spec.scalar_field, False)):
         if name:
             if fields[name].is_vector != vector:
                 raise VelnetInputError(None, f"the field {name!r} must be a {'vector' if vector else 'scalar'} "
                                              f"field. Received: shape {fields[name].value.shape}")
-            value = (fields[name].value.astype(np.float64) / target_scale).astype(np.float32)
-            channels.append(value if vector else value[..., None])
-    return np.concatenate(channels, axis=-1)
+            return fields[name].value
+    return None
+
+
+def _scaled(out, value, scale):
+    """out = value / scale in float64, cast to out's float32, a plane at a time."""
+    for x in range(len(out)):
+        out[x] = value[x].astype(np.float64) / scale
 
 
 def _checked_reference(reference):
@@ -386,27 +400,29 @@ class InputWindows:
     """The network inputs of one box, cut into the windows of given tiles.
 
     Args:
-        inputs: `(N, N, N, C)` per-cell channels of the box, from `box_inputs`.
-        density: `(N, N, N)` rho/rho_mean of the same box (for the context channel; None
-            without one).
+        inputs: `(N, N, N, C)` per-cell channels of the box, from `box_inputs`; or only the
+            x-planes `first, first + 1, ...` (modulo N) of them, `(n, N, N, C)`, as many as
+            the windows asked for reach (a rank's share of a box cut over MPI ranks).
+        density: rho/rho_mean on the same planes (for the context channel; None without one).
         spec: the `InputSpec`.
+        first: the box's x-plane of `inputs[0]`.
 
     Raises:
         VelnetInputError: a context factor that does not divide N.
     """
 
-    def __init__(self, inputs, density, spec):
-        self.inputs, self.factor = inputs, spec.context
+    def __init__(self, inputs, density, spec, first=0):
+        self.inputs, self.factor, self.first = inputs, spec.context, int(first)
         self.density = None if density is None else np.asarray(density)
         if self.factor:
-            check_context(self.density.shape[0], self.factor)
+            check_context(self.density.shape[1], self.factor)
         self._coarse = {}
 
     def __call__(self, origins, size, margin):
         """float32 `(n, size, size, size, C[+1])`: the periodic windows of the tiles whose
         target corners are `origins` `(n, 3)`, `margin` cells wider on each side (`size` =
         target + 2 margin); then, with a context factor, their context windows (size even)."""
-        windows = extract(self.inputs, origins, size, -margin)
+        windows = extract(self.inputs, np.asarray(origins, np.int64) - [self.first, 0, 0], size, -margin)
         if not self.factor:
             return windows
         centres = np.asarray(origins, np.int64) - margin + size // 2
@@ -431,14 +447,23 @@ class InputWindows:
         out = np.empty((len(centres), size, size, size), np.float32)
         for shift in np.unique(shifts, axis=0):
             chosen = np.all(shifts == shift, axis=1)
-            corners = (centres[chosen] - shift) // self.factor - size // 2
-            out[chosen] = extract(self._coarse_box(tuple(shift)), corners, size)
+            coarse, first = self._coarse_box(tuple(int(s) for s in shift))
+            corners = (centres[chosen] - shift) // self.factor - size // 2 - [first, 0, 0]
+            out[chosen] = extract(coarse, corners, size)
         return out
 
     def _coarse_box(self, shift):
-        """ln(1 + block mean of rho/rho_mean), blocks starting at cell `shift`; made once."""
+        """ln(1 + block mean of rho/rho_mean), blocks starting at cell `shift`, made once, and the
+        box's block index of its first x-block (those blocks the planes held hold whole)."""
         if shift not in self._coarse:
-            n, f = self.density.shape[0] // self.factor, self.factor
-            shifted = np.roll(self.density, [-s for s in shift], axis=(0, 1, 2)).astype(np.float64)
-            self._coarse[shift] = np.log1p(shifted.reshape(n, f, n, f, n, f).mean(axis=(1, 3, 5))).astype(np.float32)
+            f, (planes, nmesh) = self.factor, self.density.shape[:2]
+            n = nmesh // f
+            offset = (shift[0] - self.first) % f  # the first plane held that starts a block
+            blocks = n if planes == nmesh else (planes - offset) // f  # (all of them: the box wraps)
+            coarse = np.empty((blocks, n, n), np.float32)
+            for b in range(blocks):  # a block of planes at a time: no temporary the size of the box
+                block = self.density[(offset + f * b + np.arange(f)) % planes].astype(np.float64)
+                block = np.roll(block, (-shift[1], -shift[2]), axis=(1, 2))
+                coarse[b] = np.log1p(block.reshape(1, f, n, f, n, f).mean(axis=(1, 3, 5)))[0]
+            self._coarse[shift] = coarse, (self.first + offset - shift[0]) // f
         return self._coarse[shift]

@@ -79,7 +79,8 @@ def extract(array, origins, size, offset=0):
     Window i covers cells `origins[i] + offset + arange(size)` (modulo N) on each axis.
 
     Args:
-        array: `(N, N, N)` or `(N, N, N, C)` box.
+        array: `(N, N, N)` or `(N, N, N, C)` box; or some x-planes of one, `(n, N, N[, C])`, the
+            windows then within them (x counted from its first plane).
         origins: int array `(n, 3)` of tile corners, in cells.
         size: cells per side of a window.
         offset: shift of the window start from the corner, in cells (`-margin` for inputs).
@@ -87,7 +88,7 @@ def extract(array, origins, size, offset=0):
     Returns:
         array `(n, size, size, size[, C])` of the dtype of `array`.
     """
-    nmesh = array.shape[0]
+    nmesh = array.shape[1]
     idx = (np.asarray(origins, dtype=np.int64)[:, :, None] + offset + np.arange(size)) % nmesh
     return array[idx[:, 0, :, None, None], idx[:, 1, None, :, None], idx[:, 2, None, None, :]]
 
@@ -177,6 +178,36 @@ def cover_owners(nmesh, tile):
     return owner, offset[np.arange(nmesh), owner]
 
 
+def owned_runs(nmesh, tile):
+    """The cells each interval of `cover_starts(nmesh, tile)` gives to the box (`cover_owners`), as runs.
+
+    Returns:
+        list, one entry per interval, of `(first, stop, offset)` runs: cells first..stop-1 of the
+        axis are cells offset.. of the interval.
+    """
+    owner, offset = cover_owners(nmesh, tile)
+    runs = [[] for _ in range(len(cover_starts(nmesh, tile)))]
+    for cell, (i, o) in enumerate(zip(owner, offset)):
+        last = runs[i][-1] if runs[i] else None
+        if last and last[1] == cell and last[2] + cell - last[0] == o:
+            runs[i][-1] = (last[0], cell + 1, last[2])
+        else:
+            runs[i].append((cell, cell + 1, int(o)))
+    return runs
+
+
+def place(out, tile, runs):
+    """Write the cells a tile gives to the box into `out`.
+
+    Args:
+        out: the box, or anything that takes `out[x0:x1, y0:y1, z0:z1] = block` (an h5py dataset).
+        tile: `(t, t, t[, C])` one tile's output.
+        runs: `(x, y, z)`, the `owned_runs` of its interval on each axis.
+    """
+    for (x0, x1, xo), (y0, y1, yo), (z0, z1, zo) in itertools.product(*runs):
+        out[x0:x1, y0:y1, z0:z1] = tile[xo:xo + x1 - x0, yo:yo + y1 - y0, zo:zo + z1 - z0]
+
+
 def stitch(tiles, nmesh):
     """A box from the target tiles of `cover_origins(nmesh, t)`, each cell from the tile where it
     is most central (`cover_owners` on each axis); `untile` where t divides nmesh.
@@ -197,12 +228,10 @@ def stitch(tiles, nmesh):
     if len(tiles) != k**3:
         raise VelnetInputError(None, f"{len(tiles)} tiles of {size}^3 for a {nmesh}^3 box; its cover "
                                      f"has {k**3}")
-    owner, offset = cover_owners(nmesh, size)
-    cells = [np.flatnonzero(owner == i) for i in range(k)]
+    runs = owned_runs(nmesh, size)
     out = np.empty((nmesh,) * 3 + tiles.shape[4:], dtype=tiles.dtype)
     for n, (i, j, m) in enumerate(np.ndindex(k, k, k)):
-        out[np.ix_(cells[i], cells[j], cells[m])] = tiles[n][np.ix_(offset[cells[i]], offset[cells[j]],
-                                                                     offset[cells[m]])]
+        place(out, tiles[n], (runs[i], runs[j], runs[m]))
     return out
 
 

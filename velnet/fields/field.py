@@ -5,7 +5,13 @@ vector, with the metadata every later stage needs: box size (Mpc/h), redshift, c
 units. A box's fields live together in one HDF5 file, one dataset each, the shared
 metadata on the file's root attributes. A line of sight is one of the box's axes, named
 (`los_axis`).
+
+Under MPI a box is cut into x-slabs over the ranks of a communicator (`velnet.fields.mesh`):
+a `Field` with `comm` holds its rank's planes `start ..` of the box, `load_fields(...,
+comm=comm)` reads them, and `FieldsWriter` (and `save_fields`) writes them, the ranks taking
+turns on the file (h5py without parallel HDF5).
 """
+import contextlib
 import json
 from dataclasses import dataclass, field, replace
 
@@ -14,6 +20,7 @@ import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.checks import check_box_size, check_cosmology, check_kind, check_velocity
+from velnet.fields.mesh import slab_bounds
 from velnet.files import atomic_file, require_file
 from velnet.physics.cosmology import Cosmology
 
@@ -42,6 +49,10 @@ class Field:
         redshift: z of the snapshot.
         cosmology: the simulation's `Cosmology`.
         attrs: anything else worth keeping (source file, painter, seed).
+        start: first x-plane of `value` in the box: 0 for a whole box.
+        comm: MPI communicator of several ranks over which the box is cut into x-slabs
+            (`velnet.fields.mesh.slab_bounds`); `value` is then this rank's planes
+            `(stop - start, N, N[, 3])`. None: the whole box is here.
     """
 
     value: np.ndarray
@@ -50,17 +61,25 @@ class Field:
     redshift: float
     cosmology: Cosmology
     attrs: dict = field(default_factory=dict)
+    start: int = 0
+    comm: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         v = np.asarray(self.value)
-        if v.ndim not in (3, 4) or v.shape[:3] != (v.shape[0],) * 3 or (v.ndim == 4 and v.shape[3] != 3):
+        if self.comm is not None and self.comm.size < 2:
+            self.comm = None
+        n = v.shape[1] if v.ndim > 1 else 0
+        start, stop = (0, n) if self.comm is None else slab_bounds(n, self.comm.rank, self.comm.size)
+        if v.ndim not in (3, 4) or v.shape[1:3] != (n, n) or (v.shape[0], self.start) != (stop - start, start) \
+                or (v.ndim == 4 and v.shape[3] != 3):
+            slab = "" if self.comm is None else f" (its x-planes from {self.start} here)"
             raise VelnetInputError(
-                None, f"field {self.name!r} must be (N, N, N) or (N, N, N, 3); got {v.shape}")
+                None, f"field {self.name!r} must be (N, N, N) or (N, N, N, 3){slab}; got {v.shape}")
         self.value = v
 
     @property
     def nmesh(self):
-        return self.value.shape[0]
+        return self.value.shape[1]
 
     @property
     def is_vector(self):
@@ -104,26 +123,122 @@ def ln_density(density):
 
 
 def save_fields(path, fields, attrs=None):
-    """Write fields of one box to an HDF5 file, atomically.
+    """Write fields of one box to an HDF5 file, atomically (collective for fields cut over MPI ranks).
 
     Args:
         path: output `.h5` path.
         fields: list of `Field` sharing box size, mesh, redshift and cosmology.
         attrs: extra root attributes (JSON-serialisable values).
     """
-    meta = fields[0].meta()
-    for f in fields[1:]:
-        if f.meta() != meta:
-            raise VelnetInputError(path, f"field {f.name!r} has metadata {f.meta()}, not {meta}")
-    with atomic_file(path) as tmp, h5py.File(tmp, "w") as h5:
-        for key, value in {**meta, **(attrs or {})}.items():
-            h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    with FieldsWriter(path, fields[0], attrs) as out:
         for f in fields:
-            ds = h5.create_dataset(f.name, data=f.value.astype(np.float32))
-            ds.attrs["units"] = f.units
-            for key, value in f.attrs.items():
-                ds.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            out.write(f)
     return path
+
+
+class FieldsWriter:
+    """Write the fields of one box to an HDF5 file x-planes at a time; it appears only when complete.
+
+    On one process the datasets are written as they come. Under MPI (`like.comm`) every call
+    is collective: each rank hands in its own slab, kept in memory until the block ends, when
+    the ranks take turns writing their slabs to the file (h5py here has no parallel HDF5) and
+    rank 0 moves it into place.
+
+    Args:
+        path: the `.h5` file.
+        like: a `Field` of the box: its metadata go on the file's root, its `comm` splits it.
+        attrs: extra root attributes (JSON-serialisable values).
+
+    Example:
+        with FieldsWriter(path, density) as out:
+            out.write(density)
+            velocity = out.create("velocity", vector=True)
+            velocity[0:8] = planes  # x-planes 0..7 of the box, (8, N, N, 3)
+    """
+
+    def __init__(self, path, like, attrs=None):
+        self.path, self.meta, self.comm = path, like.meta(), like.comm
+        self.attrs = {**self.meta, **(attrs or {})}
+        self.start, self.stop = like.start, like.start + like.value.shape[0]
+        self._slabs = {}
+
+    def __enter__(self):
+        self._stack = contextlib.ExitStack()
+        if self.comm is None:
+            self._h5 = self._stack.enter_context(h5py.File(self._stack.enter_context(atomic_file(self.path)), "w"))
+            _set_attrs(self._h5, self.attrs)
+        return self
+
+    def __exit__(self, kind, error, trace):
+        if kind is None and self.comm is not None:  # (under MPI the stack is empty)
+            self._write_slabs()
+        return self._stack.__exit__(kind, error, trace)
+
+    def create(self, name, vector=False, attrs=None):
+        """A new dataset: x-planes of the box written by `sink[a:b] = values` (a, b in the box's planes).
+
+        Returns:
+            the h5py dataset (one process) or this rank's planes (MPI), float32
+            `(N, N, N[, 3])`, readable back the same way.
+        """
+        shape = (self.meta["nmesh"],) * 3 + ((3,) if vector else ())
+        if self.comm is not None:
+            self._slabs[name] = (Planes(np.empty((self.stop - self.start,) + shape[1:], np.float32), self.start),
+                                 dict(attrs or {}))
+            return self._slabs[name][0]
+        dataset = self._h5.create_dataset(name, shape, np.float32)
+        _set_attrs(dataset, attrs or {})
+        return dataset
+
+    def write(self, f):
+        """Write a `Field` (this rank's slab of it under MPI)."""
+        if f.meta() != self.meta:
+            raise VelnetInputError(self.path, f"field {f.name!r} has metadata {f.meta()}, not {self.meta}")
+        sink = self.create(f.name, f.is_vector, {"units": f.units, **f.attrs})
+        sink[f.start:f.start + f.value.shape[0]] = f.value
+
+    def _write_slabs(self):
+        """The ranks' slabs into the file, one rank after the other; rank 0 creates and moves it."""
+        comm, shape = self.comm, (self.meta["nmesh"],) * 3
+        with contextlib.ExitStack() as stack:
+            tmp = None
+            if comm.rank == 0:
+                tmp = stack.enter_context(atomic_file(self.path))
+                with h5py.File(tmp, "w") as h5:
+                    _set_attrs(h5, self.attrs)
+                    for name, (planes, attrs) in self._slabs.items():
+                        _set_attrs(h5.create_dataset(name, shape + planes.array.shape[3:], np.float32), attrs)
+            tmp = comm.bcast(tmp)
+            for rank in range(comm.size):
+                if rank == comm.rank and self.stop > self.start:
+                    with h5py.File(tmp, "r+") as h5:
+                        for name, (planes, _) in self._slabs.items():
+                            h5[name][self.start:self.stop] = planes.array
+                comm.Barrier()
+        comm.Barrier()  # the file is in place for every rank
+
+
+class Planes:
+    """A rank's x-planes `start ..` of a box's array, indexed by the box's planes (`planes[a:b]`)."""
+
+    def __init__(self, array, start):
+        self.array, self.start = array, start
+
+    def _local(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        x = key[0]
+        return (slice(x.start - self.start, x.stop - self.start),) + key[1:]
+
+    def __setitem__(self, key, value):
+        self.array[self._local(key)] = value
+
+    def __getitem__(self, key):
+        return self.array[self._local(key)]
+
+
+def _set_attrs(target, attrs):
+    for key, value in attrs.items():
+        target.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
 def read_meta(path):
@@ -180,8 +295,14 @@ def field_names(path):
         return sorted(h5.keys())
 
 
-def load_fields(path, names=None):
+def load_fields(path, names=None, comm=None):
     """Read a fields file into a dict name -> `Field` (attrs "path": the file, named in later errors).
+
+    Args:
+        path: the fields file.
+        names: the fields to read (default all).
+        comm: MPI communicator of several ranks: each rank reads its x-slab
+            (`velnet.fields.mesh.slab_bounds`); None: the whole box.
 
     Raises:
         VelnetInputError: the file is missing, not HDF5, lacks a field, holds one that is not a
@@ -190,18 +311,21 @@ def load_fields(path, names=None):
     """
     meta = read_meta(path)
     cosmology = Cosmology.from_dict(meta["cosmology"])
+    comm = comm if comm is not None and comm.size > 1 else None
+    nmesh = meta["nmesh"]
+    start, stop = (0, nmesh) if comm is None else slab_bounds(nmesh, comm.rank, comm.size)
     out = {}
     try:
         with h5py.File(path, "r") as h5:
             for name in names or list(h5.keys()):
                 if name not in h5:
                     raise VelnetInputError(path, f"has no field {name!r} (it holds {sorted(h5.keys())})")
-                value = _read_array(h5, name, meta["nmesh"], path)
+                value = _read_array(h5, name, nmesh, path, start, stop)
                 check_kind(name, value, path)
-                if not np.all(np.isfinite(value)):
+                if not all(np.isfinite(value[i:i + 8]).all() for i in range(0, len(value), 8)):
                     raise VelnetInputError(path, f"field {name!r} holds NaN or infinite values")
                 out[name] = Field(value, name, meta["box_size"], meta["redshift"], cosmology,
-                                  {**_decode_attrs(h5[name].attrs, path), "path": str(path)})
+                                  {**_decode_attrs(h5[name].attrs, path), "path": str(path)}, start, comm)
     except OSError as err:
         raise VelnetInputError(path, f"cannot be read: the file is truncated or corrupt ({err})") from None
     if "velocity" in out:
@@ -209,15 +333,16 @@ def load_fields(path, names=None):
     return out
 
 
-def _read_array(h5, name, nmesh, path):
-    """A float dataset of a fields file on its (nmesh,)*3 mesh; VelnetInputError otherwise."""
+def _read_array(h5, name, nmesh, path, start=0, stop=None):
+    """A float dataset of a fields file on its (nmesh,)*3 mesh, its x-planes `start:stop`;
+    VelnetInputError otherwise."""
     dataset = h5[name]
     if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiu":
         raise VelnetInputError(path, f"{name!r} is not a numeric array (it is {dataset})")
     if dataset.shape[:3] != (nmesh,) * 3 or len(dataset.shape) not in (3, 4):
         raise VelnetInputError(path, f"field {name!r} is {dataset.shape}, not (N, N, N) or (N, N, N, 3) on the "
                                      f"file's mesh N = nmesh = {nmesh}")
-    return dataset[...]
+    return dataset[start:stop]
 
 
 def _decode_attrs(attrs, path=None):

@@ -2,12 +2,15 @@
 
 Plain CIC, as Wu et al. 2021 (section 2) and the 2024 halo paper paint: no deconvolution of
 the window, no interlacing. Cell (i, j, k) holds the value at (i, j, k) * L / N, positions
-wrap periodically. nbodykit, pmesh and mpi4py are imported inside the functions.
+wrap periodically. Under MPI nbodykit paints into pmesh's x-slabs of the box, velnet's layout
+(`velnet.fields.mesh`), so each rank can keep its own planes (`paint_planes`). nbodykit,
+pmesh and mpi4py are imported inside the functions.
 """
 import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.checks import check_box_size, check_mesh
+from velnet.fields.mesh import particle_mesh
 
 
 def paint(position, box_size, nmesh, weight=None, value=None, comm=None):
@@ -31,7 +34,20 @@ def paint(position, box_size, nmesh, weight=None, value=None, comm=None):
     Raises:
         VelnetInputError: a mesh too small or too large for this machine, or a bad box size.
     """
-    from mpi4py import MPI
+    return _painted(position, box_size, nmesh, weight, value, comm).preview()
+
+
+def paint_planes(position, box_size, nmesh, weight=None, value=None, comm=None):
+    """`paint`, each rank keeping its own x-planes of the mesh (`velnet.fields.mesh.slab_bounds`).
+
+    Returns:
+        float64 array `(stop - start, N, N)`: the planes of this rank (all of them on one).
+    """
+    return _painted(position, box_size, nmesh, weight, value, comm).value
+
+
+def _painted(position, box_size, nmesh, weight, value, comm):
+    """The painted pmesh RealField, in the x-slabs of `particle_mesh`."""
     from nbodykit.source.catalog import ArrayCatalog
 
     check_mesh(nmesh)
@@ -41,9 +57,11 @@ def paint(position, box_size, nmesh, weight=None, value=None, comm=None):
         columns["Weight"] = np.asarray(weight, dtype=np.float64)
     if value is not None:
         columns["Value"] = np.asarray(value, dtype=np.float64)
-    catalog = ArrayCatalog(columns, BoxSize=float(box_size), comm=comm or MPI.COMM_SELF)
+    pm = particle_mesh(nmesh, box_size, comm, "f8")
+    catalog = ArrayCatalog(columns, BoxSize=float(box_size), comm=pm.comm)
     mesh = catalog.to_mesh(Nmesh=nmesh, resampler="cic", compensated=False, interlaced=False, dtype="f8")
-    return mesh.compute(mode="real").preview()
+    mesh.pm = pm  # nbodykit's own mesh splits the ranks in two dimensions; velnet's slabs are pmesh's, in one
+    return mesh.compute(mode="real")
 
 
 def readout(field, positions):
@@ -62,13 +80,10 @@ def readout(field, positions):
     Raises:
         VelnetInputError: positions are not `(M, 3)` or not finite.
     """
-    from mpi4py import MPI
-    from pmesh.pm import ParticleMesh
-
     positions = np.asarray(positions, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != 3 or not np.all(np.isfinite(positions)):
         raise VelnetInputError(None, f"positions must be finite (M, 3). Received: shape {positions.shape}")
-    mesh = ParticleMesh(BoxSize=float(field.box_size), Nmesh=[field.nmesh] * 3, dtype="f8", comm=MPI.COMM_SELF)
+    mesh = particle_mesh(field.nmesh, field.box_size, None, "f8")
     components = [field.value[..., i] for i in range(3)] if field.is_vector else [field.value]
     out = []
     for component in components:

@@ -31,8 +31,9 @@ import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.checks import check_density
+from velnet.fields.mesh import mesh_of
 from velnet.files import atomic_file, require_file
-from velnet.physics.linear import fit_smoothing, linear_momentum, velocity_from_source, wavevectors
+from velnet.physics.linear import fit_smoothing, linear_momentum, velocity_from_source
 
 FORMAT = "velnet classical estimator"
 ESTIMATORS = ("linear", "bernardeau", "2lpt-log")
@@ -44,30 +45,58 @@ LOG_FLOOR = 0.01
 
 
 def _smoothed_density(density, smoothing):
-    """rho/rho_mean as float64 `(N, N, N)`, Gaussian-smoothed at `smoothing` Mpc/h (0: as is)."""
-    rho = np.asarray(density.value, dtype=np.float64)
+    """rho/rho_mean, float32 (the field's own array when not smoothed), Gaussian-smoothed at `smoothing`
+    Mpc/h (0: as is)."""
+    rho = np.asarray(density.value, dtype=np.float32)
     if smoothing <= 0:
         return rho
-    _, _, k2 = wavevectors(density.nmesh, density.box_size)
-    smoothed = np.fft.irfftn(np.fft.rfftn(rho) * np.exp(-0.5 * k2 * smoothing**2), s=rho.shape,
-                                axes=(0, 1, 2))
-    return np.maximum(smoothed, 0.0)
+    mesh = mesh_of(density)
+    _, _, k2 = mesh.wavevectors()
+    modes = mesh.rfft(rho)
+    modes *= np.exp(np.float32(-0.5 * smoothing**2) * k2)
+    del k2
+    return np.maximum(mesh.irfft(modes), 0.0)
 
 
-def _second_order_source(delta_k, nmesh, box_size):
-    """sum_{i<j} [phi_ii phi_jj - phi_ij^2] for lap phi = delta, `(N, N, N)` float64."""
-    full, odd, k2 = wavevectors(nmesh, box_size)
-    phi_k = -delta_k / np.where(k2 > 0, k2, 1.0)
-    phi_k[0, 0, 0] = 0.0
+def _log_density(density, rho):
+    """delta_L = ln(rho/rho_mean) - <ln(rho/rho_mean)> (rho raised to LOG_FLOOR first), float32."""
+    out = np.log(np.maximum(rho, np.float32(LOG_FLOOR)))
+    out -= np.float32(mesh_of(density).sum(np.sum(out, dtype=np.float64)) / density.nmesh**3)
+    return out
+
+
+def _second_order_source(delta_k, mesh):
+    """sum_{i<j} [phi_ii phi_jj - phi_ij^2] for lap phi = delta, float32 planes.
+
+    Args:
+        delta_k: `Mesh.rfft` of delta (overwritten).
+        mesh: its `velnet.fields.mesh.Mesh`.
+    """
+    full, odd, k2 = mesh.wavevectors()
+    phi_k = delta_k
+    phi_k *= np.float32(-1) / np.where(k2 > 0, k2, np.float32(1))
+    if mesh.holds_zero_mode:
+        phi_k[0, 0, 0] = 0.0
+    del k2
+    buffer = np.empty_like(phi_k)
 
     def second(i, j):
         ki, kj = (full[i], full[j]) if i == j else (odd[i], odd[j])
-        return np.fft.irfftn(-ki * kj * phi_k, s=(nmesh,) * 3, axes=(0, 1, 2))
+        np.multiply(phi_k, -ki * kj, out=buffer)
+        return mesh.irfft(buffer)
 
-    diag = [second(i, i) for i in range(3)]
-    out = diag[0] * diag[1] + diag[0] * diag[2] + diag[1] * diag[2]
+    d0, d1 = second(0, 0), second(1, 1)
+    out = d0 * d1
+    d0 += d1
+    del d1
+    d2 = second(2, 2)
+    d2 *= d0
+    out += d2
+    del d0, d2
     for i, j in ((0, 1), (0, 2), (1, 2)):
-        out -= second(i, j) ** 2
+        dij = second(i, j)
+        dij *= dij
+        out -= dij
     return out
 
 
@@ -84,7 +113,7 @@ def source(density, name, smoothing=0.0):
         smoothing: Gaussian radius applied to delta first, Mpc/h.
 
     Returns:
-        float64 `(N, N, N)`.
+        float32 `(N, N, N)` (this rank's x-planes under MPI).
 
     Raises:
         VelnetInputError: an unknown estimator or a negative radius.
@@ -95,21 +124,27 @@ def source(density, name, smoothing=0.0):
         raise VelnetInputError(None, f"smoothing must be a radius >= 0 Mpc/h. Received: smoothing={smoothing}")
     rho = _smoothed_density(density, smoothing)
     if name == "linear":
-        return rho - 1.0
+        return rho - np.float32(1)
     if name == "bernardeau":
-        return 1.5 * (np.cbrt(rho) ** 2 - 1.0)
-    log_rho = np.log(np.maximum(rho, LOG_FLOOR))
-    delta_l = log_rho - log_rho.mean()
+        out = np.cbrt(rho)
+        out *= out
+        out -= np.float32(1)
+        out *= np.float32(1.5)
+        return out
     a = 1.0 / (1.0 + density.redshift)
     omega = _omega_m(density.cosmology, a)
     f1 = density.cosmology.growth_rate(a)
     f2_d2 = -3.0 / 7.0 * omega ** (-1.0 / 143.0) * 2.0 * omega ** (6.0 / 11.0)
-    return delta_l - f2_d2 / f1 * _second_order_source(np.fft.rfftn(delta_l), density.nmesh, density.box_size)
+    mesh = mesh_of(density)
+    out = _second_order_source(mesh.rfft(_log_density(density, rho)), mesh)  # (delta_L made twice: less memory)
+    out *= np.float32(-f2_d2 / f1)
+    out += _log_density(density, rho)
+    return out
 
 
 def estimator_velocity(density, name, smoothing=0.0):
     """One estimator's velocity as a vector `Field` (km/s, float32)."""
-    v = velocity_from_source(np.fft.rfftn(source(density, name, smoothing)), density)
+    v = velocity_from_source(mesh_of(density).rfft(source(density, name, smoothing)), density)
     out = density.with_value(v, "velocity")
     out.attrs = {"method": name, "smoothing_mpc_h": float(smoothing)}
     return out
@@ -181,11 +216,16 @@ class ClassicalEstimator:
                 density.attrs.get("path"),
                 f"cell size {density.cell_size:.4g} Mpc/h (box {density.box_size:g} / {density.nmesh}) differs "
                 f"from the {self.cell_size:.4g} Mpc/h the classical estimator was fitted on")
-        _, _, k2 = wavevectors(density.nmesh, density.box_size)
-        index = np.clip(np.digitize(np.sqrt(k2), self.kedges) - 1, 0, len(self.weights) - 1)
-        total = 0.0
+        mesh = mesh_of(density)
+        index = mesh.bin_index(self.kedges)
+        weights = self.weights.astype(np.float32)
+        total = np.zeros(mesh.kshape, np.complex64)
         for i, e in enumerate(self.estimators):
-            total = total + self.weights[index, i] * np.fft.rfftn(source(density, e["name"], e["smoothing"]))
+            modes = mesh.rfft(source(density, e["name"], e["smoothing"]))
+            for x in range(len(modes)):  # a plane at a time: no temporary the size of the box
+                modes[x] *= weights[index[x], i]
+            total += modes
+            del modes
         out = density.with_value(velocity_from_source(total, density), "velocity")
         out.attrs = {"method": f"classical: {self.label}, weights per |k|"}
         return out

@@ -11,31 +11,14 @@ Derivatives are spectral on the periodic mesh. An odd derivative of a Nyquist-pl
 has no real-valued answer, so the component k_i of a wave vector lying on the Nyquist
 plane of axis i is set to zero in every gradient, divergence and curl; k^2 keeps all of
 its components. The box mean (k = 0) carries no velocity.
+
+Everything works on a box cut into x-slabs over MPI ranks too (a `Field` with `comm`): the
+transforms are then `velnet.fields.mesh.Mesh`'s distributed ones. FFTs are float32.
 """
 import numpy as np
 
 from velnet.errors import VelnetInputError
-
-
-def wavevectors(nmesh, box_size):
-    """Wave-vector components (h/Mpc) of a real FFT, broadcastable to the rfftn grid.
-
-    Returns:
-        `(full, odd, k2)`: the components (kx, ky, kz); the same with the Nyquist entries
-        of each set to zero (for odd derivatives); and k2 = |k|^2 over the full components.
-    """
-    kf = 2 * np.pi / box_size
-    full = [np.fft.fftfreq(nmesh, 1.0 / nmesh)[:, None, None] * kf,
-            np.fft.fftfreq(nmesh, 1.0 / nmesh)[None, :, None] * kf,
-            np.fft.rfftfreq(nmesh, 1.0 / nmesh)[None, None, :] * kf]
-    k2 = full[0] ** 2 + full[1] ** 2 + full[2] ** 2
-    odd = []
-    for k in full:
-        k = k.copy()
-        if nmesh % 2 == 0:
-            k[np.isclose(np.abs(k), np.pi * nmesh / box_size)] = 0.0
-        odd.append(k)
-    return full, odd, k2
+from velnet.fields.mesh import mesh_of, wavevectors  # noqa: F401  (wavevectors: imported from here too)
 
 
 def _require(field, vector, what):
@@ -70,7 +53,7 @@ def linear_velocity(density, smoothing=0.0):
     _require(density, False, "linear_velocity")
     if smoothing < 0:
         raise VelnetInputError(None, f"smoothing radius must be >= 0 Mpc/h; received {smoothing}")
-    delta_k = np.fft.rfftn(np.asarray(density.value, dtype=np.float64) - 1.0)
+    delta_k = mesh_of(density).rfft(density.value - np.float32(1))
     return density.with_value(velocity_from_source(delta_k, density, smoothing), "velocity")
 
 
@@ -78,23 +61,29 @@ def velocity_from_source(source_k, density, smoothing=0.0):
     """The curl-free velocity whose divergence is -f a H s: v(k) = i f a H k s(k) / k^2.
 
     Args:
-        source_k: `np.fft.rfftn` of the dimensionless source s on the density's mesh
-            (s = delta gives linear theory).
+        source_k: `Mesh.rfft` of the dimensionless source s on the density's mesh (s = delta
+            gives linear theory): this rank's modes under MPI. Overwritten.
         density: the `Field` whose mesh, box, redshift and cosmology set k and f a H.
         smoothing: Gaussian radius R in Mpc/h applied to s (0: none).
 
     Returns:
-        float32 `(N, N, N, 3)` velocity in km/s.
+        float32 `(N, N, N, 3)` velocity in km/s (this rank's x-planes under MPI).
     """
-    _, (kx, ky, kz), k2 = wavevectors(density.nmesh, density.box_size)
-    k2_safe = np.where(k2 > 0, k2, 1.0)
-    scale = 1j * growth_velocity_factor(density) * source_k / k2_safe
+    mesh = mesh_of(density)
+    _, odd, k2 = mesh.wavevectors()
+    scale = source_k
+    scale *= np.float32(growth_velocity_factor(density)) / np.where(k2 > 0, k2, np.float32(1))
     if smoothing > 0:
-        scale *= np.exp(-0.5 * k2 * smoothing**2)
-    scale[0, 0, 0] = 0.0
-    shape = density.value.shape
-    components = [np.fft.irfftn(scale * k, s=shape, axes=(0, 1, 2)) for k in (kx, ky, kz)]
-    return np.stack(components, axis=-1).astype(np.float32)
+        scale *= np.exp(np.float32(-0.5 * smoothing**2) * k2)
+    if mesh.holds_zero_mode:
+        scale[0, 0, 0] = 0.0
+    del k2
+    out = np.empty(mesh.shape + (3,), np.float32)
+    component = np.empty_like(scale)
+    for i, k in enumerate(odd):
+        np.multiply(scale, 1j * k, out=component)
+        mesh.irfft(component, out=out[..., i])
+    return out
 
 
 def linear_momentum(density, velocity):
@@ -126,10 +115,15 @@ def divergence(vector):
         scalar numpy array `(N, N, N)` float32, in the field's units per Mpc/h.
     """
     _require(vector, True, "divergence")
-    _, (kx, ky, kz), _ = wavevectors(vector.nmesh, vector.box_size)
-    total = sum(1j * k * np.fft.rfftn(vector.value[..., i].astype(np.float64))
-                for i, k in enumerate((kx, ky, kz)))
-    return np.fft.irfftn(total, s=vector.value.shape[:3], axes=(0, 1, 2)).astype(np.float32)
+    mesh = mesh_of(vector)
+    _, odd, _ = mesh.wavevectors()
+    total = np.zeros(mesh.kshape, np.complex64)
+    for i, k in enumerate(odd):
+        modes = mesh.rfft(vector.value[..., i])
+        modes *= 1j * k
+        total += modes
+        del modes
+    return mesh.irfft(total)
 
 
 def curl(vector):
@@ -142,13 +136,17 @@ def curl(vector):
         vector numpy array `(N, N, N, 3)` float32, in the field's units per Mpc/h.
     """
     _require(vector, True, "curl")
-    _, k, _ = wavevectors(vector.nmesh, vector.box_size)
-    comp = [np.fft.rfftn(vector.value[..., i].astype(np.float64)) for i in range(3)]
-    shape = vector.value.shape[:3]
-    out = [np.fft.irfftn(1j * (k[(i + 1) % 3] * comp[(i + 2) % 3] - k[(i + 2) % 3] * comp[(i + 1) % 3]), s=shape,
-                         axes=(0, 1, 2))
-           for i in range(3)]
-    return np.stack(out, axis=-1).astype(np.float32)
+    mesh = mesh_of(vector)
+    _, k, _ = mesh.wavevectors()
+    out = np.zeros(mesh.shape + (3,), np.float32)
+    modes = np.empty(mesh.kshape, np.complex64)
+    for j in range(3):  # component j enters (curl)_i = i (k_{i+1} v_{i+2} - k_{i+2} v_{i+1}) for i = j+1, j+2
+        v_j = mesh.rfft(vector.value[..., j])
+        for i, sign in (((j + 1) % 3, 1), ((j + 2) % 3, -1)):
+            np.multiply(v_j, 1j * sign * k[3 - i - j], out=modes)
+            out[..., i] += mesh.irfft(modes)
+        del v_j
+    return out
 
 
 def fit_smoothing(density_fields, velocity_fields, radii):
@@ -180,9 +178,10 @@ def fit_smoothing(density_fields, velocity_fields, radii):
         if velocity.value.shape[:3] != density.value.shape or velocity.box_size != density.box_size:
             raise VelnetInputError(velocity.attrs.get("source"),
                                    "velocity and density of one box differ in mesh or box size")
-        delta_k = np.fft.rfftn(np.asarray(density.value, dtype=np.float64) - 1.0)
+        mesh = mesh_of(density)
+        delta_k = mesh.rfft(density.value - np.float32(1))
         for i, radius in enumerate(radii):
-            v = velocity_from_source(delta_k, density, radius)
-            errors[i] += np.mean((v - velocity.value) ** 2)
+            v = velocity_from_source(delta_k.copy(), density, radius)
+            errors[i] += mesh.sum(np.sum((v - velocity.value) ** 2, dtype=np.float64)) / (3 * density.nmesh**3)
     errors /= len(density_fields)
     return float(radii[np.argmin(errors)]), errors

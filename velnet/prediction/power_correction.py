@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from velnet.errors import VelnetInputError
+from velnet.fields.mesh import mesh_of
 from velnet.files import atomic_file, declares_format, require_file
 from velnet.physics.classical import absolute_kedges
-from velnet.physics.linear import divergence, wavevectors
+from velnet.physics.linear import divergence
 
 FORMAT = "velnet power correction"
 MIN_MODES = 20
@@ -92,7 +93,7 @@ class PowerCorrection:
         return cls(kedges, gain, float(cell), modes)
 
     def apply(self, velocity):
-        """The power-preserving velocity: each component's modes times g(|k|).
+        """The power-preserving velocity: each component's modes times g(|k|) (this rank's planes under MPI).
 
         Raises:
             VelnetInputError: the cell size differs from the validation boxes'.
@@ -101,11 +102,14 @@ class PowerCorrection:
             raise VelnetInputError(velocity.attrs.get("path"),
                                    f"cell size {velocity.cell_size:.4g} Mpc/h differs from the "
                                    f"{self.cell_size:.4g} Mpc/h the power correction was fitted on")
-        _, _, k2 = wavevectors(velocity.nmesh, velocity.box_size)
-        gain = self.gain[np.clip(np.digitize(np.sqrt(k2), self.kedges) - 1, 0, len(self.gain) - 1)]
-        shape = velocity.value.shape[:3]
-        value = np.stack([np.fft.irfftn(np.fft.rfftn(velocity.value[..., i].astype(np.float64)) * gain, s=shape,
-                                        axes=(0, 1, 2)) for i in range(3)], axis=-1).astype(np.float32)
+        mesh = mesh_of(velocity)
+        index, gain = mesh.bin_index(self.kedges), self.gain.astype(np.float32)
+        value = np.empty_like(velocity.value, dtype=np.float32)
+        for i in range(3):
+            modes = mesh.rfft(velocity.value[..., i])
+            for x in range(len(modes)):  # a plane at a time: no temporary the size of the box
+                modes[x] *= gain[index[x]]
+            mesh.irfft(modes, out=value[..., i])
         out = velocity.with_value(value)
         out.attrs = dict(velocity.attrs, output="power-preserving")
         return out

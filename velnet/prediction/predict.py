@@ -8,26 +8,36 @@ periodic box exactly as in training, and any mesh size is predicted: where the t
 divide it, the tiles overlap and each cell comes from the tile where it is most central.
 Channels computed from the whole box (linear theory, a classical estimate, a stage-one
 model's density) are computed before either. Models are named by path or by shipped name
-(`velnet.shipped`).
+(`velnet.shipped`). `predict_file` streams a tiled network's output tiles into the output file
+as they come, so the box is held about once.
+
+Under MPI (the fields cut into x-slabs over the ranks, `velnet.fields.field`) each rank
+predicts its own planes: the whole-box channels come from the distributed FFTs; a rank runs
+the tiles that give cells to its planes, on the input planes they reach, gathered from the
+ranks that hold them; and it writes its planes. A periodic network takes the whole box in
+one pass, on one process. Keras is imported only for networks.
 """
 import logging
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 from tqdm.auto import tqdm
 
 from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, InputWindows, box_inputs
-from velnet.data.tiling import cover_origins, stitch
+from velnet.data.tiling import cover_starts, owned_runs, place
 from velnet.errors import VelnetInputError
 from velnet.fields.checks import check_density
-from velnet.fields.field import Field, field_names, load_fields, made_by, save_fields
+from velnet.fields.field import Field, FieldsWriter, Planes, field_names, load_fields, made_by
+from velnet.fields.mesh import gather_planes
 from velnet.files import check_output, require_file
-from velnet.networks.builders import ModelMetadata
 from velnet.physics.classical import ClassicalEstimator
 from velnet.physics.references import load_reference, reference_format
-from velnet.prediction.power_correction import PowerCorrection, correction_path, is_power_correction_file
+from velnet.prediction.power_correction import (
+    PowerCorrection,
+    correction_path,
+    is_power_correction_file,
+)
 from velnet.provenance import is_record, write_record
 from velnet.shipped import model_path
 from velnet.tasks import DENSITY, TARGETS, VELOCITY, get_target, get_task
@@ -94,7 +104,7 @@ def whole_box_inputs(box, spec, target, target_scale, predicted=None):
     return box_inputs(box, spec, target, target_scale)
 
 
-def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
+def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None, out=None):
     """Reconstruct the target field of a whole periodic box.
 
     Args:
@@ -103,7 +113,8 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
             training, input spec and target scale for the input channels), or that as a dict.
         box: dict name -> `Field` of the whole box (the fields its input channels read,
             `velnet.data.inputs`), or the density `Field` (rho/rho_mean) alone, all a density's
-            channels need; on an N^3 mesh with the training cell size.
+            channels need; on an N^3 mesh with the training cell size. Under MPI, this
+            rank's x-slabs of them (collective).
         tile: (tiled networks) target tile side for inference, cells: any from 1 to N whose
             input window (tile + 2 margin) the U-net takes; default `inference_tile`. Tiles
             that do not divide N overlap; each cell is taken from the tile where it is most
@@ -111,16 +122,22 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
             takes the whole box (N divisible by 4).
         batch_size: tiles per model call.
         predicted: as `whole_box_inputs`.
+        out: where to write the field instead of returning it: anything that takes
+            `out[x0:x1, y0:y1, z0:z1] = block` in the box's cells (a `FieldsWriter` dataset);
+            only the planes held here are written.
 
     Returns:
         `Field` named after the model's target (`velnet.tasks.TARGETS`): `(N, N, N, 3)` for a
-        vector (km/s), `(N, N, N)` for a scalar (rho/rho_mean for a density).
+        vector (km/s), `(N, N, N)` for a scalar (rho/rho_mean for a density); this rank's
+        x-planes under MPI; None when written to `out`.
 
     Raises:
         VelnetInputError: the cell size differs from the training data's, the input
             channels from the model's, or `tile` (or the box, for a periodic network) does
-            not fit.
+            not fit; or a periodic network under MPI.
     """
+    from velnet.networks.builders import ModelMetadata
+
     box = box if isinstance(box, dict) else {box.name: box}
     reference = next(iter(box.values()))
     source = reference.attrs.get("path")
@@ -135,35 +152,87 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None):
         raise VelnetInputError(source, f"input spec {spec.to_dict()} gives {spec.channels} input channel(s), "
                                        f"the model takes {model.input_shape[-1]}")
     periodic = get_task(meta.task).periodic
-    if periodic and reference.nmesh % meta.stride:
-        raise VelnetInputError(source, f"a periodic network predicts whole boxes of a multiple of {meta.stride} "
-                                       f"cells per side. Received: {reference.nmesh}^3")
+    if periodic:
+        _check_periodic(reference, meta.stride)
     target = get_target(meta.target_name)
     try:
         inputs = whole_box_inputs(box, spec, target, meta.target_scale, predicted)
-        windows = None if periodic else InputWindows(inputs, box[DENSITY].value if spec.context else None, spec)
     except VelnetInputError as err:
         raise VelnetInputError(err.path or source, err.problem) from None
+    sink = out if out is not None else Planes(
+        np.empty(reference.value.shape[:3] + ((3,) if target.vector else ()), np.float32), reference.start)
     if periodic:
-        out = keras.ops.convert_to_numpy(model(inputs[None], training=False))[0]  # one pass, no tf.function
+        import keras
+
+        value = keras.ops.convert_to_numpy(model(inputs[None], training=False))[0]  # one pass, no tf.function
+        sink[0:reference.nmesh] = value if target.vector else value[..., 0]
     else:
-        out = _tiled(model, meta, windows, reference.nmesh, tile, batch_size)
-    return Field(out[..., 0] if not target.vector else out, target.name, reference.box_size, reference.redshift,
-                 reference.cosmology, {"units": target.units, **({"path": source} if source else {})})
+        density = box[DENSITY].value if spec.context else None
+        _tiled(model, meta, inputs, density, reference, tile, batch_size, sink)
+    if out is not None:
+        return None
+    return Field(sink.array, target.name, reference.box_size, reference.redshift, reference.cosmology,
+                 {"units": target.units, **({"path": source} if source else {})}, reference.start, reference.comm)
 
 
-def _tiled(model, meta, windows, nmesh, tile, batch_size):
-    """The outputs of a tiled network on a whole box, stitched: `(N, N, N, C_out)`."""
+def _check_periodic(reference, stride):
+    """Raise unless a periodic network of total `stride` can take this box in one pass."""
+    if reference.comm is not None:
+        raise VelnetInputError(reference.attrs.get("path"), "a periodic network predicts the whole box in one "
+                                                            "pass: run it on one process, not under MPI")
+    if reference.nmesh % stride:
+        raise VelnetInputError(reference.attrs.get("path"), f"a periodic network predicts whole boxes of a "
+                                                            f"multiple of {stride} cells per side. "
+                                                            f"Received: {reference.nmesh}^3")
+
+
+def _tiled(model, meta, inputs, density, reference, tile, batch_size, sink):
+    """Run a tiled network on the tiles that give cells to the planes held here and write those cells into
+    `sink` (`out` of `predict_box`)."""
+    nmesh, start = reference.nmesh, reference.start
+    stop = start + reference.value.shape[0]
     margin, multiple = meta.tile["margin"], meta.stride
     if tile:
         _check_tile(tile, nmesh, margin, multiple)
     tile = tile or inference_tile(nmesh, margin, multiple)
-    origins = cover_origins(nmesh, tile)
-    outputs = np.empty((len(origins), tile, tile, tile, meta.target_shape[-1]), np.float32)
-    for start in tqdm(range(0, len(origins), batch_size), desc=f"predict {meta.target_name}", unit="batch"):
-        batch = windows(origins[start:start + batch_size], tile + 2 * margin, margin)
-        outputs[start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
-    return stitch(outputs, nmesh)
+    starts, runs = cover_starts(nmesh, tile), owned_runs(nmesh, tile)
+    here = {i: [(max(a, start), min(b, stop), o + max(a, start) - a) for a, b, o in r if a < stop and b > start]
+            for i, r in enumerate(runs)}
+    here = {i: r for i, r in here.items() if r}  # the x-intervals that give cells to the planes held here
+    size = tile + 2 * margin
+    try:
+        windows = _input_windows(inputs, density, meta.input_spec, reference, [starts[i] for i in here], size, margin)
+    except VelnetInputError as err:
+        raise VelnetInputError(err.path or reference.attrs.get("path"), err.problem) from None
+    del inputs
+    tiles = [(i, j, m) for i in here for j in range(len(starts)) for m in range(len(starts))]
+    scalar = meta.target_shape[-1] == 1
+    for first in tqdm(range(0, len(tiles), batch_size), desc=f"predict {meta.target_name}", unit="batch",
+                      disable=reference.comm is not None and reference.comm.rank != 0):
+        batch = tiles[first:first + batch_size]
+        output = np.asarray(model.predict_on_batch(windows(starts[np.array(batch)], size, margin)))
+        for (i, j, m), values in zip(batch, output[..., 0] if scalar else output):
+            place(sink, values, (here[i], runs[j], runs[m]))
+
+
+def _input_windows(inputs, density, spec, reference, x_starts, size, margin):
+    """`InputWindows` of the tiles whose x-intervals start at `x_starts`: on the whole box on one
+    process; under MPI on the x-planes their windows reach, gathered from the ranks that hold them."""
+    if reference.comm is None:
+        return InputWindows(inputs, density, spec)
+    nmesh, factor = reference.nmesh, spec.context
+    reach = [(s - margin, s - margin + size) for s in x_starts]
+    for s in x_starts:  # the context window: `size` blocks of `factor` cells around the centre, on the blocks' grid
+        centre = s - margin + size // 2
+        low = centre - centre % factor - factor * (size // 2)
+        reach.append((low, low + factor * size))
+    first = min((lo for lo, _ in reach), default=reference.start)
+    count = min(nmesh, max((hi for _, hi in reach), default=first) - first)
+    first = 0 if count == nmesh else first % nmesh
+    planes = gather_planes(inputs, reference.start, reference.comm, first, count, nmesh)
+    density = None if density is None else gather_planes(density, reference.start, reference.comm, first, count,
+                                                         nmesh)
+    return InputWindows(planes, density, spec, first)
 
 
 def _warn_if_out_of_training(meta, field):
@@ -226,14 +295,24 @@ def _load(path):
     return load_model(path)
 
 
-def _predict(loaded, box, tile, batch_size, predicted):
-    """A loaded model's `Field`, or the dict of `Field`s of a halo reference."""
+def _predict(loaded, box, tile, batch_size, predicted, out=None):
+    """A loaded model's `Field`, or the dict of `Field`s of a halo reference; a tiled network's
+    written into `out` instead when given (`predict_box`)."""
     model, metadata = loaded
     if isinstance(model, ClassicalEstimator):
         return model.velocity(box[DENSITY])
     if metadata is None:
+        if next(iter(box.values())).comm is not None:
+            raise VelnetInputError(None, f"the classical halo reference ({model.METHOD}) runs on one process, "
+                                         "not under MPI")
         return model.predict(box)
-    return predict_box(model, metadata, box, tile, batch_size, predicted)
+    return predict_box(model, metadata, box, tile, batch_size, predicted, out)
+
+
+def _streams(loaded):
+    """Whether a loaded model is a tiled network, whose tiles `predict_file` writes as they come."""
+    _, metadata = loaded
+    return metadata is not None and not get_task(metadata.task).periodic
 
 
 def _fields_read(loaded, available=()):
@@ -318,22 +397,42 @@ def predict_fields(models, box, tile=None, batch_size=4, power_preserving=False)
             raise VelnetInputError(None, "--power-preserving needs one velocity model and no model of a target "
                                          f"formed from it ({', '.join(t.name for t in formed)} are then formed)")
         out[VELOCITY] = PowerCorrection.load(correction_path(sources[VELOCITY])).apply(out[VELOCITY])
-    formed = [t for t in formed if t.name not in out]
-    if VELOCITY in out and formed:
-        density = out.get(DENSITY) or box.get(DENSITY)
-        if density is None:
-            raise VelnetInputError(None, f"{[t.name for t in formed]} are formed from the velocity and the density, "
-                                         "and the box holds no density")
-        for target in formed:
-            out[target.name] = target.of_velocity(density, out[VELOCITY])
-            out[target.name].attrs = {"model": f"({'predicted ' if DENSITY in out else ''}rho/rho_mean) x the "
-                                               "predicted velocity"}
+    return {**out, **formed_targets(out, box)}
+
+
+def formed_targets(predicted, box):
+    """The targets with an `of_velocity` that no model predicted, formed from the predicted velocity
+    and the density (the predicted one, else the box's).
+
+    Args:
+        predicted: dict target name -> predicted `Field`.
+        box: dict name -> `Field` of the box.
+
+    Returns:
+        dict target name -> `Field` (empty without a predicted velocity).
+    """
+    formed = [t for t in TARGETS.values() if t.of_velocity and t.name != VELOCITY and t.name not in predicted]
+    if VELOCITY not in predicted or not formed:
+        return {}
+    density = predicted.get(DENSITY) or box.get(DENSITY)
+    if density is None:
+        raise VelnetInputError(None, f"{[t.name for t in formed]} are formed from the velocity and the density, "
+                                     "and the box holds no density")
+    out = {}
+    for target in formed:
+        out[target.name] = target.of_velocity(density, predicted[VELOCITY])
+        out[target.name].attrs = {"model": f"({'predicted ' if DENSITY in predicted else ''}rho/rho_mean) x the "
+                                           "predicted velocity"}
     return out
 
 
 def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False,
-                 overwrite=False):
-    """Predict with one or more models and write their fields to one HDF5 file (see `predict_fields`).
+                 overwrite=False, comm=None):
+    """Predict with one or more models and write their fields to one HDF5 file (as `predict_fields`).
+
+    A tiled network's output goes into the file tile by tile (unless another model reads it, or
+    its power correction is asked for), and a target formed from the velocity is made from the
+    planes held here, so the box is held about once.
 
     Args:
         model_paths: model path(s) or shipped names, networks (`.keras`) or classical
@@ -345,13 +444,16 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
             never an input.
         tile, batch_size, power_preserving: as `predict_fields`.
         overwrite: replace an output file (and record) that `velnet predict` did not write.
+        comm: MPI communicator of several ranks: each rank reads, predicts and writes its
+            x-slab of the box (collective; `velnet.fields.mesh.current_comm()` under mpirun);
+            None: the whole box here.
 
     Returns:
         `out_path`.
 
     Raises:
         VelnetInputError: a bad model or fields file, an output path `check_output` refuses, a
-            prediction that is not finite, or what `predict_fields` raises.
+            prediction that is not finite (nothing is written), or what `predict_fields` raises.
     """
     start = time.time()
     paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
@@ -361,23 +463,55 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
     check_output(record, "a predict record", lambda path: is_record(path, "predict"), inputs, overwrite)
     models = load_models(paths)
     available = field_names(fields_path)
-    names = fields_read(models, available)
-    if DENSITY in available:
-        names.add(DENSITY)
-    box = load_fields(fields_path, sorted(names))
-    for field in box.values():
-        field.attrs["path"] = str(fields_path)
-    out = predict_fields(models, box, tile, batch_size, power_preserving)
-    for name, field in out.items():
-        if not np.all(np.isfinite(field.value)):
-            raise VelnetInputError(field.attrs.get("model", fields_path), f"predicted {name!r} holds NaN or infinite "
-                                                                         f"values on {fields_path}; nothing written")
-    save_fields(out_path, list(out.values()),
-                attrs={"made_by": MADE_BY, "source": str(Path(fields_path).resolve()), "models": list(models),
-                       "output": "power-preserving" if power_preserving else "minimum-variance"})
-    write_record(record, "predict",
-                 {"models": [str(p) for p in paths], "fields": str(fields_path), "tile": tile,
-                  "batch_size": batch_size, "power_preserving": power_preserving},
-                 {"wall": round(time.time() - start, 3)})
-    log.info("wrote %s (%s)", out_path, ", ".join(out))
+    names = fields_read(models, available) | ({DENSITY} & set(available))
+    box = load_fields(fields_path, sorted(names), comm=comm)
+    stage_two = any(_reads_predictions(loaded) for loaded in models.values())
+    streamed = {key for key, loaded in models.items() if _streams(loaded) and not stage_two and not
+                (power_preserving and loaded[1].target_name == VELOCITY)}
+    attrs = {"made_by": MADE_BY, "source": str(Path(fields_path).resolve()), "models": list(models),
+             "output": "power-preserving" if power_preserving else "minimum-variance"}
+    with FieldsWriter(out_path, next(iter(box.values())), attrs) as writer:
+        written = {}
+        for key in streamed:
+            target = get_target(models[key][1].target_name)
+            if target.name in written:
+                raise VelnetInputError(key, f"a second model for {target.name!r}")
+            sink = writer.create(target.name, target.vector, {"units": target.units, "path": str(fields_path),
+                                                              "model": key})
+            _predict(models[key], box, tile, batch_size, {}, out=sink)
+            written[target.name] = _check_finite(sink, box, target.name, key, fields_path)
+        rest = {key: loaded for key, loaded in models.items() if key not in streamed}
+        out = predict_fields(rest, box, tile, batch_size, power_preserving) if rest else {}
+        if VELOCITY in written:  # the velocity read back, a rank's planes, to form the momentum
+            out.update(formed_targets({**out, VELOCITY: _planes_field(written[VELOCITY], box, VELOCITY)}, box))
+        for name, field in out.items():
+            if name in written:
+                raise VelnetInputError(field.attrs.get("model"), f"a second model for {name!r}")
+            _check_finite(Planes(field.value, field.start), box, name, field.attrs.get("model"), fields_path)
+            writer.write(field)
+    if comm is None or comm.rank == 0:
+        write_record(record, "predict",
+                     {"models": [str(p) for p in paths], "fields": str(fields_path), "tile": tile,
+                      "batch_size": batch_size, "power_preserving": power_preserving,
+                      "ranks": 1 if comm is None else comm.size},
+                     {"wall": round(time.time() - start, 3)})
+        log.info("wrote %s (%s)", out_path, ", ".join([*written, *out]))
     return out_path
+
+
+def _planes_field(sink, box, name):
+    """The `Field` of the planes held here of a field written to `sink`."""
+    like = next(iter(box.values()))
+    value = np.asarray(sink[like.start:like.start + like.value.shape[0]])
+    return Field(value, name, like.box_size, like.redshift, like.cosmology, {}, like.start, like.comm)
+
+
+def _check_finite(sink, box, name, model, fields_path):
+    """The `Field` of the planes held here of a predicted field written to `sink`, checked finite a few
+    planes at a time; VelnetInputError naming the model otherwise."""
+    like = next(iter(box.values()))
+    first, stop = like.start, like.start + like.value.shape[0]
+    if not all(np.isfinite(sink[a:min(a + 8, stop)]).all() for a in range(first, stop, 8)):
+        raise VelnetInputError(model or fields_path, f"predicted {name!r} holds NaN or infinite values on "
+                                                     f"{fields_path}; nothing written")
+    return sink

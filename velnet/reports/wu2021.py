@@ -5,14 +5,26 @@ and r(k) of |v|, theta_v, p and curl p, as in their Tables 1-4), the error spect
 same spectra in sub-boxes, and pixel statistics in the densest slices; it writes them to a
 report folder (report.md, metrics.json, PNG figures, and every spectrum as a `Statistic`
 JSON under spectra/) that appears only when complete.
+
+The box is held about once at a time: each method's fields are read from its file (or, when
+computed, such as linear theory, made once and kept in a scratch file) as each statistic
+needs them, one derived quantity at a time; the per-cell figures show every cell of boxes
+up to `SAMPLE_SIDE`^3 and a regular sample of that many cells of larger ones. Under MPI
+(fields cut into x-slabs over the ranks) every statistic is measured across the ranks and
+rank 0 writes the report.
 """
+import contextlib
 import re
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.checks import check_density
+from velnet.fields.field import field_names, load_fields, save_fields
 from velnet.physics.linear import linear_momentum
 from velnet.reports import plots
 from velnet.reports.common import number, plus_minus, report_folder, write_report
@@ -30,6 +42,10 @@ PHASE_FRACTION = 0.1
 """'Power right, phases wrong' is reported when at least this fraction of the bins in
 WORST_RANGE qualify (a T(k) merely crossing 1 touches one or two)."""
 
+SAMPLE_SIDE = 128
+"""Per-cell figures (histograms, joint distributions) use every cell of boxes up to this many per
+side, and every s-th cell on each axis of larger ones (s = N // SAMPLE_SIDE)."""
+
 _PIXEL_ROWS = {"abs_v": "abs(v) (km/s)", "abs_v_residual": "abs(v_residual) (km/s)",
                "abs_cos_theta": "abs(cos theta)", "cos_theta": "cos theta (signed)", "abs_p": "abs(p) (km/s)",
                "abs_p_residual": "abs(p_residual) (km/s)"}
@@ -37,11 +53,16 @@ _TITLES = {"abs_v": "P_abs(v)", "theta_v": "P_theta_v", "p": "P_p", "curl_p": "P
 
 
 def _check_inputs(truth_fields, predictions, density):
-    """Validate and complete the inputs: every entry gets a velocity and a momentum."""
-    density = density if density is not None else truth_fields.get("density")
+    """Validate the inputs; returns the density and the entries: name -> a dict of `Field`s (completed
+    with a momentum), a fields file's path, or a callable that makes such a dict."""
+    density = density if density is not None else (truth_fields.get("density") if isinstance(truth_fields, dict)
+                                                   else None)
     if density is None:
         raise VelnetInputError(None, "evaluate needs the true density: pass density= or truth_fields['density']")
-    check_density(density)
+    if density.comm is None:
+        check_density(density)
+    elif density.is_vector or not all(np.isfinite(plane).all() for plane in density.value):  # this rank's slab
+        raise VelnetInputError(density.attrs.get("path"), "the density must be a finite scalar field")
     if not predictions:
         raise VelnetInputError(None, "evaluate needs at least one prediction")
     if "truth" in predictions:
@@ -50,25 +71,42 @@ def _check_inputs(truth_fields, predictions, density):
     if len(set(stems)) < len(stems):
         raise VelnetInputError(None, f"method names {list(predictions)} collide as file names {stems}")
     entries = {"truth": truth_fields, **predictions}
-    out = {}
     for name, fields in entries.items():
-        if "velocity" not in fields:
-            raise VelnetInputError(None, f"{name!r} has no 'velocity' field (it holds {sorted(fields)})")
-        velocity = fields["velocity"]
-        momentum = fields.get("momentum")
-        for field in (velocity, momentum):
-            if field is None:
-                continue
-            source = field.attrs.get("path")
-            if not field.is_vector or field.nmesh != density.nmesh or not np.isclose(field.box_size, density.box_size):
-                raise VelnetInputError(source, f"{name!r} {field.name} is {field.value.shape} in a {field.box_size} "
-                                               f"Mpc/h box; the density is {density.value.shape} in "
-                                               f"{density.box_size} Mpc/h and velocity/momentum must be vectors")
-            if not np.all(np.isfinite(field.value)):
-                raise VelnetInputError(source, f"{name!r} {field.name} holds NaN or infinite values")
-        out[name] = {"velocity": velocity,
-                     "momentum": momentum if momentum is not None else linear_momentum(density, velocity)}
-    return density, out
+        if isinstance(fields, dict):
+            velocity = _checked(name, fields.get("velocity"), density, "velocity")
+            momentum = fields.get("momentum")
+            entries[name] = {"velocity": velocity, "momentum": linear_momentum(density, velocity) if momentum is None
+                             else _checked(name, momentum, density, "momentum")}
+    return density, entries
+
+
+def _checked(name, field, density, what):
+    """`field`, if it is a finite vector field on the density's mesh and box."""
+    if field is None:
+        raise VelnetInputError(None, f"{name!r} has no {what!r} field")
+    source = field.attrs.get("path")
+    if not field.is_vector or field.nmesh != density.nmesh or not np.isclose(field.box_size, density.box_size):
+        raise VelnetInputError(source, f"{name!r} {field.name} is {field.value.shape} in a {field.box_size} "
+                                       f"Mpc/h box; the density is {density.value.shape} in "
+                                       f"{density.box_size} Mpc/h and velocity/momentum must be vectors")
+    if not all(np.isfinite(plane).all() for plane in field.value):
+        raise VelnetInputError(source, f"{name!r} {field.name} holds NaN or infinite values")
+    return field
+
+
+def _fields(name, entry, wanted, density):
+    """The fields `wanted` ("velocity", "momentum") of an entry: from its dict, or read from its file
+    (this rank's planes under MPI); a momentum the file lacks is (rho/rho_mean) v."""
+    if isinstance(entry, dict):
+        return {what: entry[what] for what in wanted}
+    held = field_names(entry)
+    if "velocity" not in held:
+        raise VelnetInputError(entry, f"{name!r} has no 'velocity' field (it holds {held})")
+    read = {what if what in held else "velocity" for what in wanted}
+    fields = load_fields(entry, sorted(read), comm=density.comm)
+    if "momentum" in wanted and "momentum" not in held:
+        fields["momentum"] = linear_momentum(density, _checked(name, fields["velocity"], density, "velocity"))
+    return {what: _checked(name, fields[what], density, what) for what in wanted}
 
 
 def _at(stat, column, k):
@@ -119,57 +157,62 @@ def _file_stem(name):
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", name).strip("_") or "method"
 
 
-STEPS = 5 + len(pixels.QUANTITIES)
-"""Steps of the report on its progress bar: derived fields, pixel statistics, the spectra of each
-quantity, error spectra, slices and figures."""
+STEPS = 2 + len(pixels.QUANTITIES)
+"""Steps of the report on its progress bar: the slices, the pixel statistics and error spectra, the
+spectra of each quantity, the figures."""
 
 
-def _measure(folder, density, entries, subbox_size, n_slices, progress):
-    """All statistics; saves each spectrum under folder/spectra and returns
-    (metrics dict, Statistic objects, derived fields, slabs)."""
+def _measure(density, entries, subbox_size, n_slices, progress):
+    """All statistics (collective under MPI); returns (metrics dict, Statistic objects, figure data).
+
+    Each entry is read once for the pixel statistics and error spectra and once more per derived
+    quantity, so that at most one method's fields and one quantity's are held at a time.
+    """
     methods = [name for name in entries if name != "truth"]
-    truth = entries["truth"]
-    progress("derived fields")
-    derived = {name: pixels.derived_fields(e["velocity"], e["momentum"]) for name, e in entries.items()}
+    progress("slices")
+    slabs = pixels.densest_slabs(density, count=n_slices)
+    figure = _Figure(density, slabs)
 
-    progress("pixel statistics")
+    progress("pixel statistics, error spectra")
+    truth = _fields("truth", entries["truth"], ("velocity", "momentum"), density)
+    figure.add("truth", truth)
     pixel = {"truth": pixels.pixel_statistics(truth["velocity"], truth["momentum"])}
-    pixel.update({name: pixels.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
-                                               truth["velocity"], truth_momentum=truth["momentum"])
-                  for name in methods})
+    slices = [{"slab": slab.to_dict(), "pixel": {"truth": pixels.pixel_statistics(
+        truth["velocity"], truth["momentum"], region=slab.index(density.nmesh))}} for slab in slabs]
+    truth_variance = spectra.band_variance(truth["velocity"])
+    errors = {}
+    for name in methods:
+        fields = _fields(name, entries[name], ("velocity", "momentum"), density)
+        figure.add(name, fields, truth["velocity"])
+        pixel[name] = pixels.pixel_statistics(fields["velocity"], fields["momentum"], truth["velocity"],
+                                              truth_momentum=truth["momentum"])
+        for slab, row in zip(slabs, slices):
+            row["pixel"][name] = pixels.pixel_statistics(fields["velocity"], fields["momentum"], truth["velocity"],
+                                                         slab.index(density.nmesh), truth["momentum"])
+        del fields["momentum"]
+        errors[name] = spectra.error_spectrum(fields["velocity"], truth["velocity"], truth_variance=truth_variance)
+        del fields
+    del truth
 
     comparisons, subboxes, tables, subbox_tables = {}, {}, {}, {}
     for q in pixels.QUANTITIES:
         progress(f"spectra of {q}")
-        truth_modes = spectra.fourier(derived["truth"][q])
+        source = "velocity" if q in ("abs_v", "theta_v") else "momentum"
+        truth_q = pixels.derived_field(q, **_fields("truth", entries["truth"], (source,), density))
+        figure.add_quantity("truth", q, truth_q)
+        truth_modes = spectra.fourier(truth_q)
         truth_power = spectra.power(truth_modes)
-        comparisons[q] = {name: spectra.compare_spectra(derived[name][q], truth_modes, truth_power=truth_power)
-                          for name in methods}
-        tables[q] = _spectrum_rows(comparisons[q])
-        subboxes[q] = spectra.subbox_transfer({name: derived[name][q] for name in methods}, derived["truth"][q],
-                                            subbox_size)
-        subbox_tables[q] = _subbox_rows(subboxes[q])
+        truth_subboxes = spectra.subbox_powers(truth_q, subbox_size)
+        comparisons[q], subboxes[q] = {}, {}
         for name in methods:
-            comparisons[q][name].save(folder / "spectra" / f"{q}_{_file_stem(name)}.json")
-            subboxes[q][name].save(folder / "spectra" / f"{q}_{_file_stem(name)}_subboxes.json")
-
-    progress("error spectra")
-    truth_variance = spectra.band_variance(truth["velocity"])
-    errors = {name: spectra.error_spectrum(entries[name]["velocity"], truth["velocity"], truth_variance=truth_variance)
-              for name in methods}
-    for name, stat in errors.items():
-        stat.save(folder / "spectra" / f"error_velocity_{_file_stem(name)}.json")
-
-    progress("slices")
-    slabs = pixels.densest_slabs(density, count=n_slices)
-    slices = []
-    for slab in slabs:
-        index = slab.index(density.nmesh)
-        row = {"truth": pixels.pixel_statistics(truth["velocity"], truth["momentum"], region=index)}
-        row.update({name: pixels.pixel_statistics(entries[name]["velocity"], entries[name]["momentum"],
-                                                 truth["velocity"], index, truth["momentum"])
-                    for name in methods})
-        slices.append({"slab": slab.to_dict(), "pixel": row})
+            field_q = pixels.derived_field(q, **_fields(name, entries[name], (source,), density))
+            figure.add_quantity(name, q, field_q)
+            subboxes[q][name] = spectra.subbox_transfer({name: field_q}, truth_q, subbox_size,
+                                                        truth_powers=truth_subboxes)[name]
+            comparisons[q][name] = spectra.compare_spectra(field_q, truth_modes, truth_power=truth_power)
+            del field_q
+        del truth_q, truth_modes
+        tables[q], subbox_tables[q] = _spectrum_rows(comparisons[q]), _subbox_rows(subboxes[q])
 
     metrics = {
         "methods": methods,
@@ -181,7 +224,50 @@ def _measure(folder, density, entries, subbox_size, n_slices, progress):
         "error_spectrum": {name: s.to_dict() for name, s in errors.items()},
         "slices": slices,
     }
-    return metrics, {"comparisons": comparisons, "errors": errors}, derived, slabs
+    return metrics, {"comparisons": comparisons, "subboxes": subboxes, "errors": errors}, figure
+
+
+class _Figure:
+    """What the figures show, gathered on rank 0 as the entries pass: each slice's plane means (thin
+    axis averaged) and a regular sample of cells (`SAMPLE_SIDE`)."""
+
+    def __init__(self, density, slabs):
+        self.density, self.slabs = density, slabs
+        self.stride = max(1, density.nmesh // SAMPLE_SIDE)
+        self.planes = {"density": [_slab_plane(density, slab) for slab in slabs]}
+        self.samples = {("density", ""): self._sample(density)}
+
+    def _sample(self, field):
+        """Every `stride`-th cell on each axis of the field, on rank 0 (None on the others)."""
+        offset = (-field.start) % self.stride
+        part = field.value[offset::self.stride, ::self.stride, ::self.stride]
+        if field.comm is None:
+            return part
+        parts = field.comm.gather(part)
+        return None if parts is None else np.concatenate(parts)
+
+    def add(self, name, fields, truth_velocity=None):
+        """An entry's velocity (and momentum, in the first slice) slices and sampled velocities."""
+        self.planes[name] = [{key: _slab_plane(fields[key], slab) for key in (("velocity", "momentum") if i == 0
+                                                                               else ("velocity",))}
+                             for i, slab in enumerate(self.slabs)]
+        self.samples[(name, "velocity")] = self._sample(fields["velocity"])
+
+    def add_quantity(self, name, q, field):
+        """The sampled theta_v and (curl p)_x of an entry (the joint figure's)."""
+        if q in ("theta_v", "curl_p"):
+            self.samples[(name, q)] = self._sample(field)
+
+
+def _slab_plane(field, slab):
+    """A slice's cells of a field averaged over its thin (last) axis, `(nx, ny[, 3])`, on every rank."""
+    index = slab.index(field.nmesh)
+    x = np.ravel(index[0]) - field.start
+    held = np.flatnonzero((x >= 0) & (x < field.value.shape[0]))
+    rows = dict(zip(held, np.asarray(field.value[np.ix_(x[held], *map(np.ravel, index[1:]))]).mean(axis=2)))
+    if field.comm is not None:
+        rows = {i: row for part in field.comm.allgather(rows) for i, row in part.items()}
+    return np.stack([rows[i] for i in range(len(x))])
 
 
 def _pixel_table(pixel, methods):
@@ -321,28 +407,20 @@ def _report(metrics, density, figures):
     return "\n".join(lines)
 
 
-def _plane_mean(array, index):
-    """Average a slab cut over its thin (last) axis."""
-    return np.asarray(array[index]).mean(axis=2)
-
-
-def _figures(folder, density, entries, derived, results, slabs):
-    methods = [name for name in entries if name != "truth"]
+def _figures(folder, figure, methods, results):
     written = []
 
     def save(fig, name):
         fig.savefig(folder / name, dpi=110)
         written.append(name)
 
-    for i, slab in enumerate(slabs, start=1):
-        index = slab.index(density.nmesh)
+    for i, slab in enumerate(figure.slabs, start=1):
         extent = (slab.start[0] * slab.cell_size, (slab.start[0] + slab.shape[0]) * slab.cell_size,
                   slab.start[1] * slab.cell_size, (slab.start[1] + slab.shape[1]) * slab.cell_size)
-        dens = _plane_mean(density.value, index)
         stride = max(1, slab.shape[0] // 20)
         for key, symbol in (("velocity", "v"), ("momentum", "p"))[:2 if i == 1 else 1]:
-            save(plots.slice_figure(dens, _plane_mean(entries["truth"][key].value, index),
-                                    {n: _plane_mean(entries[n][key].value, index) for n in methods},
+            save(plots.slice_figure(figure.planes["density"][i - 1], figure.planes["truth"][i - 1][key],
+                                    {n: figure.planes[n][i - 1][key] for n in methods},
                                     extent, symbol=symbol, stride=stride,
                                     title=f"slice {i}: {key}, mean rho/rho_mean {slab.mean_density:.2f}"),
                  f"slice{i}_{key}.png")
@@ -350,23 +428,59 @@ def _figures(folder, density, entries, derived, results, slabs):
                               title="power spectra, whole box"), "spectra.png")
     save(plots.error_spectrum_figure(results["errors"], title="velocity error per k band"), "error_spectrum.png")
 
-    v_true = np.linalg.norm(entries["truth"]["velocity"].value, axis=-1).ravel()
+    cells = "per cell" if figure.stride == 1 else f"every {figure.stride}th cell on each axis"
+    t = figure.samples[("truth", "velocity")].reshape(-1, 3)
+    v_true = np.linalg.norm(t, axis=-1)
     panels = {"abs(v) (km/s)": {"truth": v_true}, "abs(v_residual) / abs(v_true)": {}, "abs(cos theta)": {}}
     for name in methods:
-        v = entries[name]["velocity"].value.reshape(-1, 3)
-        t = entries["truth"]["velocity"].value.reshape(-1, 3)
+        v = figure.samples[(name, "velocity")].reshape(-1, 3)
         v_abs = np.linalg.norm(v, axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             panels["abs(v) (km/s)"][name] = v_abs
             panels["abs(v_residual) / abs(v_true)"][name] = np.linalg.norm(v - t, axis=-1) / v_true
             panels["abs(cos theta)"][name] = np.abs(np.sum(v * t, axis=-1)) / (v_abs * v_true)
-    save(plots.histogram_figure(panels, title="whole box, per cell"), "histograms.png")
+    save(plots.histogram_figure(panels, title=f"whole box, {cells}"), "histograms.png")
     names = ["truth", *methods]
-    save(plots.joint_figure(density.value, {
-        "theta_v (km/s per Mpc/h)": {n: derived[n]["theta_v"].value for n in names},
-        "(curl p)_x (km/s per Mpc/h)": {n: derived[n]["curl_p"].value[..., 0] for n in names}},
-        title="density against velocity divergence and momentum curl, per cell"), "joint_density.png")
+    save(plots.joint_figure(figure.samples[("density", "")], {
+        "theta_v (km/s per Mpc/h)": {n: figure.samples[(n, "theta_v")] for n in names},
+        "(curl p)_x (km/s per Mpc/h)": {n: figure.samples[(n, "curl_p")][..., 0] for n in names}},
+        title=f"density against velocity divergence and momentum curl, {cells}"), "joint_density.png")
     return written
+
+
+def _save_spectra(folder, results):
+    for q in pixels.QUANTITIES:
+        for name, stat in results["comparisons"][q].items():
+            stat.save(folder / "spectra" / f"{q}_{_file_stem(name)}.json")
+            results["subboxes"][q][name].save(folder / "spectra" / f"{q}_{_file_stem(name)}_subboxes.json")
+    for name, stat in results["errors"].items():
+        stat.save(folder / "spectra" / f"error_velocity_{_file_stem(name)}.json")
+
+
+@contextlib.contextmanager
+def _computed(outdir, entries, density):
+    """The entries with every callable one replaced by a scratch fields file of what it makes (made once,
+    read as needed); the scratch folder, beside `outdir`, is removed at the end."""
+    comm = density.comm
+    root = comm is None or comm.rank == 0
+    scratch = None
+    if root and any(callable(entry) for entry in entries.values()):
+        Path(outdir).parent.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=f".{Path(outdir).name}.scratch.", dir=Path(outdir).parent)
+    scratch = scratch if comm is None else comm.bcast(scratch)
+    try:
+        out = {}
+        for i, (name, entry) in enumerate(entries.items()):
+            if callable(entry):
+                fields = entry()
+                entry = save_fields(Path(scratch) / f"{i}.h5", [fields[key] for key in ("velocity", "momentum")
+                                                                 if key in fields])
+                del fields
+            out[name] = entry
+        yield out
+    finally:
+        if root and scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0, n_slices=3, reference=None,
@@ -375,12 +489,16 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
 
     Args:
         truth_fields: dict with the true "velocity" (km/s) `Field`, optionally "momentum"
-            (default density * velocity) and "density".
+            (default density * velocity) and "density"; or the path of the true fields file.
         predictions: dict method name (e.g. "U-net", "linear", "linear (smoothed R=2)") ->
-            {"velocity": Field, "momentum": Field}; momentum may be left out (then
-            density * velocity with the true density).
+            {"velocity": Field, "momentum": Field}, a fields file with them (read when
+            needed), or a callable that makes that dict (run once, its fields kept in a
+            scratch file); momentum may be left out (then density * velocity with the true
+            density).
         outdir: report folder; written atomically (replaced only when complete).
         density: the true density `Field` (rho/rho_mean); default truth_fields["density"].
+            Under MPI this rank's x-slab of it: the files are then read by slabs, every
+            statistic measured across the ranks (collective) and the report written by rank 0.
         subbox_size: side of the sub-boxes for the sub-box spectra, Mpc/h.
         n_slices: number of densest slices for the slice statistics and figures.
         reference: name of the method every other is measured against (the fitted classical
@@ -404,9 +522,15 @@ def evaluate(truth_fields, predictions, outdir, density=None, subbox_size=120.0,
               "worst_range": list(WORST_RANGE), "t_near": T_NEAR, "r_low": R_LOW, "phase_fraction": PHASE_FRACTION,
               "box_size": density.box_size, "nmesh": density.nmesh, "redshift": density.redshift,
               "cosmology": density.cosmology.to_dict()}
-    with report_folder(outdir, "evaluate (Wu et al. 2021)", STEPS, overwrite) as (folder, progress):
-        metrics, results, derived, slabs = _measure(folder, density, entries, subbox_size, n_slices, progress)
+    root = density.comm is None or density.comm.rank == 0
+    folder_and_steps = report_folder(outdir, "evaluate (Wu et al. 2021)", STEPS, overwrite) if root else \
+        contextlib.nullcontext((None, lambda name: None))
+    with folder_and_steps as (folder, progress), _computed(outdir, entries, density) as entries:
+        metrics, results, figure = _measure(density, entries, subbox_size, n_slices, progress)
         metrics["config"] = config
-        progress("figures")
-        metrics["figures"] = _figures(folder, density, entries, derived, results, slabs)
-        return write_report(folder, metrics, lambda m: _report(m, density, m["figures"]), time.time() - start)
+        if root:
+            progress("figures")
+            _save_spectra(folder, results)
+            metrics["figures"] = _figures(folder, figure, metrics["methods"], results)
+            metrics = write_report(folder, metrics, lambda m: _report(m, density, m["figures"]), time.time() - start)
+    return metrics if density.comm is None else density.comm.bcast(metrics)

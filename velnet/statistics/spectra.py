@@ -13,9 +13,12 @@ a spectrum over test boxes is rescaled to the error of the mean by eq. 11 of the
 paper (`box_error`). Per-cell statistics are in `velnet.statistics.pixels`, correlation functions in
 `velnet.statistics.clustering`.
 
-nbodykit and mpi4py are imported inside the functions that need them; everything runs on
-one MPI rank.
+Fields cut into x-slabs over MPI ranks (`velnet.fields.field`) are measured where they lie:
+FFTPower runs on pmesh's distributed modes and every rank gets the whole result; the
+sub-boxes are gathered a layer to a rank. `multipoles` takes whole fields. nbodykit and
+mpi4py are imported inside the functions that need them.
 """
+import itertools
 import json
 from dataclasses import dataclass, replace
 
@@ -23,6 +26,7 @@ import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.field import los_axis
+from velnet.fields.mesh import gather_planes, mesh_of, particle_mesh
 from velnet.files import atomic_file, require_file
 
 ERROR_BANDS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
@@ -122,17 +126,27 @@ class FourierModes:
 
 
 def fourier(field):
-    """The field's `FourierModes` (ArrayMesh -> complex field, per component); passes them through."""
+    """The field's `FourierModes` (its float64 pmesh real field -> complex field, per component, as
+    nbodykit's ArrayMesh computes them; distributed under MPI); passes them through."""
     if isinstance(field, FourierModes):
         return field
-    from nbodykit.source.mesh.array import ArrayMesh
+    return FourierModes(list(_components(field)), field.name, float(field.box_size), field.nmesh,
+                        float(field.redshift), field.is_vector)
 
-    value = field.value
-    components = [value[..., i] for i in range(3)] if field.is_vector else [value]
-    modes = [ArrayMesh(np.ascontiguousarray(c, dtype="f8"), BoxSize=field.box_size).compute(mode="complex")
-             for c in components]
-    return FourierModes(modes, field.name, float(field.box_size), field.nmesh, float(field.redshift),
-                        field.is_vector)
+
+def _components(field):
+    """Each component's Fourier modes in turn: those of `FourierModes`, or of a `Field` transformed one
+    component at a time (so a vector field's modes are never all held at once)."""
+    if isinstance(field, FourierModes):
+        yield from field.modes
+        return
+    pm = particle_mesh(field.nmesh, field.box_size, field.comm, "f8")
+    for component in [field.value[..., i] for i in range(3)] if field.is_vector else [field.value]:
+        real = pm.create(type="real")
+        real[...] = component
+        modes = real.r2c()
+        del real
+        yield modes
 
 
 def default_kedges(field):
@@ -141,9 +155,10 @@ def default_kedges(field):
     return kf * np.arange(0.5, field.nmesh // 2 + 1)
 
 
-def _fft_power(a, b, kedges):
-    """Re P_ab (or P_aa) from FFTPower, summed over components, in the bins `kedges`.
+def _spectra(a, others, kedges):
+    """Re P_ab (or P_aa) from FFTPower, summed over components, in the bins `kedges`, for each b of `others`.
 
+    a's modes are made once per component for all of `others` (None: the auto spectrum).
     When every bin is a whole number of bins of the narrowest width dk (evenly spaced
     edges, or bands such as 0, 0.05, 0.1, 0.2, ...), FFTPower runs with that dk and its
     bins are summed, with their mode counts, into `kedges`. Otherwise FFTPower runs with
@@ -151,7 +166,8 @@ def _fft_power(a, b, kedges):
     result is what FFTPower reports for the bins `kedges`.
 
     Returns:
-        k (mode-weighted mean), power and modes per bin (NaN k and power where empty).
+        one `(k, power, modes)` per entry of `others`: k (mode-weighted mean), power and
+        modes per bin (NaN k and power where empty).
     """
     from nbodykit.algorithms.fftpower import FFTPower
 
@@ -162,15 +178,16 @@ def _fft_power(a, b, kedges):
     nested = dk > 0 and steps[-1] > 1.5 and np.allclose(steps, np.round(steps), rtol=0, atol=1e-6)
     options = (dict(dk=dk, kmin=kedges[0], kmax=kedges[-1] + dk / 2) if nested
                else dict(dk=0, kmin=0.0, kmax=kedges[-1] + 2 * np.pi / a.box_size))
-    total = 0.0
-    for i, modes_a in enumerate(a.modes):
-        modes_b = b.modes[i] if b is not None else None
-        result = FFTPower(modes_a, mode="1d", second=modes_b, **options).power
-        total = total + np.asarray(result["power"].real, dtype=float)
+    streams = [None if b is None else _components(b) for b in others]
+    totals = [0.0] * len(others)
+    for modes_a in _components(a):
+        for n, stream in enumerate(streams):
+            result = FFTPower(modes_a, mode="1d", second=None if stream is None else next(stream), **options).power
+            totals[n] = totals[n] + np.asarray(result["power"].real, dtype=float)
     k, count = np.asarray(result["k"], dtype=float), np.asarray(result["modes"], dtype=float)
     fine_edges = np.asarray(result.edges["k"])
     where = 0.5 * (fine_edges[:-1] + fine_edges[1:]) if nested else k
-    return _rebin(where, k, total, count, kedges)
+    return [_rebin(where, k, total, count, kedges) for total in totals]
 
 
 def _rebin(where, k, power_fine, modes, kedges):
@@ -217,11 +234,10 @@ def power(field_a, field_b=None, kedges=None):
     if field_b is not None:
         check_pair(field_a, field_b)
     kedges = _edges(field_a, kedges)
-    a, b = fourier(field_a), (fourier(field_b) if field_b is not None else None)
-    k, p, modes = _fft_power(a, b, kedges)
-    names = [a.name] + ([b.name] if b is not None else [])
+    (k, p, modes), = _spectra(field_a, [field_b], kedges)
+    names = [field_a.name] + ([field_b.name] if field_b is not None else [])
     return Statistic({"k_lo": kedges[:-1], "k_hi": kedges[1:], "k": k, "power": p, "modes": modes},
-                     _spectrum_attrs(a, kedges, fields=names, kind="cross" if b is not None else "auto"))
+                     _spectrum_attrs(field_a, kedges, fields=names, kind="cross" if field_b is not None else "auto"))
 
 
 def _truth_power(truth, kedges, truth_power):
@@ -246,15 +262,14 @@ def compare_spectra(pred, truth, kedges=None, truth_power=None):
     """
     check_pair(truth, pred)
     kedges = _edges(truth, kedges)
-    pred, truth = fourier(pred), fourier(truth)
+    truth = fourier(truth)
     p_tt = _truth_power(truth, kedges, truth_power)
-    p_pp = power(pred, kedges=kedges)
-    p_pt = power(pred, truth, kedges=kedges)
+    (_, p_pp, _), (_, p_pt, _) = _spectra(pred, [None, truth], kedges)
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = p_pp["power"] / p_tt["power"]
-        r = p_pt["power"] / np.sqrt(p_pp["power"] * p_tt["power"])
+        t = p_pp / p_tt["power"]
+        r = p_pt / np.sqrt(p_pp * p_tt["power"])
     columns = {name: p_tt[name] for name in ("k_lo", "k_hi", "k", "modes")}
-    columns.update(power_pred=p_pp["power"], power_true=p_tt["power"], power_cross=p_pt["power"], T=t, r=r)
+    columns.update(power_pred=p_pp, power_true=p_tt["power"], power_cross=p_pt, T=t, r=r)
     return Statistic(columns, _spectrum_attrs(truth, kedges, fields=[pred.name, truth.name], kind="comparison"))
 
 
@@ -300,10 +315,12 @@ def band_variance(field, edges=ERROR_BANDS):
     return Statistic(dict(columns, variance=variance), dict(p.attrs, kind="band variance", components=ncomp))
 
 
-def _rms_all(value, is_vector):
-    """rms of one component about its mean over the box."""
-    flat = np.asarray(value, dtype=np.float64).reshape(-1, 3 if is_vector else 1)
-    return float(np.sqrt(np.mean(np.var(flat, axis=0))))
+def _rms_all(field):
+    """rms of one component about its mean over the box (over all ranks)."""
+    mesh, cells = mesh_of(field), field.nmesh**3
+    mean = mesh.sum(np.sum(field.value, axis=(0, 1, 2), dtype=np.float64)) / cells
+    square = mesh.sum(sum(np.sum((plane - mean) ** 2, axis=(0, 1)) for plane in field.value)) / cells
+    return float(np.sqrt(np.mean(square)))
 
 
 def error_spectrum(pred, truth, edges=ERROR_BANDS, truth_variance=None):
@@ -322,7 +339,7 @@ def error_spectrum(pred, truth, edges=ERROR_BANDS, truth_variance=None):
     """
     check_pair(truth, pred)
     edges = np.asarray(edges, dtype=float)
-    diff = truth.with_value(np.asarray(pred.value, dtype=np.float64) - truth.value, f"{pred.name} - truth")
+    diff = truth.with_value(pred.value - truth.value, f"{pred.name} - truth")
     err = band_variance(diff, edges)
     ref = truth_variance if truth_variance is not None else band_variance(truth, edges)
     if not np.allclose(ref["k_lo"], err["k_lo"]):
@@ -330,8 +347,7 @@ def error_spectrum(pred, truth, edges=ERROR_BANDS, truth_variance=None):
     columns = {"k_lo": err["k_lo"], "k_hi": err["k_hi"], "modes": err["modes"],
                "rms_error": np.sqrt(err["variance"]), "rms_truth": np.sqrt(ref["variance"])}
     attrs = dict(err.attrs, kind="error spectrum", fields=[pred.name, truth.name],
-                 rms_error_all=_rms_all(diff.value, truth.is_vector),
-                 rms_truth_all=_rms_all(truth.value, truth.is_vector))
+                 rms_error_all=_rms_all(diff), rms_truth_all=_rms_all(truth))
     return Statistic(columns, attrs)
 
 
@@ -341,21 +357,46 @@ def split_subboxes(field, size=120.0):
     The box holds n = N // m sub-boxes of m cells per side; cells beyond n m are unused.
 
     Returns:
-        list of `Field`s with box_size = m cells, attrs["origin"] the first cell (i, j, k).
+        list of `Field`s with box_size = m cells, attrs["origin"] the first cell (i, j, k);
+        under MPI those of the x-layers of sub-boxes this rank gathers (collective).
     """
-    m = int(min(field.nmesh, max(1, round(size / field.cell_size))))
+    return [sub for _, sub in _subboxes(field, size)]
+
+
+def _subbox_cells(field, size):
+    """Cells m per side of the sub-boxes nearest `size` Mpc/h."""
+    return int(min(field.nmesh, max(1, round(size / field.cell_size))))
+
+
+def _subboxes(field, size):
+    """`(number, sub-box)` pairs of the sub-boxes held here, numbered (i, j, k) in C order: all of them
+    on one process; under MPI those of x-layer i on rank i modulo the ranks (gathered; collective)."""
+    m = _subbox_cells(field, size)
     n = field.nmesh // m
-    out = []
-    for i in range(n):
-        for j in range(n):
-            for k in range(n):
-                value = field.value[i * m:(i + 1) * m, j * m:(j + 1) * m, k * m:(k + 1) * m]
-                out.append(replace(field, value=np.ascontiguousarray(value), box_size=m * field.cell_size,
-                                   attrs=dict(field.attrs, origin=[i * m, j * m, k * m])))
-    return out
+    rank, ranks = (0, 1) if field.comm is None else (field.comm.rank, field.comm.size)
+    for i in range(rank, -(-n // ranks) * ranks, ranks):  # every rank takes part in as many gathers
+        if field.comm is None:
+            layer = field.value[i * m:(i + 1) * m]
+        else:
+            layer = gather_planes(field.value, field.start, field.comm, i * m, m if i < n else 0, field.nmesh)
+        for j, k in itertools.product(range(n), range(n)) if i < n else ():
+            value = np.ascontiguousarray(layer[:, j * m:(j + 1) * m, k * m:(k + 1) * m])
+            yield (i * n + j) * n + k, replace(field, value=value, box_size=m * field.cell_size, start=0, comm=None,
+                                               attrs=dict(field.attrs, origin=[i * m, j * m, k * m]))
 
 
-def subbox_transfer(predictions, truth, size=120.0, kedges=None):
+def subbox_powers(truth, size=120.0, kedges=None):
+    """The power spectrum of each sub-box held here (`split_subboxes`), by number (for `subbox_transfer`)."""
+    return {number: power(sub, kedges=_subbox_kedges(truth, size, kedges)) for number, sub in _subboxes(truth, size)}
+
+
+def _subbox_kedges(field, size, kedges):
+    m = _subbox_cells(field, size)
+    return (np.asarray(kedges, dtype=float) if kedges is not None
+            else 2 * np.pi / (m * field.cell_size) * np.arange(0.5, m // 2 + 1))
+
+
+def subbox_transfer(predictions, truth, size=120.0, kedges=None, truth_powers=None):
     """T(k) measured in sub-boxes, as the paper did in (120 Mpc/h)^3 boxes.
 
     Derived fields (divergence, curl) should be computed on the whole periodic box
@@ -366,6 +407,7 @@ def subbox_transfer(predictions, truth, size=120.0, kedges=None):
         truth: the true `Field` of the same box.
         size: sub-box side in Mpc/h (rounded to whole cells).
         kedges: bin edges in h/Mpc; default `default_kedges` of a sub-box.
+        truth_powers: `subbox_powers(truth, size, kedges)` if already measured.
 
     Returns:
         dict method name -> `Statistic` with columns k_lo, k_hi, k, modes (per sub-box),
@@ -374,21 +416,27 @@ def subbox_transfer(predictions, truth, size=120.0, kedges=None):
     """
     for pred in predictions.values():
         check_pair(truth, pred)
-    truths = split_subboxes(truth, size)
-    kedges = _edges(truths[0], kedges)
-    truth_powers = [power(t, kedges=kedges) for t in truths]
+    m = _subbox_cells(truth, size)
+    kedges = _subbox_kedges(truth, size, kedges)
+    truth_powers = truth_powers if truth_powers is not None else subbox_powers(truth, size, kedges)
+    first = truth_powers.get(0)  # (held by rank 0)
+    if truth.comm is not None:
+        first = truth.comm.bcast(first)
     out = {}
     for name, pred in predictions.items():
-        t_each = np.stack([transfer(p, t, kedges, truth_power=tp)["T"]
-                           for p, t, tp in zip(split_subboxes(pred, size), truths, truth_powers)], axis=1)
+        t_held = {}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for number, sub in _subboxes(pred, size):
+                t_held[number] = power(sub, kedges=kedges)["power"] / truth_powers[number]["power"]
+        if truth.comm is not None:
+            t_held = {number: t for part in truth.comm.allgather(t_held) for number, t in part.items()}
+        t_each = np.stack([t_held[number] for number in sorted(t_held)], axis=1)
         spread = t_each.std(axis=1, ddof=1) if t_each.shape[1] > 1 else np.full(len(t_each), np.nan)
-        columns = {"k_lo": kedges[:-1], "k_hi": kedges[1:], "k": truth_powers[0]["k"],
-                   "modes": truth_powers[0]["modes"], "T_mean": t_each.mean(axis=1), "T_std": spread,
-                   "T_each": t_each}
-        out[name] = Statistic(columns, _spectrum_attrs(truths[0], kedges, kind="sub-box transfer",
-                                                       fields=[pred.name, truth.name], n_sub=len(truths),
-                                                       sub_box_size=float(truths[0].box_size),
-                                                       sub_box_cells=int(truths[0].nmesh), note=SUBBOX_NOTE))
+        columns = {"k_lo": kedges[:-1], "k_hi": kedges[1:], "k": first["k"], "modes": first["modes"],
+                   "T_mean": t_each.mean(axis=1), "T_std": spread, "T_each": t_each}
+        out[name] = Statistic(columns, dict(first.attrs, kind="sub-box transfer", fields=[pred.name, truth.name],
+                                            n_sub=t_each.shape[1], sub_box_size=float(m * truth.cell_size),
+                                            sub_box_cells=m, note=SUBBOX_NOTE))
     return out
 
 

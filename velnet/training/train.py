@@ -10,6 +10,12 @@ A run folder holds:
     logs/               TensorBoard logs (when tensorflow and tensorboard are installed)
     backup/             BackupAndRestore state while a run is unfinished
     train_config.json   config, versions, seed, wall time and final losses
+    workers/<i>/        what worker i of a multi-worker run writes besides (its checkpoints,
+                        logs and backup; worker 0 writes the run folder itself)
+
+Several machines train one model with `devices="workers"` (`velnet train --devices workers`):
+the same command on every worker, the cluster named by TF_CONFIG (TensorFlow) or by
+KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID (JAX); see `data_parallel`.
 """
 import contextlib
 import csv
@@ -51,6 +57,8 @@ log = logging.getLogger(__name__)
 TRAIN_SPLIT, VAL_SPLIT = "train", "val"
 OPTIONAL_STEPS = ("steps_per_epoch", "validation_steps")
 """Settings that may be None (the whole split)."""
+WORKERS_DIR = "workers"
+"""Where worker i > 0 of a multi-worker run writes (`workers/<i>/`)."""
 
 
 def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate=1e-4, seed=0,
@@ -81,8 +89,10 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         steps_per_epoch: batches per epoch (default: the whole training split).
         validation_steps: validation batches per epoch (default: the whole "val" split).
         callbacks: extra `keras.callbacks.Callback`s.
-        devices: None (one device), "auto" (every GPU) or a number of devices to train
-            on data-parallel; `batch_size` is then split across them (see `data_parallel`).
+        devices: None (one device), "auto" (every GPU), a number of devices to train on
+            data-parallel, or "workers" (every device of every worker process of a cluster,
+            each running this same call); `batch_size` is then split across them (see
+            `data_parallel`). Worker 0 writes the run folder; the others return once trained.
         overwrite: train anew in an `outdir` that holds a finished run, a run of another
             dataset, or something else (only the run's own files there are replaced).
         extend: train a finished run of this dataset `epochs` more epochs, from its best
@@ -103,7 +113,9 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
     manifest = read_manifest(dataset_dir, verify=True)
     task = get_task(manifest.task)
     dataset = dataset_identity(dataset_dir)
-    mode = prepare_run(outdir, dataset, overwrite, extend)
+    worker = worker_index(devices)
+    rundir = outdir if worker == 0 else outdir / WORKERS_DIR / str(worker)  # (one writer of the run folder)
+    mode = prepare_run(rundir, dataset, overwrite, extend)
     keras.utils.set_random_seed(seed)
     log.info("random seed %d (keras.utils.set_random_seed)", seed)
     scope, device_names = data_parallel(devices)
@@ -120,8 +132,8 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         first_epoch = 0
         if mode == EXTEND:
             network.optimizer.build(network.trainable_variables)  # so that its state is restored too
-            network.load_weights(outdir / BEST_FILE)
-            first_epoch = read_history(outdir / HISTORY_FILE)[-1]["epoch"] + 1
+            network.load_weights(rundir / BEST_FILE)
+            first_epoch = read_history(rundir / HISTORY_FILE)[-1]["epoch"] + 1
             epochs += first_epoch
             log.info("training the finished run %s from its best weights, epochs %d to %d", outdir, first_epoch,
                      epochs - 1)
@@ -136,20 +148,22 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
                       "validation_steps": validation_steps, "optimizer": "Adam",
                       "loss": {"of": "targets / target_scale", **loss.get_config()}, "jit_compile": jit_compile,
                       "devices": device_names or 1}
-        created = not outdir.exists()
-        outdir.mkdir(parents=True, exist_ok=True)
-        write_record(outdir / RECORD_FILE, "train", config=run_config, status="running", dataset=dataset)
+        created = not rundir.exists()
+        rundir.mkdir(parents=True, exist_ok=True)
+        write_record(rundir / RECORD_FILE, "train", config=run_config, status="running", dataset=dataset)
         guard = StopOnNonFinite()
         try:
             history = network.fit(
                 train_data, validation_data=val_data, epochs=epochs, initial_epoch=first_epoch,
                 shuffle=False,  # the shards shuffle
                 steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                callbacks=[guard, *training_callbacks(outdir, mode), *callbacks])
+                callbacks=[guard, *training_callbacks(rundir, mode), *callbacks])
         except BaseException:
-            if created and not (outdir / HISTORY_FILE).exists():  # not one epoch to resume from
-                remove_path(outdir)
+            if created and not (rundir / HISTORY_FILE).exists():  # not one epoch to resume from
+                remove_path(rundir)
             raise
+    if worker:
+        return outdir / MODEL_FILE
 
     if guard.problem or not (outdir / BEST_FILE).exists():
         _discard_diverged(outdir, created)
@@ -303,39 +317,50 @@ def training_options(config, path=None):
 def data_parallel(devices=None):
     """A scope in which to build, compile and fit a model data-parallel on several devices.
 
-    TensorFlow: a `tf.distribute.MirroredStrategy` scope; JAX: a
-    `keras.distribution.DataParallel` scope. Each batch is split across the devices (the
-    batch size is the global one, a multiple of the device count; `train` then leaves out
-    each split's last, smaller batch) and the gradients are averaged. BatchNormalization
-    statistics are per device on TensorFlow, over the whole batch on JAX.
+    TensorFlow: a `tf.distribute.MirroredStrategy` scope (one process) or a
+    `MultiWorkerMirroredStrategy` one (several); JAX: a `keras.distribution.DataParallel`
+    scope, over the devices of every process of `jax.distributed` for several. Each batch is
+    split across the devices (the batch size is the global one, a multiple of the device
+    count; `train` then leaves out each split's last, smaller batch) and the gradients are
+    averaged. BatchNormalization statistics are per device on TensorFlow, over the whole
+    batch on JAX.
 
     Args:
         devices: None or 1: one device (Keras's default placement); "auto": every GPU or
             TPU (one device when there is none; CPUs are not split); an int n: the first
             n devices of the preferred kind (accelerators, else CPUs, e.g. logical CPUs
-            made with `tf.config.set_logical_device_configuration`).
+            made with `tf.config.set_logical_device_configuration`); "workers": every
+            device of every worker process of a cluster, each process making this same
+            call. TensorFlow reads the cluster from TF_CONFIG
+            (`{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type":
+            "worker", "index": i}}`), JAX from KERAS_DISTRIBUTION_JOB_ADDRESSES (worker 0's
+            "host:port"), KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID
+            (`keras.distribution.initialize`).
 
     Returns:
         `(scope, names)`: a context manager and the names of the devices used (empty
         for one device).
 
     Raises:
-        ValueError: a bad `devices`, more devices than there are, or several devices on a
-            backend other than TensorFlow and JAX.
+        ValueError: a bad `devices`, more devices than there are, several devices on a
+            backend other than TensorFlow and JAX, or "workers" without the cluster's
+            environment variables.
     """
     if devices is None or devices == 1:
         return contextlib.nullcontext(), []
+    backend = keras.backend.backend()
+    if devices == "workers":
+        return _workers(backend)
     found = keras.distribution.list_devices()
     if devices == "auto":
         names = [d for d in found if not d.lower().startswith("cpu")]
     elif isinstance(devices, int) and not isinstance(devices, bool) and 1 < devices <= len(found):
         names = found[:devices]
     else:
-        raise ValueError(f'`devices` must be None, "auto" or an integer from 1 to {len(found)} '
+        raise ValueError(f'`devices` must be None, "auto", "workers" or an integer from 1 to {len(found)} '
                          f"(devices found: {found}). Received: devices={devices!r}")
     if len(names) < 2:
         return contextlib.nullcontext(), []
-    backend = keras.backend.backend()
     log.info("data-parallel training on %s (%s backend)", names, backend)
     if backend == "tensorflow":
         import tensorflow as tf
@@ -344,6 +369,46 @@ def data_parallel(devices=None):
         return keras.distribution.DataParallel(devices=names).scope(), names
     raise ValueError(f"Training on several devices needs the TensorFlow or JAX backend. "
                      f"Received: backend={backend!r}, devices={devices!r}")
+
+
+def _workers(backend):
+    """`data_parallel("workers")`: the backend's multi-worker engine over the cluster its variables name."""
+    index, count = _cluster(backend)
+    if backend == "tensorflow":
+        import tensorflow as tf
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        names = [f"replica {i}" for i in range(strategy.num_replicas_in_sync)]
+        scope = strategy.scope()
+    else:
+        keras.distribution.initialize()
+        names = keras.distribution.list_devices()
+        scope = keras.distribution.DataParallel(devices=names).scope()
+    log.info("data-parallel training as worker %d of %d: %d devices in all (%s backend)", index, count, len(names),
+             backend)
+    return scope, names
+
+
+def _cluster(backend):
+    """`(index, count)` of this worker among the cluster's, from the backend's variables."""
+    try:
+        if backend == "tensorflow":
+            config = json.loads(os.environ["TF_CONFIG"])
+            return int(config["task"]["index"]), len(config["cluster"]["worker"])
+        if backend == "jax":
+            return (int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"]),
+                    int(os.environ["KERAS_DISTRIBUTION_NUM_PROCESSES"]))
+    except (KeyError, TypeError, ValueError) as err:
+        variables = ("TF_CONFIG" if backend == "tensorflow" else
+                     "KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID")
+        raise ValueError(f'devices="workers" needs the cluster in {variables} (see velnet.training.train.'
+                         f"data_parallel); reading it failed: {err!r}") from None
+    raise ValueError(f"Training on several workers needs the TensorFlow or JAX backend. Received: backend={backend!r}")
+
+
+def worker_index(devices):
+    """This process's index among the workers of `devices="workers"` (0, the one that writes the run
+    folder, otherwise)."""
+    return _cluster(keras.backend.backend())[0] if devices == "workers" else 0
 
 
 def jit_compile_setting():

@@ -193,7 +193,7 @@ def test_models_that_are_not_models_are_named_for_what_they_are(box, tmp_path, c
     broken.write_text(SHIPPED.read_text()[:20])
     power = SHIPPED.with_suffix(".power.json")
     cases = [(model, ["not a whole .keras file", "truncated"]),
-             (broken, ["not a velnet classical estimator file", "not JSON"]),
+             (broken, ["not a velnet classical", "not JSON"]),
              (power, ["power-preserving correction", "velocity.json", "--power-preserving"]),
              (truth, ["not a model"])]
     for path, words in cases:

@@ -48,6 +48,7 @@ import numpy as np
 
 from velnet.data.tiling import extract
 from velnet.errors import VelnetInputError
+from velnet.fields.checks import check_density
 from velnet.fields.field import field_names, load_fields, read_meta
 from velnet.physics.classical import ClassicalEstimator
 from velnet.physics.linear import linear_velocity
@@ -269,12 +270,15 @@ def box_inputs(fields, spec, target, target_scale):
         float32 `(N, N, N, C)`, C = `spec.channels` without the context window.
 
     Raises:
-        VelnetInputError: a missing field, no linear theory for the target, a whole-box
-            field of the wrong kind, or a non-positive scale.
+        VelnetInputError: a missing field, a density that is not rho/rho_mean (`check_density`),
+            no linear theory for the target, a whole-box field of the wrong kind, or a
+            non-positive scale.
     """
     missing = [name for name in spec.field_names() if name not in fields]
     if missing:
         raise VelnetInputError(None, f"the inputs need the fields {missing}; the box holds {sorted(fields)}")
+    if DENSITY_FIELD in fields:
+        check_density(fields[DENSITY_FIELD])
     if spec.base_channels and not target_scale > 0:
         raise VelnetInputError(None, f"target_scale must be > 0. Received: target_scale={target_scale}")
     estimate = _whole_box_estimate(fields, spec, target)  # first: making it takes the most memory

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, InputWindows, box_inputs
 from velnet.data.tiling import cover_starts, owned_runs, place
 from velnet.errors import VelnetInputError
-from velnet.fields.checks import check_density
 from velnet.fields.field import Field, FieldsWriter, Planes, field_names, load_fields, made_by
 from velnet.fields.mesh import gather_planes
 from velnet.files import check_output, require_file
@@ -89,11 +88,9 @@ def whole_box_inputs(box, spec, target, target_scale, predicted=None):
         float32 `(N, N, N, C)` (without the context window).
 
     Raises:
-        VelnetInputError: the box's density is not rho/rho_mean (`check_density`), a predicted
-            density the box lacks and no model to predict it, or as `box_inputs`.
+        VelnetInputError: a predicted density the box lacks and no model to predict it, or as
+            `box_inputs` (a density that is not rho/rho_mean among them).
     """
-    if DENSITY in box:
-        check_density(box[DENSITY])
     if spec.density == "predicted" and PREDICTED_DENSITY not in box:
         if not spec.density_model:
             raise VelnetInputError(None, f"the inputs need {PREDICTED_DENSITY}, stage one's density, and the model "

@@ -177,16 +177,20 @@ def train_network(out, config, files, weighting, name, design_name, design, *pre
                                      "batch_size": config["batch_size"]}))
     if config["search"]:
         settings = search(out / "tuning" / weighting / f"{name}-{design_name}", data, settings, config)
-    epochs = config[f"epochs_{stage}"]
-    if not (run / "model.keras").exists() or epochs_done(run) < epochs:
+    epochs, done = config[f"epochs_{stage}"], epochs_done(run)
+    if not (run / "model.keras").exists():  # new, or an interrupted run that resumes
         run_velnet("train", data, "--config", settings, "--epochs", epochs, "--seed", config["seed"], "--out", run)
+    elif done < epochs:  # a finished run, trained further from its best weights
+        run_velnet("train", data, "--config", settings, "--epochs", epochs - done, "--continue", "--seed",
+                   config["seed"], "--out", run)
     return run / "model.keras"
 
 
 def epochs_done(run):
     """Epochs a finished training run has completed (its train_config.json), 0 if none."""
     record = run / "train_config.json"
-    return json.loads(record.read_text())["final"]["epoch"] + 1 if record.exists() else 0
+    final = json.loads(record.read_text()).get("final") if record.exists() else None
+    return final["epoch"] + 1 if final else 0
 
 
 def write_once(path, text):

@@ -1,8 +1,10 @@
 """Data-parallel training on two virtual CPU devices (MirroredStrategy on TensorFlow,
-keras.distribution.DataParallel on JAX), each in a subprocess that makes the devices."""
+keras.distribution.DataParallel on JAX), each in a subprocess that makes the devices, and on
+two worker processes (MultiWorkerMirroredStrategy) against one process."""
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +110,68 @@ def test_one_device_unless_asked_and_bad_counts_refused():
     for devices in (0, len(found) + 1, "all", 2.0):
         with pytest.raises(ValueError, match="`devices` must be"):
             data_parallel(devices)
+
+
+WORKER = """
+import contextlib
+import tensorflow as tf
+from velnet.training.train import train
+# A distributed fit starts from the dataset's second shuffle (Keras draws a batch to build the model),
+# so the one-process run, on the same batches, has a strategy too: one replica.
+scope = tf.distribute.MirroredStrategy(["/cpu:0"]).scope() if {one!r} else contextlib.nullcontext()
+with scope:
+    train({dataset!r}, {out!r}, {model!r}, epochs=2, batch_size=10, steps_per_epoch=2, validation_steps=2,
+          devices={devices!r})
+"""
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def epochs(run):
+    lines = (run / "history.csv").read_text().splitlines()
+    return [dict(zip(lines[0].split(","), map(float, line.split(",")))) for line in lines[1:]]
+
+
+@pytest.mark.slow
+def test_two_workers_train_with_the_losses_of_one_process_on_the_same_batches(dataset, tmp_path):
+    """`devices="workers"`: each of two worker processes (TF_CONFIG) takes half of every global batch of 10."""
+    env = {**os.environ, **ENV["tensorflow"], "PYTHONPATH": str(ROOT)}
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    workers = [subprocess.Popen(
+        [sys.executable, "-c", WORKER.format(dataset=str(dataset), out=str(tmp_path / "workers"), model=MODEL,
+                                             devices="workers", one=False)],
+        env={**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    one = subprocess.run([sys.executable, "-c", WORKER.format(dataset=str(dataset), out=str(tmp_path / "one"),
+                                                              model=MODEL, devices=None, one=True)],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+    run = tmp_path / "workers"
+    for mine, theirs in zip(epochs(run), epochs(tmp_path / "one")):
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+        assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-4)
+    assert epochs(run)[1]["loss"] != pytest.approx(epochs(run)[0]["loss"], rel=1e-4)  # it trained
+    record = json.loads((run / "train_config.json").read_text())
+    assert record["config"]["devices"] == ["replica 0", "replica 1"]
+    assert (run / "model.keras").is_file() and (run / "workers" / "1" / "history.csv").is_file()
+    assert not (run / "workers" / "1" / "model.keras").exists()  # worker 0 alone writes the model
+
+
+def test_workers_without_a_cluster_are_refused(monkeypatch):
+    from velnet.training.train import data_parallel
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("KERAS_DISTRIBUTION_PROCESS_ID", raising=False)
+    with pytest.raises(ValueError, match="needs the cluster in"):
+        data_parallel("workers")

@@ -124,6 +124,8 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
                          f"Received: batch_size={batch_size}")
     with scope:
         config, network = build_network(model_config, manifest)
+        if device_names:
+            synchronize_batch_norm(network)
         log.info("%s network %s with %d parameters, %s -> %s", task.name, task.network, network.count_params(),
                  manifest.input_shape, manifest.target_shape)
         jit_compile = jit_compile_setting()
@@ -142,6 +144,8 @@ def train(dataset_dir, outdir, model_config, epochs, batch_size=6, learning_rate
         train_data = load_split(manifest, TRAIN_SPLIT, batch_size, shuffle=True, seed=seed,
                                 augment=augment, drop_remainder=whole)
         val_data = load_split(manifest, VAL_SPLIT, batch_size, shuffle=False, drop_remainder=whole)
+        if devices == "workers":
+            train_data, val_data = _worker_share(train_data), _worker_share(val_data)
         run_config = {"dataset": str(dataset_dir.resolve()), "task": task.name, "model": config, "epochs": epochs,
                       "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                       "augment": augment, "steps_per_epoch": steps_per_epoch,
@@ -322,8 +326,9 @@ def data_parallel(devices=None):
     scope, over the devices of every process of `jax.distributed` for several. Each batch is
     split across the devices (the batch size is the global one, a multiple of the device
     count; `train` then leaves out each split's last, smaller batch) and the gradients are
-    averaged. BatchNormalization statistics are per device on TensorFlow, over the whole
-    batch on JAX.
+    averaged. BatchNormalization statistics are over the whole batch (`train` makes them so on
+    TensorFlow, `synchronize_batch_norm`; JAX's DataParallel computes them so), so training
+    on several devices or workers is training on one with the same batches.
 
     Args:
         devices: None or 1: one device (Keras's default placement); "auto": every GPU or
@@ -376,7 +381,7 @@ def _workers(backend):
     index, count = _cluster(backend)
     if backend == "tensorflow":
         import tensorflow as tf
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = _keras_reduce(tf.distribute.MultiWorkerMirroredStrategy())
         names = [f"replica {i}" for i in range(strategy.num_replicas_in_sync)]
         scope = strategy.scope()
     else:
@@ -386,6 +391,23 @@ def _workers(backend):
     log.info("data-parallel training as worker %d of %d: %d devices in all (%s backend)", index, count, len(names),
              backend)
     return scope, names
+
+
+def _keras_reduce(strategy):
+    """A MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3.15 hands it (TensorFlow 2.21):
+    a structure of values (the first batch of `fit`, which MirroredStrategy reduces whole) and
+    scalars with `axis=0` (the logs of each step)."""
+    import tensorflow as tf
+
+    reduce = strategy.reduce
+
+    def each(op, value, axis=None):
+        def one(v):
+            return reduce(op, v, axis if strategy.experimental_local_results(v)[0].shape.rank else None)
+        return tf.nest.map_structure(one, value)
+
+    strategy.reduce = each
+    return strategy
 
 
 def _cluster(backend):
@@ -403,6 +425,46 @@ def _cluster(backend):
         raise ValueError(f'devices="workers" needs the cluster in {variables} (see velnet.training.train.'
                          f"data_parallel); reading it failed: {err!r}") from None
     raise ValueError(f"Training on several workers needs the TensorFlow or JAX backend. Received: backend={backend!r}")
+
+
+def synchronize_batch_norm(network):
+    """Make a network's BatchNormalization layers take their statistics over the global batch of every
+    device (TensorFlow computes them per device otherwise; on JAX they are so already)."""
+    if keras.backend.backend() == "tensorflow":
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+
+
+def _worker_share(dataset):
+    """What this worker feeds of each global batch: TensorFlow splits the batches of a `tf.data` dataset
+    among the workers itself, told to split batches (not shard files, whose tiles would then differ from
+    one process's); a JAX process feeds its rows of each batch of a `keras.utils.PyDataset`."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return dataset.with_options(options)
+    return _ProcessRows(dataset, *_cluster("jax"))
+
+
+class _ProcessRows(keras.utils.PyDataset):
+    """Rows `index * B / count ..` of each batch of B of a `keras.utils.PyDataset`: one JAX process's share."""
+
+    def __init__(self, dataset, index, count):
+        super().__init__()
+        self.dataset, self.index, self.count = dataset, index, count
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        rows = len(x) // self.count
+        return x[self.index * rows:(self.index + 1) * rows], y[self.index * rows:(self.index + 1) * rows]
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
 
 
 def worker_index(devices):

@@ -68,6 +68,16 @@ def dataset(tmp_path_factory):
     return root / "ds"
 
 
+@pytest.fixture(scope="module")
+def whole_batches(tmp_path_factory):
+    """Three 24^3 boxes as `dataset`'s: two for training, 54 tiles, which batches of 6 share out with
+    none left over, and one for validation, 27 tiles."""
+    root = tmp_path_factory.mktemp("whole_batches")
+    files = gradient_boxes(root, seeds=(0, 1, 2))
+    make_shards(files, root / "ds", tile=8, margin=2, split=["train", "train", "val"])
+    return root / "ds"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_training_runs_data_parallel_on_two_virtual_cpus(dataset, tmp_path, backend):
@@ -120,8 +130,8 @@ from velnet.training.train import train
 # so the one-process run, on the same batches, has a strategy too: one replica.
 scope = tf.distribute.MirroredStrategy(["/cpu:0"]).scope() if {one!r} else contextlib.nullcontext()
 with scope:
-    train({dataset!r}, {out!r}, {model!r}, epochs=2, batch_size=10, steps_per_epoch=2, validation_steps=2,
-          devices={devices!r})
+    train({dataset!r}, {out!r}, {model!r}, epochs=2, batch_size=6, steps_per_epoch=2, validation_steps=2,
+          augment=False, devices={devices!r})
 """
 
 
@@ -141,16 +151,20 @@ def epochs(run):
 
 
 @pytest.mark.slow
-def test_two_workers_train_with_the_losses_of_one_process_on_the_same_batches(dataset, tmp_path):
-    """`devices="workers"`: each of two worker processes (TF_CONFIG) takes half of every global batch of 10."""
+def test_two_workers_train_with_the_losses_of_one_process_on_the_same_batches(whole_batches, tmp_path):
+    """`devices="workers"`: each of two worker processes (TF_CONFIG) takes half of every global batch of 6.
+
+    The training split divides into whole batches: workers leave out a last, smaller batch and one
+    process does not, and Keras carries a split's iterator over epochs when `steps_per_epoch` is less
+    than its batches, so with `dataset`'s 27 tiles one process would train epoch 1 on the 7 left over."""
     env = {**os.environ, **ENV["tensorflow"], "PYTHONPATH": str(ROOT)}
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     workers = [subprocess.Popen(
-        [sys.executable, "-c", WORKER.format(dataset=str(dataset), out=str(tmp_path / "workers"), model=MODEL,
+        [sys.executable, "-c", WORKER.format(dataset=str(whole_batches), out=str(tmp_path / "workers"), model=MODEL,
                                              devices="workers", one=False)],
         env={**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    one = subprocess.run([sys.executable, "-c", WORKER.format(dataset=str(dataset), out=str(tmp_path / "one"),
+    one = subprocess.run([sys.executable, "-c", WORKER.format(dataset=str(whole_batches), out=str(tmp_path / "one"),
                                                               model=MODEL, devices=None, one=True)],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -158,6 +172,7 @@ def test_two_workers_train_with_the_losses_of_one_process_on_the_same_batches(da
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err[-3000:]
     run = tmp_path / "workers"
+    assert len(epochs(run)) == len(epochs(tmp_path / "one")) == 2
     for mine, theirs in zip(epochs(run), epochs(tmp_path / "one")):
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
         assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-4)

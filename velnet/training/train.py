@@ -328,7 +328,9 @@ def data_parallel(devices=None):
     count; `train` then leaves out each split's last, smaller batch) and the gradients are
     averaged. BatchNormalization statistics are over the whole batch (`train` makes them so on
     TensorFlow, `synchronize_batch_norm`; JAX's DataParallel computes them so), so training
-    on several devices or workers is training on one with the same batches.
+    on several devices or workers is training on one with the same batches. One device
+    also trains on the smaller last batch, so the losses agree where the training split
+    divides into whole batches.
 
     Args:
         devices: None or 1: one device (Keras's default placement); "auto": every GPU or
@@ -420,8 +422,8 @@ def _cluster(backend):
             return (int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"]),
                     int(os.environ["KERAS_DISTRIBUTION_NUM_PROCESSES"]))
     except (KeyError, TypeError, ValueError) as err:
-        variables = ("TF_CONFIG" if backend == "tensorflow" else
-                     "KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID")
+        variables = ("TF_CONFIG" if backend == "tensorflow" else "KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+                     "KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID")
         raise ValueError(f'devices="workers" needs the cluster in {variables} (see velnet.training.train.'
                          f"data_parallel); reading it failed: {err!r}") from None
     raise ValueError(f"Training on several workers needs the TensorFlow or JAX backend. Received: backend={backend!r}")

@@ -42,7 +42,8 @@ from velnet.files import atomic_file, require_file
 from velnet.physics.cosmology import PRESETS as COSMOLOGIES
 from velnet.physics.cosmology import Cosmology
 
-from .readers import BOX_TOLERANCE, LENGTH_UNITS, wrap_positions
+from .readers import BOX_TOLERANCE, wrap_positions
+from .snapshot_meta import LENGTH_UNITS
 
 MASS_UNITS = {"Msun/h": 1.0, "1e10 Msun/h": 1e10}
 """Mass units a catalogue may use, as the factor that converts them to Msun/h."""

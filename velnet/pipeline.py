@@ -94,14 +94,9 @@ def make_halo_fields(snapshot, out, nmesh=128, catalogs=None, catalog_config=Non
     Returns:
         `out`.
     """
-    from data_prep.catalogs import (
-        combine_catalogs,
-        is_hbt,
-        load_halos,
-        read_catalog,
-        read_hbt_tracers,
-    )
+    from data_prep.catalogs import combine_catalogs, load_halos, read_catalog
     from data_prep.halo_fields import write_halo_fields
+    from data_prep.hbt import is_hbt, read_hbt_tracers
 
     catalog = None
     if catalogs:

@@ -29,6 +29,7 @@ from velnet.physics.linear import linear_momentum
 from velnet.reports import plots
 from velnet.reports.common import number, plus_minus, report_folder, write_report
 from velnet.statistics import pixels, spectra
+from velnet.statistics.subboxes import SUBBOX_NOTE, subbox_powers, subbox_transfer
 
 TABLE_K = (0.2, 0.6, 1.0)
 """k (h/Mpc) at which the paper's Tables 1-4 quote T(k)."""
@@ -202,13 +203,13 @@ def _measure(density, entries, subbox_size, n_slices, progress):
         figure.add_quantity("truth", q, truth_q)
         truth_modes = spectra.fourier(truth_q)
         truth_power = spectra.power(truth_modes)
-        truth_subboxes = spectra.subbox_powers(truth_q, subbox_size)
+        truth_subboxes = subbox_powers(truth_q, subbox_size)
         comparisons[q], subboxes[q] = {}, {}
         for name in methods:
             field_q = pixels.derived_field(q, **_fields(name, entries[name], (source,), density))
             figure.add_quantity(name, q, field_q)
-            subboxes[q][name] = spectra.subbox_transfer({name: field_q}, truth_q, subbox_size,
-                                                        truth_powers=truth_subboxes)[name]
+            subboxes[q][name] = subbox_transfer({name: field_q}, truth_q, subbox_size,
+                                                truth_powers=truth_subboxes)[name]
             comparisons[q][name] = spectra.compare_spectra(field_q, truth_modes, truth_power=truth_power)
             del field_q
         del truth_q, truth_modes
@@ -390,7 +391,7 @@ def _report(metrics, density, figures):
               "",
               f"As the paper measured it, in ({cfg['subbox_size']:g} Mpc/h)^3 boxes (here {sub['sub_box_cells']} "
               "cells per side, the nearest whole number of cells; spread = standard deviation over sub-boxes, "
-              f"shown when there are several). Caveat: {spectra.SUBBOX_NOTE}.", ""]
+              f"shown when there are several). Caveat: {SUBBOX_NOTE}.", ""]
     lines += _subbox_table(metrics, methods)
     lines += ["## Slices (an extra view)", "",
               "Chosen as the paper did, 40x40x2 (Mpc/h)^3 slices centred on the highest-density regions: every "

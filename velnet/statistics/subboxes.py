@@ -18,7 +18,6 @@ SUBBOX_NOTE = ("each sub-box is Fourier transformed as if it were periodic; it i
                "prediction alike")
 
 
-
 def split_subboxes(field, size=120.0):
     """Cut a field into cubic sub-boxes of the whole number of cells nearest `size` Mpc/h.
 

@@ -164,7 +164,7 @@ def prepare(inputs, out, task=None, target=None, nmesh=128, predictions=None, de
     """
     from data_prep.make_shards import make_shards
     from data_prep.paint import paint_snapshot
-    from velnet.data.inputs import predicted_names
+    from velnet.data.boxes import predicted_names
     from velnet.fields.field import field_names
     from velnet.physics.references import load_reference
     from velnet.tasks import DEFAULT_TASK, get_task

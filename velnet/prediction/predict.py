@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, InputWindows, box_inputs
+from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, box_inputs
 from velnet.data.tiling import cover_starts, owned_runs, place
+from velnet.data.windows import InputWindows
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, FieldsWriter, Planes, field_names, load_fields, made_by
 from velnet.fields.mesh import gather_planes

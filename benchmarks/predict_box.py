@@ -20,7 +20,8 @@ from velnet.fields.field import Field
 from velnet.networks.builders import ModelMetadata
 from velnet.networks.unet3d import PRESETS, physical_model, unet_config, unet_from_config
 from velnet.physics.cosmology import WU2021
-from velnet.prediction.predict import inference_tile, predict_box
+from velnet.prediction.predict import predict_box
+from velnet.prediction.tiles import inference_tile
 
 CELL = 2.0
 """Mpc/h per cell of the untrained model's "training data" (Wu et al. 2021)."""

@@ -23,22 +23,13 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from velnet.data.boxes import check_predictions, load_box, predicted_names
 from velnet.data.datasets import read_split_arrays
-from velnet.data.inputs import (
-    DENSITY_FIELD,
-    PREDICTED,
-    PREDICTED_DENSITY,
-    SPEC_KEY,
-    InputWindows,
-    box_inputs,
-    check_context,
-    check_predictions,
-    load_box,
-    predicted_names,
-)
+from velnet.data.inputs import DENSITY_FIELD, PREDICTED, PREDICTED_DENSITY, SPEC_KEY, box_inputs
 from velnet.data.manifest import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, read_manifest
 from velnet.data.records import encode_record, shard_name
 from velnet.data.tiling import SPLITS, check_grid, extract, split_tiles, tile_origins
+from velnet.data.windows import InputWindows, check_context
 from velnet.data.writer import ShardWriter, sha256
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, read_meta
@@ -86,7 +77,7 @@ def make_shards(field_files, outdir, task=DEFAULT_TASK, target=None, tile=None, 
             fields of the first file); a None field_scale is set from the training tiles.
         predictions: None, or one predictions file per fields file (`velnet predict` of a
             model on that box), whose fields join the box prefixed "predicted_"
-            (`velnet.data.inputs.load_box`): stage one's density for the halo-velocity task.
+            (`velnet.data.boxes.load_box`): stage one's density for the halo-velocity task.
 
     Returns:
         The `Manifest` (also written to `outdir/manifest.json`). If `outdir` already holds

@@ -1,19 +1,11 @@
-"""data_prep.catalogs: velnet's halo files, other codes' columns (HDF5, FITS, text), HBT+ subhalos in
-HBT+'s own layout, halos and subhalos combined."""
+"""data_prep.catalogs and data_prep.hbt: velnet's halo files, other codes' columns (HDF5, FITS, text), HBT+
+subhalos in HBT+'s own layout, halos and subhalos combined."""
 import h5py
 import numpy as np
 import pytest
 
-from data_prep.catalogs import (
-    HaloCatalog,
-    combine_catalogs,
-    halos_and_subhalos,
-    is_hbt,
-    load_halos,
-    read_catalog,
-    read_hbt,
-    save_halos,
-)
+from data_prep.catalogs import HaloCatalog, combine_catalogs, load_halos, read_catalog, save_halos
+from data_prep.hbt import halos_and_subhalos, is_hbt, read_hbt
 from velnet.errors import VelnetInputError
 from velnet.physics.cosmology import HALO2024, WU2021
 

@@ -19,8 +19,9 @@ pytest.importorskip("nbodykit")
 
 from benchmarks.whole_box import CLASSICAL, NETWORK, write_snapshot  # noqa: E402
 from velnet.cli import main as velnet  # noqa: E402
-from velnet.data.inputs import InputSpec, InputWindows  # noqa: E402
+from velnet.data.inputs import InputSpec  # noqa: E402
 from velnet.data.tiling import cover_origins  # noqa: E402
+from velnet.data.windows import InputWindows  # noqa: E402
 from velnet.fields.field import load_fields  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ from velnet.errors import VelnetInputError
 from velnet.fields.field import Field
 from velnet.networks.unet3d import physical_model, unet_config, unet_from_config
 from velnet.physics.cosmology import WU2021
-from velnet.prediction.predict import inference_tile, predict_box
+from velnet.prediction.predict import predict_box
+from velnet.prediction.tiles import inference_tile
 
 MARGIN = 6
 

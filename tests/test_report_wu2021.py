@@ -12,7 +12,7 @@ from velnet.physics.linear import linear_momentum, linear_prediction
 pytest.importorskip("nbodykit")
 from velnet.reports.common import Steps  # noqa: E402
 from velnet.reports.wu2021 import STEPS, evaluate  # noqa: E402
-from velnet.statistics.spectra import Statistic  # noqa: E402
+from velnet.statistics.statistic import Statistic  # noqa: E402
 
 N, BOX = 32, 128.0  # 4 Mpc/h cells: a 40 Mpc/h slice is 10 x 10 cells, three fit easily
 SUBBOX = 64.0  # 16 cells: 8 sub-boxes

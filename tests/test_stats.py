@@ -9,7 +9,8 @@ from velnet.physics.cosmology import WU2021
 pytest.importorskip("nbodykit")
 from boxes import gaussian  # noqa: E402
 
-from velnet.statistics import spectra  # noqa: E402
+from velnet.statistics import spectra, subboxes  # noqa: E402
+from velnet.statistics.statistic import Statistic  # noqa: E402
 
 N, BOX = 64, 128.0
 KF = 2 * np.pi / BOX
@@ -122,15 +123,15 @@ def test_band_variances_add_up_to_the_variance_parseval():
 def test_statistic_round_trips_through_json(tmp_path):
     stat = spectra.compare_spectra(_noise(10), _noise(11))
     path = stat.save(tmp_path / "spec.json")
-    back = spectra.Statistic.load(path)
+    back = Statistic.load(path)
     assert back.attrs == stat.attrs
     for name in stat.columns:
         np.testing.assert_array_equal(back[name], stat[name])
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(VelnetInputError, match="bad.json"):
-        spectra.Statistic.load(tmp_path / "bad.json")
+        Statistic.load(tmp_path / "bad.json")
     with pytest.raises(VelnetInputError, match="not found"):
-        spectra.Statistic.load(tmp_path / "missing.json")
+        Statistic.load(tmp_path / "missing.json")
 
 
 def test_mismatched_fields_are_refused():
@@ -140,11 +141,11 @@ def test_mismatched_fields_are_refused():
 
 def test_sub_boxes_of_nearest_whole_cells():
     f = _noise(15)  # 64 cells of 2 Mpc/h
-    subs = spectra.split_subboxes(f, size=61.0)  # 30.5 cells -> 30 (60 Mpc/h), 2 per side
+    subs = subboxes.split_subboxes(f, size=61.0)  # 30.5 cells -> 30 (60 Mpc/h), 2 per side
     assert len(subs) == 8 and subs[0].box_size == 60.0 and subs[0].nmesh == 30
     assert subs[-1].attrs["origin"] == [30, 30, 30]
     np.testing.assert_array_equal(subs[-1].value, f.value[30:60, 30:60, 30:60])
-    res = spectra.subbox_transfer({"same": f, "double": _field(2 * f.value)}, f, size=61.0)
+    res = subboxes.subbox_transfer({"same": f, "double": _field(2 * f.value)}, f, size=61.0)
     np.testing.assert_allclose(res["same"]["T_mean"], 1.0, rtol=1e-12)
     np.testing.assert_allclose(res["same"]["T_std"], 0.0, atol=1e-12)
     np.testing.assert_allclose(res["double"]["T_mean"], 4.0, rtol=1e-6)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from boxes import halo_boxes
 
-from velnet.data.inputs import PREDICTED_DENSITY, InputSpec, box_inputs, load_box
+from velnet.data.boxes import load_box
+from velnet.data.inputs import PREDICTED_DENSITY, InputSpec, box_inputs
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, load_fields, save_fields
 from velnet.tasks import TARGETS, TASKS, get_target, get_task

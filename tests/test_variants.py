@@ -8,9 +8,10 @@ import pytest
 
 from data_prep.make_shards import make_shards
 from velnet.data.datasets import ShardDataset, load_split, read_split_arrays
-from velnet.data.inputs import InputSpec, InputWindows, box_inputs
+from velnet.data.inputs import InputSpec, box_inputs
 from velnet.data.manifest import read_manifest
 from velnet.data.tiling import OH_ELEMENTS, extract, oh_transform
+from velnet.data.windows import InputWindows
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, load_fields, save_fields
 from velnet.networks.unet3d import (

@@ -65,7 +65,7 @@ def load_model(model=None):
         `velnet.networks.builders.ModelMetadata`, or a
         `velnet.physics.classical.ClassicalEstimator` and None.
     """
-    from velnet.prediction.predict import load_models
+    from velnet.prediction.models import load_models
 
     return next(iter(load_models([model]).values()))
 
@@ -115,7 +115,8 @@ def reconstruct(density=None, *, box_size=None, redshift=None, cosmology=None, m
         >>> velnet.reconstruct(rho, box_size=64.0, redshift=0.0)["velocity"].value.shape
         (32, 32, 32, 3)
     """
-    from velnet.prediction.predict import fields_read, load_models, predict_fields
+    from velnet.prediction.models import fields_read, load_models
+    from velnet.prediction.predict import predict_fields
 
     models = load_models(model if isinstance(model, (list, tuple)) else [model])
     if fields is not None:

@@ -94,14 +94,9 @@ def make_halo_fields(snapshot, out, nmesh=128, catalogs=None, catalog_config=Non
     Returns:
         `out`.
     """
-    from data_prep.catalogs import (
-        combine_catalogs,
-        is_hbt,
-        load_halos,
-        read_catalog,
-        read_hbt_tracers,
-    )
+    from data_prep.catalogs import combine_catalogs, load_halos, read_catalog
     from data_prep.halo_fields import write_halo_fields
+    from data_prep.hbt import is_hbt, read_hbt_tracers
 
     catalog = None
     if catalogs:
@@ -169,7 +164,7 @@ def prepare(inputs, out, task=None, target=None, nmesh=128, predictions=None, de
     """
     from data_prep.make_shards import make_shards
     from data_prep.paint import paint_snapshot
-    from velnet.data.inputs import predicted_names
+    from velnet.data.boxes import predicted_names
     from velnet.fields.field import field_names
     from velnet.physics.references import load_reference
     from velnet.tasks import DEFAULT_TASK, get_task

@@ -28,28 +28,26 @@ An `InputSpec` lists them, in this order:
 4. the context window (`context` = f): ln(1 + rho/rho_mean) averaged over f^3 blocks, in a
    window of the input tile's shape centred on the same point, so an s^3 input of 2 Mpc/h
    cells also sees s f cells around its target. It is not a field of the box but of each
-   window, so it is added when windows are cut (`InputWindows`), after the per-cell channels
-   of `box_inputs`; the Oh symmetries act on it as on the density, since both windows share
-   their centre.
+   window, so it is added when windows are cut (`velnet.data.windows.InputWindows`), after
+   the per-cell channels of `box_inputs`; the Oh symmetries act on it as on the density, since
+   both windows share their centre.
 
 The spec is stored, as `InputSpec.to_dict` writes it, in the shard manifest and in the
 trained model's metadata under `SPEC_KEY`; manifests and models without it have
 ln(1 + rho/rho_mean) alone.
 
 A box's fields come from its fields file and, for predicted channels, from its predictions
-file (`velnet predict`), whose fields join the box with the prefix `PREDICTED` (`load_box`).
+file (`velnet predict`), whose fields join the box with the prefix `PREDICTED`
+(`velnet.data.boxes.load_box`).
 """
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from velnet.data.tiling import extract
 from velnet.errors import VelnetInputError
 from velnet.fields.checks import check_density
-from velnet.fields.field import field_names, load_fields, read_meta
 from velnet.physics.classical import ClassicalEstimator
 from velnet.physics.linear import linear_velocity
 
@@ -61,7 +59,7 @@ LEGACY_DENSITY = {"model": "predicted"}
 DENSITY_FIELD = "density"
 """The box's field of rho/rho_mean, which the "ln" density channel, linear theory and the context read."""
 PREDICTED = "predicted_"
-"""Prefix of the fields a box's predictions file adds to the box (`load_box`)."""
+"""Prefix of the fields a box's predictions file adds to the box (`velnet.data.boxes.load_box`)."""
 PREDICTED_DENSITY = PREDICTED + DENSITY_FIELD
 """The field of a stage-one model's rho/rho_mean, the channel of `density="predicted"`."""
 
@@ -345,129 +343,3 @@ def reference_model(spec):
     from velnet.physics.references import from_dict
 
     return from_dict(spec.reference["model"])
-
-
-def load_box(path, names=None, predictions=None):
-    """The fields of one box: those of its fields file and, prefixed `PREDICTED`, its predictions file's.
-
-    Args:
-        path: the box's fields file.
-        names: the fields to read (default all); names with the prefix `PREDICTED` come from
-            `predictions`.
-        predictions: the box's predictions file (`velnet predict` of a model on `path`), or None.
-
-    Returns:
-        dict name -> `Field`, each with `attrs["path"]` its file.
-
-    Raises:
-        VelnetInputError: a missing field, or a predictions file of another box.
-    """
-    own = None if names is None else [n for n in names if not n.startswith(PREDICTED)]
-    box = load_fields(path, own)
-    if predictions is not None:
-        check_predictions(path, predictions)
-        wanted = None if names is None else [n[len(PREDICTED):] for n in names if n.startswith(PREDICTED)]
-        if wanted != []:
-            box.update({PREDICTED + name: field for name, field in load_fields(predictions, wanted).items()})
-    elif names is not None and len(own) < len(names):
-        raise VelnetInputError(path, f"the inputs need {sorted(set(names) - set(own))}, fields of the box's "
-                                     "predictions file (velnet predict), and none was given")
-    for name, field in box.items():
-        field.attrs["path"] = str(predictions if name.startswith(PREDICTED) else path)
-    return box
-
-
-def check_predictions(path, predictions):
-    """Raise VelnetInputError unless `predictions` were predicted on the box of the fields file `path`."""
-    box, predicted = read_meta(path), read_meta(predictions)
-    for key in ("box_size", "nmesh", "redshift", "cosmology"):
-        if box[key] != predicted[key]:
-            raise VelnetInputError(predictions, f"{key} is {predicted[key]}, but the box {path} has {box[key]}")
-    source = predicted.get("source")
-    if source and Path(source).resolve() != Path(path).resolve():
-        raise VelnetInputError(predictions, f"holds predictions for {source}, not for {path}")
-
-
-def predicted_names(path):
-    """The fields of a predictions file as `load_box` names them (prefixed `PREDICTED`)."""
-    return [PREDICTED + name for name in field_names(path)]
-
-
-def check_context(nmesh, factor):
-    """Raise VelnetInputError unless the context factor (0: none) divides the mesh size."""
-    if factor and nmesh % factor:
-        raise VelnetInputError(None, f"context factor {factor} does not divide the {nmesh}^3 mesh. "
-                                     f"Received: context={factor}, nmesh={nmesh}")
-
-
-class InputWindows:
-    """The network inputs of one box, cut into the windows of given tiles.
-
-    Args:
-        inputs: `(N, N, N, C)` per-cell channels of the box, from `box_inputs`; or only the
-            x-planes `first, first + 1, ...` (modulo N) of them, `(n, N, N, C)`, as many as
-            the windows asked for reach (a rank's share of a box cut over MPI ranks).
-        density: rho/rho_mean on the same planes (for the context channel; None without one).
-        spec: the `InputSpec`.
-        first: the box's x-plane of `inputs[0]`.
-
-    Raises:
-        VelnetInputError: a context factor that does not divide N.
-    """
-
-    def __init__(self, inputs, density, spec, first=0):
-        self.inputs, self.factor, self.first = inputs, spec.context, int(first)
-        self.density = None if density is None else np.asarray(density)
-        if self.factor:
-            check_context(self.density.shape[1], self.factor)
-        self._coarse = {}
-
-    def __call__(self, origins, size, margin):
-        """float32 `(n, size, size, size, C[+1])`: the periodic windows of the tiles whose
-        target corners are `origins` `(n, 3)`, `margin` cells wider on each side (`size` =
-        target + 2 margin); then, with a context factor, their context windows (size even)."""
-        windows = extract(self.inputs, np.asarray(origins, np.int64) - [self.first, 0, 0], size, -margin)
-        if not self.factor:
-            return windows
-        centres = np.asarray(origins, np.int64) - margin + size // 2
-        return np.concatenate([windows, self.context(centres, size)[..., None]], axis=-1)
-
-    def context(self, centres, size):
-        """Coarse windows of ln(1 + rho/rho_mean) centred on given cell corners.
-
-        Window i holds ln(1 + mean rho/rho_mean) over f^3 blocks of cells (f the context
-        factor), `size` blocks per side, centred on the corner `centres[i]` (periodic):
-        block j covers cells `centres[i] + f (j - size // 2)` to f - 1 more on each axis.
-
-        Args:
-            centres: int `(n, 3)` window centres, as cell corners.
-            size: blocks per side (even).
-
-        Returns:
-            float32 `(n, size, size, size)`.
-        """
-        centres = np.asarray(centres, np.int64)
-        shifts = centres % self.factor
-        out = np.empty((len(centres), size, size, size), np.float32)
-        for shift in np.unique(shifts, axis=0):
-            chosen = np.all(shifts == shift, axis=1)
-            coarse, first = self._coarse_box(tuple(int(s) for s in shift))
-            corners = (centres[chosen] - shift) // self.factor - size // 2 - [first, 0, 0]
-            out[chosen] = extract(coarse, corners, size)
-        return out
-
-    def _coarse_box(self, shift):
-        """ln(1 + block mean of rho/rho_mean), blocks starting at cell `shift`, made once, and the
-        box's block index of its first x-block (those blocks the planes held hold whole)."""
-        if shift not in self._coarse:
-            f, (planes, nmesh) = self.factor, self.density.shape[:2]
-            n = nmesh // f
-            offset = (shift[0] - self.first) % f  # the first plane held that starts a block
-            blocks = n if planes == nmesh else (planes - offset) // f  # (all of them: the box wraps)
-            coarse = np.empty((blocks, n, n), np.float32)
-            for b in range(blocks):  # a block of planes at a time: no temporary the size of the box
-                block = self.density[(offset + f * b + np.arange(f)) % planes].astype(np.float64)
-                block = np.roll(block, (-shift[1], -shift[2]), axis=(1, 2))
-                coarse[b] = np.log1p(block.reshape(1, f, n, f, n, f).mean(axis=(1, 3, 5)))[0]
-            self._coarse[shift] = coarse, (self.first + offset - shift[0]) // f
-        return self._coarse[shift]

@@ -15,28 +15,23 @@ Under MPI (the fields cut into x-slabs over the ranks, `velnet.fields.field`) ea
 predicts its own planes: the whole-box channels come from the distributed FFTs; a rank runs
 the tiles that give cells to its planes, on the input planes they reach, gathered from the
 ranks that hold them; and it writes its planes. A periodic network takes the whole box in
-one pass, on one process. Keras is imported only for networks.
+one pass, on one process. Keras is imported only for networks. The tiles are cut and run in
+`velnet.prediction.tiles`, models loaded in `velnet.prediction.models`.
 """
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, InputWindows, box_inputs
-from velnet.data.tiling import cover_starts, owned_runs, place
+from velnet.data.inputs import PREDICTED, PREDICTED_DENSITY, box_inputs
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, FieldsWriter, Planes, field_names, load_fields, made_by
-from velnet.fields.mesh import gather_planes
-from velnet.files import check_output, require_file
+from velnet.files import check_output
 from velnet.physics.classical import ClassicalEstimator
-from velnet.physics.references import load_reference, reference_format
-from velnet.prediction.power_correction import (
-    PowerCorrection,
-    correction_path,
-    is_power_correction_file,
-)
+from velnet.prediction.models import fields_read, load_models, load_one_model, reads_predictions, streams_tiles
+from velnet.prediction.power_correction import PowerCorrection, correction_path
+from velnet.prediction.tiles import predict_tiles
 from velnet.provenance import is_record, write_record
 from velnet.shipped import model_path
 from velnet.tasks import DENSITY, TARGETS, VELOCITY, get_target, get_task
@@ -45,32 +40,6 @@ log = logging.getLogger(__name__)
 
 MADE_BY = "velnet predict"
 """The `made_by` attribute of the files `velnet predict` writes."""
-
-
-def inference_tile(nmesh, margin, multiple=4, largest=64):
-    """The target tile for inference: the fewest tiles of at most `largest` cells, each as small
-    as that number allows (they cover the box with overlaps, see `velnet.data.tiling.cover_starts`).
-
-    The input window (tile + 2 margin) must be divisible by `multiple` (2**levels of the U-net).
-
-    Raises:
-        VelnetInputError: no tile of at most `nmesh` cells has such a window.
-    """
-    fits = [t for t in range(1, min(largest, nmesh) + 1) if (t + 2 * margin) % multiple == 0]
-    if not fits:
-        raise VelnetInputError(None, f"no target tile of at most {min(largest, nmesh)} cells has an "
-                                     f"input window (tile + {2 * margin}) divisible by {multiple}. "
-                                     f"Received: nmesh={nmesh}")
-    count = -(-nmesh // fits[-1])
-    return next(t for t in fits if t * count >= nmesh)
-
-
-def _check_tile(tile, nmesh, margin, multiple):
-    """Raise unless `tile` (--tile) is a usable inference tile for an `nmesh^3` box."""
-    if not (1 <= tile <= nmesh and (tile + 2 * margin) % multiple == 0):
-        raise VelnetInputError(None, f"--tile must be 1 to {nmesh} cells with tile + {2 * margin} "
-                                     f"divisible by {multiple} (the U-net's downsampling). "
-                                     f"Received: --tile {tile}")
 
 
 def whole_box_inputs(box, spec, target, target_scale, predicted=None):
@@ -113,10 +82,10 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None, o
             channels need; on an N^3 mesh with the training cell size. Under MPI, this
             rank's x-slabs of them (collective).
         tile: (tiled networks) target tile side for inference, cells: any from 1 to N whose
-            input window (tile + 2 margin) the U-net takes; default `inference_tile`. Tiles
-            that do not divide N overlap; each cell is taken from the tile where it is most
-            central (`velnet.data.tiling.stitch`), so any N is predicted. A periodic network
-            takes the whole box (N divisible by 4).
+            input window (tile + 2 margin) the U-net takes; default
+            `velnet.prediction.tiles.inference_tile`. Tiles that do not divide N overlap; each
+            cell is taken from the tile where it is most central (`velnet.data.tiling.stitch`),
+            so any N is predicted. A periodic network takes the whole box (N divisible by 4).
         batch_size: tiles per model call.
         predicted: as `whole_box_inputs`.
         out: where to write the field instead of returning it: anything that takes
@@ -165,7 +134,7 @@ def predict_box(model, metadata, box, tile=None, batch_size=4, predicted=None, o
         sink[0:reference.nmesh] = value if target.vector else value[..., 0]
     else:
         density = box[DENSITY].value if spec.context else None
-        _tiled(model, meta, inputs, density, reference, tile, batch_size, sink)
+        predict_tiles(model, meta, inputs, density, reference, tile, batch_size, sink)
     if out is not None:
         return None
     return Field(sink.array, target.name, reference.box_size, reference.redshift, reference.cosmology,
@@ -181,55 +150,6 @@ def _check_periodic(reference, stride):
         raise VelnetInputError(reference.attrs.get("path"), f"a periodic network predicts whole boxes of a "
                                                             f"multiple of {stride} cells per side. "
                                                             f"Received: {reference.nmesh}^3")
-
-
-def _tiled(model, meta, inputs, density, reference, tile, batch_size, sink):
-    """Run a tiled network on the tiles that give cells to the planes held here and write those cells into
-    `sink` (`out` of `predict_box`)."""
-    nmesh, start = reference.nmesh, reference.start
-    stop = start + reference.value.shape[0]
-    margin, multiple = meta.tile["margin"], meta.stride
-    if tile:
-        _check_tile(tile, nmesh, margin, multiple)
-    tile = tile or inference_tile(nmesh, margin, multiple)
-    starts, runs = cover_starts(nmesh, tile), owned_runs(nmesh, tile)
-    here = {i: [(max(a, start), min(b, stop), o + max(a, start) - a) for a, b, o in r if a < stop and b > start]
-            for i, r in enumerate(runs)}
-    here = {i: r for i, r in here.items() if r}  # the x-intervals that give cells to the planes held here
-    size = tile + 2 * margin
-    try:
-        windows = _input_windows(inputs, density, meta.input_spec, reference, [starts[i] for i in here], size, margin)
-    except VelnetInputError as err:
-        raise VelnetInputError(err.path or reference.attrs.get("path"), err.problem) from None
-    del inputs
-    tiles = [(i, j, m) for i in here for j in range(len(starts)) for m in range(len(starts))]
-    scalar = meta.target_shape[-1] == 1
-    for first in tqdm(range(0, len(tiles), batch_size), desc=f"predict {meta.target_name}", unit="batch",
-                      disable=reference.comm is not None and reference.comm.rank != 0):
-        batch = tiles[first:first + batch_size]
-        output = np.asarray(model.predict_on_batch(windows(starts[np.array(batch)], size, margin)))
-        for (i, j, m), values in zip(batch, output[..., 0] if scalar else output):
-            place(sink, values, (here[i], runs[j], runs[m]))
-
-
-def _input_windows(inputs, density, spec, reference, x_starts, size, margin):
-    """`InputWindows` of the tiles whose x-intervals start at `x_starts`: on the whole box on one
-    process; under MPI on the x-planes their windows reach, gathered from the ranks that hold them."""
-    if reference.comm is None:
-        return InputWindows(inputs, density, spec)
-    nmesh, factor = reference.nmesh, spec.context
-    reach = [(s - margin, s - margin + size) for s in x_starts]
-    for s in x_starts:  # the context window: `size` blocks of `factor` cells around the centre, on the blocks' grid
-        centre = s - margin + size // 2
-        low = centre - centre % factor - factor * (size // 2)
-        reach.append((low, low + factor * size))
-    first = min((lo for lo, _ in reach), default=reference.start)
-    count = min(nmesh, max((hi for _, hi in reach), default=first) - first)
-    first = 0 if count == nmesh else first % nmesh
-    planes = gather_planes(inputs, reference.start, reference.comm, first, count, nmesh)
-    density = None if density is None else gather_planes(density, reference.start, reference.comm, first, count,
-                                                         nmesh)
-    return InputWindows(planes, density, spec, first)
 
 
 def _warn_if_out_of_training(meta, field):
@@ -263,33 +183,11 @@ def predict_with(path, box, tile=None, batch_size=4, predicted=None):
     key = str(path.resolve())
     if predicted is not None and key in predicted:
         return predicted[key]
-    field = _predict(_load(path), box if isinstance(box, dict) else {box.name: box}, tile, batch_size, predicted)
+    field = _predict(load_one_model(path), box if isinstance(box, dict) else {box.name: box}, tile, batch_size,
+                     predicted)
     if predicted is not None:
         predicted[key] = field
     return field
-
-
-def _load(path):
-    """`(model, metadata)` of a network, or `(estimator, None)` of a classical estimator file (the matter's,
-    or the halo filter or reconstruction, which give the density, velocity and momentum at once).
-
-    Raises:
-        VelnetInputError: a missing or broken file, or one that is not a model (a power
-            correction file is named as such, with the model to give instead).
-    """
-    path = require_file(path, "model")
-    if is_power_correction_file(path):
-        model = path.name[:-len(".power.json")] if path.name.endswith(".power.json") else path.stem
-        raise VelnetInputError(path, f"is a power-preserving correction (from `velnet calibrate`), not a model: give "
-                                     f"its model ({model}.json or {model}.keras beside it) with --power-preserving")
-    if path.suffix == ".json" or reference_format(path):
-        return load_reference(path), None
-    if path.suffix != ".keras":
-        raise VelnetInputError(path, "is not a model: give a network (.keras) from `velnet train` or a classical "
-                                     "reference (.json) from `velnet baseline`")
-    from velnet.training.train import load_model
-
-    return load_model(path)
 
 
 def _predict(loaded, box, tile, batch_size, predicted, out=None):
@@ -304,49 +202,6 @@ def _predict(loaded, box, tile, batch_size, predicted, out=None):
                                          "not under MPI")
         return model.predict(box)
     return predict_box(model, metadata, box, tile, batch_size, predicted, out)
-
-
-def _streams(loaded):
-    """Whether a loaded model is a tiled network, whose tiles `predict_file` writes as they come."""
-    _, metadata = loaded
-    return metadata is not None and not get_task(metadata.task).periodic
-
-
-def _fields_read(loaded, available=()):
-    """The fields of a box a loaded model reads: a predicted density is read from a model given beside
-    it or, where the model records its stage one and that file exists, that model's fields."""
-    model, metadata = loaded
-    if isinstance(model, ClassicalEstimator):
-        return {DENSITY}
-    if metadata is None:
-        return set(model.fields_read(available))
-    spec = metadata.input_spec
-    names = {name for name in spec.field_names() if not name.startswith(PREDICTED)}
-    if spec.density == "predicted" and spec.density_model and Path(spec.density_model).is_file():
-        names |= _fields_read(_load(spec.density_model), available)
-    return names
-
-
-def _reads_predictions(loaded):
-    """Whether a loaded model reads another model's predictions (a stage-two model)."""
-    _, metadata = loaded
-    return metadata is not None and any(name.startswith(PREDICTED) for name in metadata.input_spec.field_names())
-
-
-def load_models(model_paths):
-    """Models by resolved path -> `(model, ModelMetadata)`, or `(ClassicalEstimator, None)`.
-
-    Args:
-        model_paths: one or more paths or shipped names.
-    """
-    paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
-    return {str(model_path(p).resolve()): _load(model_path(p)) for p in paths}
-
-
-def fields_read(models, available=()):
-    """The names of the fields of a box that `load_models`' models read (halo references: of the
-    fields `available`)."""
-    return set().union(*(_fields_read(loaded, available) for loaded in models.values()))
 
 
 def predict_fields(models, box, tile=None, batch_size=4, power_preserving=False):
@@ -376,7 +231,7 @@ def predict_fields(models, box, tile=None, batch_size=4, power_preserving=False)
             model's correction file.
     """
     predicted, out, sources = {}, {}, {}
-    for key, loaded in sorted(models.items(), key=lambda item: _reads_predictions(item[1])):
+    for key, loaded in sorted(models.items(), key=lambda item: reads_predictions(item[1])):
         result = predicted.get(key) or _predict(loaded, box, tile, batch_size, predicted)
         predicted[key] = result
         for field in (result.values() if isinstance(result, dict) else [result]):
@@ -462,8 +317,8 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
     available = field_names(fields_path)
     names = fields_read(models, available) | ({DENSITY} & set(available))
     box = load_fields(fields_path, sorted(names), comm=comm)
-    stage_two = any(_reads_predictions(loaded) for loaded in models.values())
-    streamed = {key for key, loaded in models.items() if _streams(loaded) and not stage_two and not
+    stage_two = any(reads_predictions(loaded) for loaded in models.values())
+    streamed = {key for key, loaded in models.items() if streams_tiles(loaded) and not stage_two and not
                 (power_preserving and loaded[1].target_name == VELOCITY)}
     attrs = {"made_by": MADE_BY, "source": str(Path(fields_path).resolve()), "models": list(models),
              "output": "power-preserving" if power_preserving else "minimum-variance"}

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from velnet.files import OWNED, atomic_dir, check_output
 from velnet.provenance import versions
-from velnet.statistics.spectra import to_json
+from velnet.statistics.statistic import to_json
 
 
 def number(x, fmt="{:.3g}"):

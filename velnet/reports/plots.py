@@ -1,6 +1,6 @@
 """Figures of the evaluation reports (Wu et al. 2021, Figs. 3-6; the 2024 halo paper, Figs. 3-14), with matplotlib.
 
-Every function takes arrays or `velnet.statistics.spectra.Statistic` results and returns a
+Every function takes arrays or `velnet.statistics.statistic.Statistic` results and returns a
 `matplotlib.figure.Figure` built without pyplot, so nothing depends on a display; save it
 with `fig.savefig(path)` (Agg).
 """

@@ -11,93 +11,24 @@ trace P = sum_i P_ii). Spectra are in (field units)^2 (Mpc/h)^3, k in h/Mpc.
 Multipoles P_ell(k) about a line of sight come from FFTPower's "2d" mode. The spread of
 a spectrum over test boxes is rescaled to the error of the mean by eq. 11 of the 2024 halo
 paper (`box_error`). Per-cell statistics are in `velnet.statistics.pixels`, correlation functions in
-`velnet.statistics.clustering`.
+`velnet.statistics.clustering`, T(k) in sub-boxes in `velnet.statistics.subboxes`; every result is
+a `velnet.statistics.statistic.Statistic`.
 
 Fields cut into x-slabs over MPI ranks (`velnet.fields.field`) are measured where they lie:
-FFTPower runs on pmesh's distributed modes and every rank gets the whole result; the
-sub-boxes are gathered a layer to a rank. `multipoles` takes whole fields. nbodykit and
-mpi4py are imported inside the functions that need them.
+FFTPower runs on pmesh's distributed modes and every rank gets the whole result.
+`multipoles` takes whole fields. nbodykit and mpi4py are imported inside the functions that need them.
 """
-import itertools
-import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.field import los_axis
-from velnet.fields.mesh import gather_planes, mesh_of, particle_mesh
-from velnet.files import atomic_file, require_file
+from velnet.fields.mesh import mesh_of, particle_mesh
+from velnet.statistics.statistic import Statistic
 
 ERROR_BANDS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 """Default k bands (h/Mpc) of `error_spectrum`."""
-
-SUBBOX_NOTE = ("each sub-box is Fourier transformed as if it were periodic; it is not, so the "
-               "jumps at its faces add some spurious power, mostly at high k, to truth and "
-               "prediction alike")
-
-
-def to_json(obj):
-    """`obj` with numpy scalars as Python numbers and NaN or infinities as None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(key): to_json(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(value) for value in obj]
-    if isinstance(obj, np.ndarray):
-        return to_json(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
-class Statistic:
-    """A binned measurement: named columns, all with the same first dimension, plus metadata.
-
-    Like nbodykit's results, it carries its `attrs` and saves to, and loads from, JSON.
-
-    Args:
-        columns: dict name -> array (e.g. "k", "power", "modes").
-        attrs: JSON-serialisable metadata (box size, mesh, field names, ...).
-    """
-
-    def __init__(self, columns, attrs=None):
-        self.columns = {name: np.asarray(value) for name, value in columns.items()}
-        lengths = {value.shape[0] for value in self.columns.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"columns differ in length: { {n: v.shape for n, v in self.columns.items()} }")
-        self.attrs = dict(attrs or {})
-
-    def __getitem__(self, name):
-        return self.columns[name]
-
-    def __repr__(self):
-        return f"Statistic(columns={list(self.columns)}, attrs={self.attrs})"
-
-    def to_dict(self):
-        """Plain lists and dicts, NaN and infinities as None (strict JSON)."""
-        return to_json({"columns": {n: v.tolist() for n, v in self.columns.items()}, "attrs": self.attrs})
-
-    def save(self, path):
-        """Write strict JSON atomically; returns the path."""
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
-        return path
-
-    @classmethod
-    def load(cls, path):
-        """Read a result written by `save`.
-
-        Raises:
-            VelnetInputError: the file is missing, not JSON, or not a saved Statistic.
-        """
-        path = require_file(path, "statistic JSON")
-        try:
-            state = json.loads(path.read_text())
-            return cls({n: np.array(v, dtype=float) for n, v in state["columns"].items()}, state["attrs"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise VelnetInputError(path, f"not a saved velnet Statistic ({err})") from None
 
 
 def check_pair(a, b):
@@ -349,95 +280,6 @@ def error_spectrum(pred, truth, edges=ERROR_BANDS, truth_variance=None):
     attrs = dict(err.attrs, kind="error spectrum", fields=[pred.name, truth.name],
                  rms_error_all=_rms_all(diff), rms_truth_all=_rms_all(truth))
     return Statistic(columns, attrs)
-
-
-def split_subboxes(field, size=120.0):
-    """Cut a field into cubic sub-boxes of the whole number of cells nearest `size` Mpc/h.
-
-    The box holds n = N // m sub-boxes of m cells per side; cells beyond n m are unused.
-
-    Returns:
-        list of `Field`s with box_size = m cells, attrs["origin"] the first cell (i, j, k);
-        under MPI those of the x-layers of sub-boxes this rank gathers (collective).
-    """
-    return [sub for _, sub in _subboxes(field, size)]
-
-
-def _subbox_cells(field, size):
-    """Cells m per side of the sub-boxes nearest `size` Mpc/h."""
-    return int(min(field.nmesh, max(1, round(size / field.cell_size))))
-
-
-def _subboxes(field, size):
-    """`(number, sub-box)` pairs of the sub-boxes held here, numbered (i, j, k) in C order: all of them
-    on one process; under MPI those of x-layer i on rank i modulo the ranks (gathered; collective)."""
-    m = _subbox_cells(field, size)
-    n = field.nmesh // m
-    rank, ranks = (0, 1) if field.comm is None else (field.comm.rank, field.comm.size)
-    for i in range(rank, -(-n // ranks) * ranks, ranks):  # every rank takes part in as many gathers
-        if field.comm is None:
-            layer = field.value[i * m:(i + 1) * m]
-        else:
-            layer = gather_planes(field.value, field.start, field.comm, i * m, m if i < n else 0, field.nmesh)
-        for j, k in itertools.product(range(n), range(n)) if i < n else ():
-            value = np.ascontiguousarray(layer[:, j * m:(j + 1) * m, k * m:(k + 1) * m])
-            yield (i * n + j) * n + k, replace(field, value=value, box_size=m * field.cell_size, start=0, comm=None,
-                                               attrs=dict(field.attrs, origin=[i * m, j * m, k * m]))
-
-
-def subbox_powers(truth, size=120.0, kedges=None):
-    """The power spectrum of each sub-box held here (`split_subboxes`), by number (for `subbox_transfer`)."""
-    return {number: power(sub, kedges=_subbox_kedges(truth, size, kedges)) for number, sub in _subboxes(truth, size)}
-
-
-def _subbox_kedges(field, size, kedges):
-    m = _subbox_cells(field, size)
-    return (np.asarray(kedges, dtype=float) if kedges is not None
-            else 2 * np.pi / (m * field.cell_size) * np.arange(0.5, m // 2 + 1))
-
-
-def subbox_transfer(predictions, truth, size=120.0, kedges=None, truth_powers=None):
-    """T(k) measured in sub-boxes, as the paper did in (120 Mpc/h)^3 boxes.
-
-    Derived fields (divergence, curl) should be computed on the whole periodic box
-    first and split afterwards. Each sub-box is then treated as periodic (see SUBBOX_NOTE).
-
-    Args:
-        predictions: dict method name -> predicted `Field`.
-        truth: the true `Field` of the same box.
-        size: sub-box side in Mpc/h (rounded to whole cells).
-        kedges: bin edges in h/Mpc; default `default_kedges` of a sub-box.
-        truth_powers: `subbox_powers(truth, size, kedges)` if already measured.
-
-    Returns:
-        dict method name -> `Statistic` with columns k_lo, k_hi, k, modes (per sub-box),
-        T_mean, T_std (the spread: standard deviation over sub-boxes, NaN for a single
-        one) and T_each `(n_k, n_sub)`; attrs n_sub, sub_box_size, sub_box_cells, note.
-    """
-    for pred in predictions.values():
-        check_pair(truth, pred)
-    m = _subbox_cells(truth, size)
-    kedges = _subbox_kedges(truth, size, kedges)
-    truth_powers = truth_powers if truth_powers is not None else subbox_powers(truth, size, kedges)
-    first = truth_powers.get(0)  # (held by rank 0)
-    if truth.comm is not None:
-        first = truth.comm.bcast(first)
-    out = {}
-    for name, pred in predictions.items():
-        t_held = {}
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for number, sub in _subboxes(pred, size):
-                t_held[number] = power(sub, kedges=kedges)["power"] / truth_powers[number]["power"]
-        if truth.comm is not None:
-            t_held = {number: t for part in truth.comm.allgather(t_held) for number, t in part.items()}
-        t_each = np.stack([t_held[number] for number in sorted(t_held)], axis=1)
-        spread = t_each.std(axis=1, ddof=1) if t_each.shape[1] > 1 else np.full(len(t_each), np.nan)
-        columns = {"k_lo": kedges[:-1], "k_hi": kedges[1:], "k": first["k"], "modes": first["modes"],
-                   "T_mean": t_each.mean(axis=1), "T_std": spread, "T_each": t_each}
-        out[name] = Statistic(columns, dict(first.attrs, kind="sub-box transfer", fields=[pred.name, truth.name],
-                                            n_sub=t_each.shape[1], sub_box_size=float(m * truth.cell_size),
-                                            sub_box_cells=m, note=SUBBOX_NOTE))
-    return out
 
 
 def multipoles(field, los, kedges=None, poles=(0, 2, 4), nmu=10):

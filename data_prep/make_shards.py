@@ -213,7 +213,8 @@ def _with_density_model(spec, predictions):
         with h5py.File(path, "r") as h5:
             models.add(str(h5[name].attrs.get("model", "")) if name in h5 else "")
     if len(models) > 1:
-        raise VelnetInputError(predictions[0], f"the boxes' {name} were predicted by different models: {sorted(models)}")
+        raise VelnetInputError(predictions[0],
+                               f"the boxes' {name} were predicted by different models: {sorted(models)}")
     model = models.pop() or None
     if spec.density_model and model and Path(spec.density_model).resolve() != Path(model).resolve():
         raise VelnetInputError(predictions[0], f"its {name} was predicted by {model}, not by {spec.density_model}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from experiments import run_velnet
 from experiments.wu2021 import PRETRAINED
 from velnet.shipped import DEFAULT_MODEL, model_path
+from velnet.tasks import LEGACY_TASK
 
 log = logging.getLogger("experiments.demo")
 DEFAULT = model_path(DEFAULT_MODEL)
@@ -45,13 +46,18 @@ def simulate(out):
     return snapshot
 
 
+def task_of(folder):
+    """The task a shipped family's velocity network was trained for (its training record)."""
+    record = next(folder.glob("velocity-train*config.json"), None)
+    return json.loads(record.read_text())["config"].get("task", LEGACY_TASK) if record else None
+
+
 def networks():
-    """Shipped network families: name -> list of model files (velocity, then momentum)."""
+    """Shipped Wu et al. network families: name -> list of model files (velocity, then momentum).
+    The halo families take redshift-space halo channels, not a matter box: `make demo-halos` runs them."""
     out = {}
-    for folder in sorted(p for p in PRETRAINED.iterdir() if p.is_dir()):
-        models = [folder / f"{t}.keras" for t in ("velocity", "momentum") if (folder / f"{t}.keras").exists()]
-        if models:
-            out[folder.name] = models
+    for folder in sorted(p for p in PRETRAINED.iterdir() if p.is_dir() and task_of(p) == LEGACY_TASK):
+        out[folder.name] = [folder / f"{t}.keras" for t in ("velocity", "momentum") if (folder / f"{t}.keras").exists()]
     return out
 
 

@@ -290,6 +290,34 @@ def run_scheme(out, config, files, weighting):
     return kept, references
 
 
+def _stage_one_paths(node):
+    """Every stage-one model path a model's Keras config records (its input spec's "density_model")."""
+    if isinstance(node, dict):
+        found = {node["density_model"]} if isinstance(node.get("density_model"), str) else set()
+        return found.union(*(_stage_one_paths(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_stage_one_paths(v) for v in node))
+    return set()
+
+
+def name_stage_one_beside(model_file, name):
+    """Make a stage-two .keras file name its stage one by `name`, a file beside it (as a shipped pair), in
+    place of the path recorded at training (`velnet.training.train.load_model` resolves it there)."""
+    import zipfile
+
+    with zipfile.ZipFile(model_file) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    text = members["config.json"].decode()
+    for recorded in _stage_one_paths(json.loads(text)):
+        text = text.replace(json.dumps(recorded)[1:-1], name)
+    members["config.json"] = text.encode()
+    tmp = model_file.with_name(model_file.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    tmp.replace(model_file)
+
+
 def ship(out, config, weighting, kept, references):
     """Copy one scheme's kept models and references, with configs, histories and the experiment's record, into
     velnet/pretrained/halo2024-WEIGHTING/ (density.keras, velocity.keras[, momentum.keras], reference-*.json).
@@ -308,6 +336,9 @@ def ship(out, config, weighting, kept, references):
         for name in ("history.csv", "train_config.json"):
             if (run / name).exists():
                 shutil.copy(run / name, folder / f"{target}-{name.replace('_', '-')}")
+    if "density" in kept:
+        for target in kept.keys() - {"density"}:
+            name_stage_one_beside(folder / f"{target}.keras", "density.keras")
     for name, path in references.items():
         shutil.copy(path, folder / f"reference-{name}.json")
     record = {"made_by": f"python -m experiments.halo2024 --out {out} --ship", "weighting": weighting,

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_import_velnet_loads_neither_tensorflow_nor_nbodykit():
-    code = ("import sys, velnet; velnet.reconstruct, velnet.evaluate, velnet.prepare; "
-            "import velnet.cli; print(sorted(m for m in ('tensorflow', 'keras', 'nbodykit', 'jax') if m in sys.modules))")
+    code = ("import sys, velnet; velnet.reconstruct, velnet.evaluate, velnet.prepare; import velnet.cli; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'nbodykit', 'jax') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT), "PATH": ""}, cwd=ROOT)
     assert out.stdout.strip() == "[]"

@@ -111,7 +111,7 @@ def test_a_batch_that_does_not_divide_among_the_devices_is_refused(dataset, tmp_
 def test_one_device_unless_asked_and_bad_counts_refused():
     import keras
 
-    from velnet.training.train import data_parallel
+    from velnet.training.distribute import data_parallel
 
     found = keras.distribution.list_devices()
     assert data_parallel(None)[1] == [] and data_parallel(1)[1] == []
@@ -184,7 +184,7 @@ def test_two_workers_train_with_the_losses_of_one_process_on_the_same_batches(wh
 
 
 def test_workers_without_a_cluster_are_refused(monkeypatch):
-    from velnet.training.train import data_parallel
+    from velnet.training.distribute import data_parallel
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("KERAS_DISTRIBUTION_PROCESS_ID", raising=False)

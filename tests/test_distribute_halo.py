@@ -14,8 +14,7 @@ from test_distribute import ENV, ROOT, RUN, SETUP
 
 from data_prep.make_shards import make_shards
 from velnet.fields.field import load_fields
-from velnet.prediction.predict import predict_with
-from velnet.tasks import get_task
+from velnet.prediction.predict import predict_file, predict_with
 from velnet.training.train import train
 
 DENSITY = {"preset": "halo-tiny", "n1": 4, "n2": 6, "n3": 8, "init_kernel": 3}
@@ -30,9 +29,11 @@ def velocity_dataset(tmp_path_factory):
     files = halo_boxes(root, seeds=(0, 1, 2))
     make_shards(files[:2], root / "density", task="halo-density", tile=8, split=["train", "val"])
     density_model = train(root / "density", root / "m-density", DENSITY, epochs=1, batch_size=2)
-    inputs = get_task("halo-velocity").inputs("velocity", ["halos_s_0", "halos_s_1", "halos_s_2", "halos_s_3"],
-                                               density_model=density_model)
-    make_shards(files[:2], root / "velocity", task="halo-velocity", tile=8, split=["train", "val"], inputs=inputs)
+    predicted = [root / f"stage-one{i}.h5" for i in range(2)]
+    for box, out in zip(files[:2], predicted):
+        predict_file([density_model], box, out)
+    make_shards(files[:2], root / "velocity", task="halo-velocity", tile=8, split=["train", "val"],
+                predictions=predicted)
     return root / "velocity", files[2]
 
 

@@ -49,7 +49,7 @@ def user_catalogue(tmp_path_factory):
 
 
 @pytest.mark.parametrize("weighting", CONFIG["weightings"])
-def test_the_shipped_halo_models_reconstruct_a_users_catalogue(user_catalogue, weighting):
+def test_the_shipped_halo_models_reconstruct_a_users_catalogue(user_catalogue, weighting, tmp_path, monkeypatch):
     folder = SHIPPED[weighting]
     networks = [folder / f"{t}.keras" for t in ("density", "velocity", "momentum") if (folder / f"{t}.keras").exists()]
     assert networks and (folder / "reference-filter.json").exists(), f"nothing ships in {folder}"
@@ -73,3 +73,9 @@ def test_the_shipped_halo_models_reconstruct_a_users_catalogue(user_catalogue, w
     # a 64 Mpc/h box has none of the training boxes' largest modes: both methods still follow the truth
     assert scores["network"]["velocity"] > 0.7 and scores["filter"]["velocity"] > 0.7
     assert scores["network"]["density"] > 0.3
+    # stage two alone, by its shipped name, from another folder: it runs the stage one shipped beside it
+    monkeypatch.chdir(tmp_path)
+    alone = root / f"{weighting}-velocity-alone.h5"
+    assert velnet(["predict", str(fields), f"halo2024-{weighting}/velocity", "--out", str(alone)]) == 0
+    np.testing.assert_allclose(load_fields(alone, ["velocity"])["velocity"].value,
+                               load_fields(outputs["network"], ["velocity"])["velocity"].value, rtol=1e-5, atol=1e-3)

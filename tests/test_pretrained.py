@@ -1,4 +1,5 @@
-"""The models that ship in velnet/pretrained load, describe their inputs, and predict a box."""
+"""The Wu et al. models that ship in velnet/pretrained load, describe their inputs, and predict a box
+(the halo models: test_halo_pretrained)."""
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from velnet.prediction.predict import predict_box
 from velnet.training.train import load_model
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "velnet" / "pretrained"
-MODELS = sorted(PRETRAINED.glob("*/*.keras"))
+MODELS = sorted(PRETRAINED.glob("wu2021-*/*.keras"))
 
 
 def test_a_paper_design_and_a_default_ship():

@@ -32,7 +32,8 @@ def toy_physical(config, network, scale, metadata):
 
 TOY_BUILDER = Builder(toy_net, {"toy": {"width": 4, "n_valid": 2}},
                       lambda m: {"input_shape": m.input_shape, "out_channels": m.target_shape[-1]},
-                      toy_physical, lambda hp, config: {"width": hp.Choice("width", [2, 4, 8], default=config["width"])},
+                      toy_physical,
+                      lambda hp, config: {"width": hp.Choice("width", [2, 4, 8], default=config["width"])},
                       lambda config: 1)
 TOY_TASK = Task("toy", ("velocity",), "toy_net", "mse", periodic=False, tile=4, margin=2, preset="toy",
                 laptop_preset="toy", recipe=Recipe(options=("linear",)))

@@ -265,10 +265,13 @@ def calibrate(model, fields_files):
 def describe(fields_path):
     """What a fields file holds, one line per field: units, mesh, box, redshift, and mean, rms,
     min and max of its components."""
+    def fmt(values):
+        return "[" + ", ".join(f"{x:.4g}" for x in values) + "]"
+
     lines = []
     for name, f in load_fields(fields_path).items():
         comps = f.value.reshape(-1, 3 if f.is_vector else 1).astype(np.float64)
-        fmt = lambda a: "[" + ", ".join(f"{x:.4g}" for x in a) + "]"
         lines.append(f"{name:11s} [{f.units}] {f.nmesh}^3 cells, box {f.box_size:g} Mpc/h, z={f.redshift:g}: "
-                     f"mean {fmt(comps.mean(0))}, rms {fmt(comps.std(0))}, min {comps.min():.4g}, max {comps.max():.4g}")
+                     f"mean {fmt(comps.mean(0))}, rms {fmt(comps.std(0))}, min {comps.min():.4g}, "
+                     f"max {comps.max():.4g}")
     return "\n".join(lines)

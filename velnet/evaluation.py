@@ -234,6 +234,8 @@ def evaluate_files(files, out, names=None, boxes=1, report=DEFAULT_REPORT, halo_
     if halo_fields and len(halo_fields) != len(files):
         raise VelnetInputError(None, f"--halo-fields takes one file per test box and method ({len(files)}), in the "
                                      f"order of the predictions. Received: {len(halo_fields)}")
-    per_method = lambda items: {name: items[i * boxes:(i + 1) * boxes] for i, name in enumerate(names)}
+    def per_method(items):
+        return {name: items[i * boxes:(i + 1) * boxes] for i, name in enumerate(names)}
+
     return evaluate(truth, per_method(files), out, report,
                     halo_fields=per_method(halo_fields) if halo_fields else None, **options)

@@ -40,11 +40,3 @@ def nonlinear_boxes(tmp_path_factory):
         files.append(paint_snapshot(snapshot, 32, root / f"box{seed}.h5"))
     return files
 
-
-LONGEST_FIRST = ("test_gpu_campaign.py", "test_halo2024.py")
-"""The files that take longest (minutes each): run first, so that under `make test` (a file per
-process at a time) neither is left running alone at the end while the other processes wait."""
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: the rest keep their order

@@ -16,14 +16,14 @@ from experiments import halo2024
 def test_a_config_with_a_search_trains_with_the_tuners_best(tmp_path, caplog, monkeypatch):
     pytest.importorskip("fastpm")
     monkeypatch.setenv("VELNET_CACHE", str(tmp_path / "cache"))
-    config = {**TINY, "weightings": ["number"], "search": {"max_trials": 2, "epochs": 1, "executions_per_trial": 2}}
+    config = {**TINY, "weightings": ["number"], "search": {"max_trials": 2, "epochs": 1, "executions_per_trial": 1}}
     files = {seed: halo2024.prepare_box(tmp_path, config, seed)["number"] for seed in (1, 2)}
     with caplog.at_level("INFO", logger="experiments"):
         model = halo2024.train_network(tmp_path, config, files, "number", "density", "paper", DESIGNS["paper"],
                                        "--task", "halo-density")
     commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("$ velnet")]
     tunes = [c for c in commands if c.startswith("$ velnet tune")]
-    assert len(tunes) == 1 and "--executions-per-trial 2" in tunes[0] and "--max-trials 2" in tunes[0]
+    assert len(tunes) == 1 and "--executions-per-trial 1" in tunes[0] and "--max-trials 2" in tunes[0]
     best_file = tmp_path / "tuning" / "number" / "density-paper" / "best_config.json"
     trains = [c for c in commands if c.startswith("$ velnet train")]
     assert model.exists() and len(trains) == 1 and f"--config {best_file}" in trains[0]

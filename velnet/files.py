@@ -7,6 +7,7 @@ is the command's own kind (a previous run of it) or the user asked with `--overw
 failed step leaves nothing half-written behind.
 """
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -195,3 +196,26 @@ def require_file(path, what="file"):
     if path.is_file() and path.stat().st_size == 0:
         raise VelnetInputError(path, f"{what} is empty")
     return path
+
+
+def write_json(path, state):
+    """Write `state` as indented JSON to `path`, atomically (`atomic_file`); returns the path."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+    return path
+
+
+def read_json_object(path, what):
+    """The JSON object in the file `path`, a velnet `what` file ("classical estimator", ...).
+
+    Raises:
+        VelnetInputError: naming the file: missing, empty, not JSON or not a JSON object.
+    """
+    path = require_file(path, f"{what} file")
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise VelnetInputError(path, f"not a velnet {what} file (not JSON: {err})") from None
+    if not isinstance(state, dict):
+        raise VelnetInputError(path, f"not a velnet {what} file (not a JSON object)")
+    return state

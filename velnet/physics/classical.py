@@ -23,7 +23,6 @@ modes (the largest scales, which small training boxes lack) keep the first estim
 alone (weight 1, the others 0), linear theory in the default set. The fitted estimator
 saves to a JSON file that `velnet predict` applies like a trained network.
 """
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -32,7 +31,7 @@ import numpy as np
 from velnet.errors import VelnetInputError
 from velnet.fields.checks import check_density
 from velnet.fields.mesh import mesh_of
-from velnet.files import atomic_file, require_file
+from velnet.files import read_json_object, write_json
 from velnet.physics.linear import fit_smoothing, linear_momentum, velocity_from_source
 
 FORMAT = "velnet classical estimator"
@@ -319,9 +318,7 @@ class ClassicalEstimator:
 
     def save(self, path):
         """Write the estimator as JSON, atomically; returns the path."""
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path):
@@ -330,14 +327,7 @@ class ClassicalEstimator:
         Raises:
             VelnetInputError: the file is missing, not JSON or not such a file.
         """
-        path = require_file(path, "classical estimator file")
-        try:
-            state = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as err:
-            raise VelnetInputError(path, f"not a velnet classical estimator file (not JSON: {err})") from None
-        if not isinstance(state, dict):
-            raise VelnetInputError(path, "not a velnet classical estimator file (not a JSON object)")
-        return cls.from_dict(state, path)
+        return cls.from_dict(read_json_object(path, "classical estimator"), path)
 
 
 def _check_box(density, truth, cell):

@@ -28,14 +28,13 @@ another with the same cell size, weighting and line of sight.
 `HaloFilter.fit` fits it, `save` / `load` keep it as JSON, `predict` gives the density,
 velocity and momentum `Field`s of a halo fields file's channels.
 """
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, los_axis
-from velnet.files import atomic_file, require_file
+from velnet.files import read_json_object, write_json
 from velnet.physics.linear import wavevectors
 
 FORMAT = "velnet-halo-filter"
@@ -247,21 +246,12 @@ class HaloFilter:
 
     def save(self, path):
         """Write the filter as JSON, atomically; returns the path."""
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path):
         """Read a file written by `save`; VelnetInputError if missing or malformed."""
-        path = require_file(path, "halo filter file")
-        try:
-            state = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as err:
-            raise VelnetInputError(path, f"not a velnet halo filter file (not JSON: {err})") from None
-        if not isinstance(state, dict):
-            raise VelnetInputError(path, "not a velnet halo filter file (not a JSON object)")
-        return cls.from_dict(state, path)
+        return cls.from_dict(read_json_object(path, "halo filter"), path)
 
 
 class _ModeGrid:

@@ -22,7 +22,6 @@ smoothing radius. The line of sight is one box axis (plane parallel).
 velocity error), `predict` applies it to a box, `save` / `load` keep it as JSON, so `velnet
 predict` runs it like a network.
 """
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, los_axis
 from velnet.fields.painting import paint, readout
-from velnet.files import atomic_file, require_file
+from velnet.files import read_json_object, write_json
 from velnet.physics.linear import growth_velocity_factor, wavevectors
 
 FORMAT = "velnet-halo-reconstruction"
@@ -237,17 +236,8 @@ class Reconstruction:
             raise VelnetInputError(path, f"not a velnet reconstruction file ({problem})") from None
 
     def save(self, path):
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path):
-        path = require_file(path, "reconstruction file")
-        try:
-            state = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as err:
-            raise VelnetInputError(path, f"not a velnet reconstruction file (not JSON: {err})") from None
-        if not isinstance(state, dict):
-            raise VelnetInputError(path, "not a velnet reconstruction file (not a JSON object)")
-        return cls.from_dict(state, path)
+        return cls.from_dict(read_json_object(path, "reconstruction"), path)

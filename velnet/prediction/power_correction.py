@@ -22,7 +22,7 @@ import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.mesh import mesh_of
-from velnet.files import atomic_file, declares_format, require_file
+from velnet.files import declares_format, require_file, write_json
 from velnet.physics.classical import absolute_kedges
 from velnet.physics.linear import divergence
 
@@ -118,9 +118,7 @@ class PowerCorrection:
         """Write JSON atomically; returns the path."""
         state = {"format": FORMAT, "cell_size": self.cell_size, "kedges": self.kedges.tolist(),
                  "gain": self.gain.tolist(), "modes": self.modes.tolist(), "attrs": self.attrs}
-        with atomic_file(path) as tmp:
-            tmp.write_text(json.dumps(state, indent=1) + "\n")
-        return path
+        return write_json(path, state)
 
     @classmethod
     def load(cls, path):

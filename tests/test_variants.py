@@ -250,7 +250,7 @@ def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, pr
     smoothing = R if linear_input else 0.0
     manifest = make_shards(files, tmp_path / "ds", fractions=(0.5, 0.25, 0.25), tiles_per_shard=64,
                            inputs=InputSpec(linear_input, smoothing, context=context), **TILES)
-    path = train(tmp_path / "ds", tmp_path / "run", {"preset": preset, "n_valid": 2}, epochs=2,
+    path = train(tmp_path / "ds", tmp_path / "run", {"preset": preset, "n_valid": 2}, epochs=1,
                  batch_size=16, learning_rate=1e-3, steps_per_epoch=4, validation_steps=2)
     model, metadata = load_model(path)
     assert metadata.input_spec == manifest.input_spec and metadata.task == "wu2021"

@@ -290,27 +290,17 @@ def run_scheme(out, config, files, weighting):
     return kept, references
 
 
-def _stage_one_paths(node):
-    """Every stage-one model path a model's Keras config records (its input spec's "density_model")."""
-    if isinstance(node, dict):
-        found = {node["density_model"]} if isinstance(node.get("density_model"), str) else set()
-        return found.union(*(_stage_one_paths(v) for v in node.values()))
-    if isinstance(node, list):
-        return set().union(*(_stage_one_paths(v) for v in node))
-    return set()
-
-
 def name_stage_one_beside(model_file, name):
     """Make a stage-two .keras file name its stage one by `name`, a file beside it (as a shipped pair), in
     place of the path recorded at training (`velnet.training.train.load_model` resolves it there)."""
     import zipfile
 
+    from velnet.training.train import load_model
+
+    recorded = load_model(model_file)[1].input_spec.density_model
     with zipfile.ZipFile(model_file) as archive:
         members = {info.filename: archive.read(info) for info in archive.infolist()}
-    text = members["config.json"].decode()
-    for recorded in _stage_one_paths(json.loads(text)):
-        text = text.replace(json.dumps(recorded)[1:-1], name)
-    members["config.json"] = text.encode()
+    members["config.json"] = members["config.json"].decode().replace(json.dumps(recorded)[1:-1], name).encode()
     tmp = model_file.with_name(model_file.name + ".tmp")
     with zipfile.ZipFile(tmp, "w") as archive:
         for member, data in members.items():

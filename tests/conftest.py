@@ -39,4 +39,3 @@ def nonlinear_boxes(tmp_path_factory):
         snapshot = simulate(config, root / f"sim{seed}")[0]
         files.append(paint_snapshot(snapshot, 32, root / f"box{seed}.h5"))
     return files
-

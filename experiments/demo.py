@@ -48,8 +48,8 @@ def simulate(out):
 
 def task_of(folder):
     """The task a shipped family's velocity network was trained for (its training record)."""
-    record = next(folder.glob("velocity-train*config.json"), None)
-    return json.loads(record.read_text())["config"].get("task", LEGACY_TASK) if record else None
+    record = folder / "velocity-train_config.json"
+    return json.loads(record.read_text())["config"].get("task", LEGACY_TASK) if record.exists() else None
 
 
 def networks():

@@ -325,7 +325,7 @@ def ship(out, config, weighting, kept, references):
         shutil.copy(model, folder / f"{target}.keras")
         for name in ("history.csv", "train_config.json"):
             if (run / name).exists():
-                shutil.copy(run / name, folder / f"{target}-{name.replace('_', '-')}")
+                shutil.copy(run / name, folder / f"{target}-{name}")
     if "density" in kept:
         for target in kept.keys() - {"density"}:
             name_stage_one_beside(folder / f"{target}.keras", "density.keras")

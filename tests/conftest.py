@@ -1,5 +1,35 @@
-"""Shared fixtures."""
+"""Shared fixtures, and TensorFlow's functions run eagerly in the tests' own processes.
+
+A Keras fit, evaluate or predict on TensorFlow first traces its step into a graph, about 10 s
+for a U-net on this 2-core CPU: most of a test training's time for the few steps a test runs.
+Eagerly, the same layers compute the same numbers without the trace. The tests marked `graph`
+(velnet's own training, its multi-device and multi-worker runs) and every command a test starts
+in a subprocess run traced, as a user's do.
+"""
 import pytest
+
+
+def pytest_configure(config):
+    try:
+        import tensorflow as tf
+    except ImportError:  # (a JAX-only environment: nothing to trace)
+        return
+    tf.config.run_functions_eagerly(True)
+
+
+@pytest.fixture(autouse=True)
+def traced_tensorflow(request):
+    """TensorFlow's functions traced into graphs, as outside the tests, for a test marked `graph`."""
+    if request.node.get_closest_marker("graph") is None:
+        yield
+        return
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(False)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(True)
 
 
 @pytest.fixture(scope="session")

@@ -236,9 +236,9 @@ def test_ctrl_c_ends_with_one_line_and_leaves_nothing(tiny_simulation, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "velnet.cli", "paint", str(snapshots[-1]), "--nmesh",
-                                 "160", "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+                                 "320", "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.time() + 120
-        while "paint 160^3" not in log.read_text() and proc.poll() is None and time.time() < deadline:
+        while "paint 320^3" not in log.read_text() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         for _ in range(4):  # Python drops a KeyboardInterrupt raised inside a garbage-collector callback
             proc.send_signal(signal.SIGINT)

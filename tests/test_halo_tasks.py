@@ -38,7 +38,7 @@ def stages(tmp_path_factory):
     files = halo_boxes(root, seeds=(0, 1, 2, 3))
     (root / "model.json").write_text(json.dumps(MODEL))
     split = ["--split", "train", "train", "val", "--tile", 8]
-    train = ["--config", root / "model.json", "--epochs", 3, "--batch-size", 2, "--learning-rate", 1e-2]
+    train = ["--config", root / "model.json", "--epochs", 3, "--batch-size", 4, "--learning-rate", 1e-2]
     assert run("prep", *files[:3], "--task", "halo-density", *split, "--out", root / "density") == 0
     assert run("train", root / "density", *train, "--out", root / "m-density") == 0
     density_model = root / "m-density" / "model.keras"

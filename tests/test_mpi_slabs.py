@@ -87,6 +87,16 @@ def test_fields_under_mpi_equal_one_process(runs, name):
         assert ranks == [1, 2]
 
 
+@pytest.mark.mpi
+def test_the_formed_momentum_is_the_density_times_the_predicted_velocity(runs):
+    """The network predicts the velocity only; the momentum is formed plane by plane as it is written."""
+    density = load_fields(runs[0] / "truth.h5", ["density"])["density"].value
+    for folder in runs:
+        predicted = load_fields(folder / "network.h5", ["velocity", "momentum"])
+        np.testing.assert_allclose(predicted["momentum"].value, density[..., None] * predicted["velocity"].value,
+                                   rtol=1e-6, err_msg=str(folder))
+
+
 def numbers(tree, path=""):
     """Every number of a metrics tree, as path -> array of the numbers at that path's list."""
     if isinstance(tree, dict):

@@ -48,6 +48,7 @@ class Recorder(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+@pytest.mark.graph
 def test_training_reduces_the_loss_and_saves_a_km_s_model(dataset, tmp_path):
     out = tmp_path / "run"
     path = train(dataset, out, MODEL, epochs=4, batch_size=8, learning_rate=1e-3, seed=3)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from velnet.data.inputs import DENSITY_FIELD, PREDICTED_DENSITY, InputSpec
 from velnet.errors import VelnetInputError
 from velnet.fields.field import UNITS
-from velnet.physics.linear import linear_momentum
+from velnet.physics.linear import momentum_of
 
 VELOCITY, DENSITY = "velocity", DENSITY_FIELD
 """The targets other targets are formed from: v, and rho/rho_mean."""
@@ -47,10 +47,11 @@ class Target:
         name: its name in fields files.
         vector: a 3-vector `(N, N, N, 3)`, else a scalar `(N, N, N)`.
         units: its units.
-        of_velocity: None, or `f(density, velocity) -> Field` of this target from a velocity
-            `Field` (km/s) and the density (rho/rho_mean): the target's linear-theory input
-            channels apply it to linear theory (or a classical estimate), and `velnet predict`
-            to the predicted velocity when no model predicts this target.
+        of_velocity: None, or `f(density, velocity) -> array` of this target from the arrays of
+            a velocity (km/s, `(..., 3)`) and the density (rho/rho_mean) on the same cells, cell
+            by cell (so a few x-planes at a time do): the target's linear-theory input channels
+            apply it to linear theory (or a classical estimate), and `velnet predict` to the
+            predicted velocity when no model predicts this target.
         normalisation: one of `NORMALISATIONS`.
     """
 
@@ -60,6 +61,10 @@ class Target:
     of_velocity: object = None
     normalisation: str = "rms"
 
+    def formed(self, density, velocity):
+        """This target's `Field` from a velocity `Field` (km/s) and a density `Field` (`of_velocity`)."""
+        return velocity.with_value(self.of_velocity(density.value, velocity.value), self.name)
+
     @property
     def components(self):
         """3 for a vector, 1 for a scalar."""
@@ -68,7 +73,7 @@ class Target:
 
 TARGETS = {
     VELOCITY: Target(VELOCITY, True, UNITS[VELOCITY], _itself),
-    "momentum": Target("momentum", True, UNITS["momentum"], linear_momentum),
+    "momentum": Target("momentum", True, UNITS["momentum"], momentum_of),
     DENSITY: Target(DENSITY, False, UNITS[DENSITY]),
 }
 """Every target, by name."""

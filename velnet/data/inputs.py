@@ -303,7 +303,7 @@ def _whole_box_estimate(fields, spec, target):
         density = fields[DENSITY_FIELD]
         velocity = (ClassicalEstimator.from_dict(spec.base).velocity(density) if spec.base
                     else linear_velocity(density, spec.smoothing))
-        return target.of_velocity(density, velocity).value
+        return target.of_velocity(density.value, velocity.value)
     if spec.reference:
         return reference_model(spec).predict(fields)[spec.reference["target"]].value
     for name, vector in ((spec.vector_field, True), (spec.scalar_field, False)):

@@ -90,8 +90,13 @@ def linear_momentum(density, velocity):
     """Momentum field (rho/rho_mean) v in km/s, `(N, N, N, 3)` float32."""
     _require(density, False, "linear_momentum")
     _require(velocity, True, "linear_momentum")
-    value = (density.value[..., None] * velocity.value).astype(np.float32)
-    return velocity.with_value(value, "momentum")
+    return velocity.with_value(momentum_of(density.value, velocity.value), "momentum")
+
+
+def momentum_of(density, velocity):
+    """The momentum (rho/rho_mean) v, km/s, of arrays of the same cells: density `(..., )`,
+    velocity `(..., 3)` -> float32 `(..., 3)` (cell by cell, so any x-planes of a box do)."""
+    return (density[..., None] * velocity).astype(np.float32)
 
 
 def linear_prediction(density, smoothing=0.0):

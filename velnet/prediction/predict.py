@@ -263,19 +263,25 @@ def formed_targets(predicted, box):
     Returns:
         dict target name -> `Field` (empty without a predicted velocity).
     """
-    formed = [t for t in TARGETS.values() if t.of_velocity and t.name != VELOCITY and t.name not in predicted]
-    if VELOCITY not in predicted or not formed:
-        return {}
+    targets, density, label = _to_form(predicted, box)
+    out = {}
+    for target in targets:
+        out[target.name] = target.formed(density, predicted[VELOCITY])
+        out[target.name].attrs = {"model": label}
+    return out
+
+
+def _to_form(predicted, box):
+    """The targets to form from the predicted velocity (none without one), the density `Field` they are
+    formed with and the label of how they were made."""
+    targets = [t for t in TARGETS.values() if t.of_velocity and t.name != VELOCITY and t.name not in predicted]
+    if VELOCITY not in predicted or not targets:
+        return [], None, None
     density = predicted.get(DENSITY) or box.get(DENSITY)
     if density is None:
-        raise VelnetInputError(None, f"{[t.name for t in formed]} are formed from the velocity and the density, "
+        raise VelnetInputError(None, f"{[t.name for t in targets]} are formed from the velocity and the density, "
                                      "and the box holds no density")
-    out = {}
-    for target in formed:
-        out[target.name] = target.of_velocity(density, predicted[VELOCITY])
-        out[target.name].attrs = {"model": f"({'predicted ' if DENSITY in predicted else ''}rho/rho_mean) x the "
-                                           "predicted velocity"}
-    return out
+    return targets, density, f"({'predicted ' if DENSITY in predicted else ''}rho/rho_mean) x the predicted velocity"
 
 
 def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, power_preserving=False,
@@ -283,8 +289,8 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
     """Predict with one or more models and write their fields to one HDF5 file (as `predict_fields`).
 
     A tiled network's output goes into the file tile by tile (unless another model reads it, or
-    its power correction is asked for), and a target formed from the velocity is made from the
-    planes held here, so the box is held about once.
+    its power correction is asked for), and a target formed from that velocity (the momentum)
+    goes in a few planes at a time, so the box is held about once.
 
     Args:
         model_paths: model path(s) or shipped names, networks (`.keras`) or classical
@@ -334,8 +340,13 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
             written[target.name] = _check_finite(sink, box, target.name, key, fields_path)
         rest = {key: loaded for key, loaded in models.items() if key not in streamed}
         out = predict_fields(rest, box, tile, batch_size, power_preserving) if rest else {}
-        if VELOCITY in written:  # the velocity read back, a rank's planes, to form the momentum
-            out.update(formed_targets({**out, VELOCITY: _planes_field(written[VELOCITY], box, VELOCITY)}, box))
+        targets, density, label = _to_form({**out, **written}, box)
+        for target in targets:  # from the velocity written, a few of this rank's planes at a time
+            sink = writer.create(target.name, target.vector, {"units": target.units, "model": label})
+            for a, b in _plane_chunks(density):
+                sink[a:b] = target.of_velocity(density.value[a - density.start:b - density.start],
+                                               written[VELOCITY][a:b])
+            written[target.name] = _check_finite(sink, box, target.name, label, fields_path)
         for name, field in out.items():
             if name in written:
                 raise VelnetInputError(field.attrs.get("model"), f"a second model for {name!r}")
@@ -351,19 +362,16 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
     return out_path
 
 
-def _planes_field(sink, box, name):
-    """The `Field` of the planes held here of a field written to `sink`."""
-    like = next(iter(box.values()))
-    value = np.asarray(sink[like.start:like.start + like.value.shape[0]])
-    return Field(value, name, like.box_size, like.redshift, like.cosmology, {}, like.start, like.comm)
+def _plane_chunks(like, planes=8):
+    """(a, b): the x-planes held here of `like`'s box, `planes` at a time."""
+    stop = like.start + like.value.shape[0]
+    return [(a, min(a + planes, stop)) for a in range(like.start, stop, planes)]
 
 
 def _check_finite(sink, box, name, model, fields_path):
     """The `Field` of the planes held here of a predicted field written to `sink`, checked finite a few
     planes at a time; VelnetInputError naming the model otherwise."""
-    like = next(iter(box.values()))
-    first, stop = like.start, like.start + like.value.shape[0]
-    if not all(np.isfinite(sink[a:min(a + 8, stop)]).all() for a in range(first, stop, 8)):
+    if not all(np.isfinite(sink[a:b]).all() for a, b in _plane_chunks(next(iter(box.values())))):
         raise VelnetInputError(model or fields_path, f"predicted {name!r} holds NaN or infinite values on "
                                                      f"{fields_path}; nothing written")
     return sink

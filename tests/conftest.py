@@ -3,8 +3,8 @@
 A Keras fit, evaluate or predict on TensorFlow first traces its step into a graph, about 10 s
 for a U-net on this 2-core CPU: most of a test training's time for the few steps a test runs.
 Eagerly, the same layers compute the same numbers without the trace. The tests marked `graph`
-(velnet's own training, its multi-device and multi-worker runs) and every command a test starts
-in a subprocess run traced, as a user's do.
+(velnet's own training) and the commands a test starts in a subprocess (velnet's multi-device
+and multi-worker runs, the command line) run traced, as a user's do.
 """
 import pytest
 

@@ -236,7 +236,9 @@ def test_ctrl_c_ends_with_one_line_and_leaves_nothing(tiny_simulation, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "velnet.cli", "paint", str(snapshots[-1]), "--nmesh",
-                                 "320", "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+                                 "320", "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                # as from a terminal: pytest-xdist's workers ignore SIGINT, and a child inherits that
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while "paint 320^3" not in log.read_text() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)

@@ -79,6 +79,7 @@ def test_training_reduces_the_loss_and_saves_a_km_s_model(dataset, tmp_path):
     assert record["timings_s"]["wall"] > 0
 
 
+@pytest.mark.graph
 def test_an_interrupted_run_resumes_at_its_epoch(dataset, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):

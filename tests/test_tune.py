@@ -156,7 +156,8 @@ def _free_port():
 def test_a_chief_and_two_workers_share_one_search(datasets, tmp_path):
     ds, _ = datasets
     out = tmp_path / "tune"
-    script = (f"from velnet.training.tune import tune; print('returned', tune({str(ds)!r}, {str(out)!r}, "
+    script = ("import tensorflow as tf; tf.config.run_functions_eagerly(True)\n"  # (as conftest: no traces)
+              f"from velnet.training.tune import tune; print('returned', tune({str(ds)!r}, {str(out)!r}, "
               f"{SMALL!r}, algorithm='random', max_trials=3, epochs=1, seed=2, "
               f"steps_per_epoch=2, validation_steps=1, verbose=0))")
     port = str(_free_port())

@@ -200,7 +200,7 @@ def test_residual_model_with_zero_network_gives_its_base(tmp_path, target, base)
     if target == "momentum":
         expected = linear_momentum(density, expected)
     for tile in (None, 4):  # the largest tile that fits (24), and the training tile
-        predicted = predict_box(model, metadata, density, tile=tile)
+        predicted = predict_box(model, metadata, density, tile=tile, batch_size=72)
         assert predicted.name == target
         np.testing.assert_allclose(predicted.value, expected.value, rtol=1e-5, atol=1e-4)
 
@@ -260,7 +260,7 @@ def test_each_variant_runs_from_fields_to_a_whole_box(tmp_path, linear_input, pr
     whole = predict_box(model, metadata, density)
     assert whole.value.shape == (NMESH, NMESH, NMESH, 3) and np.all(np.isfinite(whole.value))
     # whole-box prediction at the training tile builds the inputs exactly as the shards hold them
-    at_tiles = predict_box(model, metadata, density, tile=4)
+    at_tiles = predict_box(model, metadata, density, tile=4, batch_size=72)
     x, _, origins, boxes = read_split_arrays(manifest, "val")
     x, origins = x[boxes == 0], origins[boxes == 0]
     np.testing.assert_allclose(extract(at_tiles.value, origins, 4), model.predict(x, verbose=0),

@@ -147,15 +147,20 @@ def measure(step, nmesh, folder, ranks, timeout):
     launch = [] if ranks == 1 else [shutil.which("mpirun") or "mpirun", "-n", str(ranks)]
     args = [*launch, sys.executable, "-m", "benchmarks.whole_box", "--worker", "--",
             *command(step, nmesh, folder)]
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.perf_counter()
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(args, env=step_env(), capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
     peaks = [json.loads(line[len("RSS "):]) for line in done.stdout.splitlines() if line.startswith("RSS ")]
     if done.returncode or len(peaks) != ranks:
         raise RuntimeError(f"{step} {nmesh}^3 on {ranks} rank(s) failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return {"seconds": seconds, "peak_rss": [p["bytes"] for p in sorted(peaks, key=lambda p: p["rank"])]}
+
+
+def step_env():
+    """The environment of a step's process: Open MPI allowed as root and to oversubscribe the cores,
+    TensorFlow quiet."""
+    return {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+            "OMPI_MCA_rmaps_base_oversubscribe": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def peak_rss():

@@ -37,17 +37,22 @@ def runs(tmp_path_factory):
     return folders
 
 
-def agree(runs, prefix):
-    found = {k: v for k, v in differences(*runs).items() if k.startswith(prefix)}
-    assert found and all(v <= TOLERANCE for v in found.values()), {k: v for k, v in found.items() if v > TOLERANCE}
-    return found
+@pytest.fixture(scope="module")
+def found(runs):
+    """What the two runs wrote, compared: "file: name" -> the largest relative difference."""
+    return differences(*runs)
+
+
+def agree(found, prefix):
+    mine = {k: v for k, v in found.items() if k.startswith(prefix)}
+    assert mine and all(v <= TOLERANCE for v in mine.values()), {k: v for k, v in mine.items() if v > TOLERANCE}
+    return mine
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("name", ["truth", "classical", "network"])
-def test_fields_under_mpi_equal_one_process(runs, name):
-    found = agree(runs, f"{name}.h5:")
-    assert {f"{name}.h5: velocity", f"{name}.h5: momentum"} <= set(found)
+def test_fields_under_mpi_equal_one_process(runs, found, name):
+    assert {f"{name}.h5: velocity", f"{name}.h5: momentum"} <= set(agree(found, f"{name}.h5:"))
     serial = load_fields(runs[0] / f"{name}.h5", ["velocity"])["velocity"]
     assert np.abs(serial.value).max() > 10  # km/s: a field, not zeros
     if name != "truth":  # the run records say how many ranks predicted
@@ -66,17 +71,17 @@ def test_the_formed_momentum_is_the_density_times_the_predicted_velocity(runs):
 
 
 @pytest.mark.mpi
-def test_evaluate_under_mpi_equals_one_process(runs):
+def test_evaluate_under_mpi_equals_one_process(runs, found):
     serial, mpi = (json.loads((folder / "report" / "metrics.json").read_text()) for folder in runs)
     assert serial["methods"] == mpi["methods"] == ["U-net", "linear"]
-    assert len(agree(runs, "report/metrics.json:")) > 100
+    assert len(agree(found, "report/metrics.json:")) > 100
     assert sorted(p.name for p in (runs[1] / "report").glob("*.png")) == \
         sorted(p.name for p in (runs[0] / "report").glob("*.png"))
 
 
 @pytest.mark.mpi
-def test_calibrate_under_mpi_equals_one_process(runs):
-    agree(runs, "estimator.power.json:")
+def test_calibrate_under_mpi_equals_one_process(runs, found):
+    agree(found, "estimator.power.json:")
     serial = json.loads((runs[0] / "estimator.power.json").read_text())
     assert np.ptp(serial["gain"]) > 0.01  # gains per k, not all ones
 

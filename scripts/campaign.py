@@ -338,11 +338,6 @@ def export_weights(args):
 def import_model(args):
     """Rebuild the km/s model from a results folder's parts and JSON: DEST/velocity.keras (float32),
     with the logs and experiment.json that velnet/pretrained folders hold."""
-    import keras
-
-    from velnet.networks.unet3d import physical_model
-    from velnet.training.train import save_keras
-
     results = Path(args.results)
     state_file = results / "campaign.json"
     if not state_file.is_file():
@@ -361,6 +356,11 @@ def import_model(args):
         fail(results, f"the weights parts do not match the sha256 in {state_file} (truncated copy?)")
     with np.load(io.BytesIO(blob)) as npz:
         weights = [npz[f"w{i:04d}"].astype(np.float32) for i in range(manifest["arrays"])]
+    import keras  # (after the checks: a broken results folder is named at once)
+
+    from velnet.networks.unet3d import physical_model
+    from velnet.training.train import save_keras
+
     keras.config.set_dtype_policy("float32")
     metadata = manifest["metadata"]
     model = physical_model(metadata["model_config"], weights, manifest["scale"], metadata)

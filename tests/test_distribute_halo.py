@@ -38,7 +38,7 @@ def velocity_dataset(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["tensorflow"])  # test_distribute runs JAX's DataParallel
+@pytest.mark.parametrize("backend", ["tensorflow"])  # JAX's DataParallel: test_distribute
 def test_a_halo_task_trains_data_parallel_on_two_virtual_cpus(velocity_dataset, tmp_path, backend):
     if not importlib.util.find_spec(backend):
         pytest.skip(f"{backend} is not installed (the {backend} backend case needs it)")

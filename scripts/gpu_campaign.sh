@@ -74,7 +74,10 @@ if [ "${1:-}" != __step ]; then
     export BENCH_ARGS="--preset tiny --tile 16 --batch-sizes 2 --dtypes float32 --steps 1 --warmup 1"
     export DATA=$WORK/pack
     # XLA compiles without LLVM's optimisations: a dry run proves the steps, it times nothing (110 s, not 190)
-    export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=0"
+    case ${XLA_FLAGS:-} in
+      *xla_backend_optimization_level*) ;;
+      *) export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=0" ;;
+    esac
   else
     # 10 boxes of 160 Mpc/h, 3.5 MiB each packed: with the tree (5 MiB) and the gpu-node
     # wheelhouse (16 MiB), 55 MiB go up. Seed 100 is velnet's own test box (experiments/wu2021.py).

@@ -344,9 +344,12 @@ def predict_file(model_paths, fields_path, out_path, tile=None, batch_size=4, po
         for target in targets:  # from the velocity written, a few of this rank's planes at a time
             sink = writer.create(target.name, target.vector, {"units": target.units, "model": label})
             for a, b in _plane_chunks(density):
-                sink[a:b] = target.of_velocity(density.value[a - density.start:b - density.start],
-                                               written[VELOCITY][a:b])
-            written[target.name] = _check_finite(sink, box, target.name, label, fields_path)
+                planes = target.of_velocity(density.value[a - density.start:b - density.start],
+                                            written[VELOCITY][a:b])
+                if not np.isfinite(planes).all():  # (checked as made: not read back)
+                    raise _not_finite(target.name, label, fields_path)
+                sink[a:b] = planes
+            written[target.name] = sink
         for name, field in out.items():
             if name in written:
                 raise VelnetInputError(field.attrs.get("model"), f"a second model for {name!r}")
@@ -372,6 +375,11 @@ def _check_finite(sink, box, name, model, fields_path):
     """The `Field` of the planes held here of a predicted field written to `sink`, checked finite a few
     planes at a time; VelnetInputError naming the model otherwise."""
     if not all(np.isfinite(sink[a:b]).all() for a, b in _plane_chunks(next(iter(box.values())))):
-        raise VelnetInputError(model or fields_path, f"predicted {name!r} holds NaN or infinite values on "
-                                                     f"{fields_path}; nothing written")
+        raise _not_finite(name, model, fields_path)
     return sink
+
+
+def _not_finite(name, model, fields_path):
+    """The error for a predicted field `name` with NaN or infinite values, naming its model."""
+    return VelnetInputError(model or fields_path, f"predicted {name!r} holds NaN or infinite values on "
+                                                  f"{fields_path}; nothing written")

@@ -1,0 +1,141 @@
+"""What the halo task's cells allow: C_r of the truth itself, smoothed, and of the momentum's two factors.
+
+The 2024 paper's C_r (eq. 10) is measured cell by cell. A reconstruction from halos a mean
+separation n^(-1/3) apart cannot know the field on scales much below that, so its C_r is bounded
+by that of the truth smoothed at some radius: this measures that bound on whole test boxes, and
+which factor of the momentum m = (rho/rho_mean) v limits a reconstruction of it.
+
+    python -m experiments.halo_limits --fields runs/halo2024/fields/number \\
+        --predictions runs/halo2024/predictions/number --out runs/halo2024/limits/number
+
+For every test box (the predictions folder's seed*.h5, the fields file of the same name):
+- C_r of the true density, velocity and momentum against the same field Gaussian-smoothed at
+  each radius R (Mpc/h): what a perfect reconstruction to resolution R reaches;
+- C_r of the predicted momentum, and of the momentum formed with one factor true:
+  (rho_true/rho_mean) v_pred and (rho_pred/rho_mean) v_true.
+
+Writes limits.json and limits.md (a table, mean over the boxes) in --out.
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from velnet.fields.field import load_fields
+from velnet.fields.mesh import mesh_of
+from velnet.files import atomic_dir, check_output
+from velnet.statistics.pixels import agreement
+
+log = logging.getLogger("experiments.halo_limits")
+
+MADE_BY = "experiments.halo_limits"
+RADII = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+"""Gaussian radii, Mpc/h, at which the truth is smoothed."""
+FIELDS = ("density", "velocity", "momentum")
+
+
+def smoothed(field, radius):
+    """The field's array Gaussian-smoothed at `radius` Mpc/h (exp(-k^2 R^2 / 2)), float32, same shape."""
+    mesh = mesh_of(field)
+    _, _, k2 = mesh.wavevectors()
+    kernel = np.exp(np.float32(-0.5 * radius**2) * k2)
+    value = field.value
+    if not field.is_vector:
+        return mesh.irfft(mesh.rfft(value) * kernel)
+    return np.stack([mesh.irfft(mesh.rfft(value[..., i]) * kernel) for i in range(3)], axis=-1)
+
+
+def c_r(pred, truth):
+    """Eq. 10's C_r between two arrays (every component of every cell a pixel)."""
+    return agreement(pred, truth)["C_r"]
+
+
+def box_limits(truth, pred, radii=RADII):
+    """The bounds of one box.
+
+    Args:
+        truth: name -> true `Field` ("density" rho/rho_mean, "velocity", "momentum", km/s).
+        pred: name -> predicted `Field` ("density", "velocity", "momentum").
+        radii: Gaussian radii, Mpc/h.
+
+    Returns:
+        dict: "smoothed_truth": {field: [C_r at each radius]}, "momentum": C_r of the predicted
+        momentum ("predicted"), of rho_true v_pred ("true_density") and rho_pred v_true ("true_velocity").
+    """
+    rho, v = truth["density"].value, truth["velocity"].value
+    rho_p, v_p = pred["density"].value, pred["velocity"].value
+    m = truth["momentum"].value
+    return {
+        "smoothed_truth": {name: [c_r(smoothed(truth[name], r), truth[name].value) for r in radii]
+                           for name in FIELDS},
+        "momentum": {"predicted": c_r(pred["momentum"].value, m),
+                     "true_density": c_r(rho[..., None] * v_p, m),
+                     "true_velocity": c_r(rho_p[..., None] * v, m)},
+    }
+
+
+def mean_limits(per_box):
+    """The mean over boxes of `box_limits` dicts (same keys)."""
+    smooth = {name: np.mean([b["smoothed_truth"][name] for b in per_box], axis=0).tolist() for name in FIELDS}
+    momentum = {key: float(np.mean([b["momentum"][key] for b in per_box])) for key in per_box[0]["momentum"]}
+    return {"smoothed_truth": smooth, "momentum": momentum}
+
+
+def table(mean, radii, boxes):
+    """limits.md: the mean bounds as Markdown."""
+    lines = [f"# What the cells allow ({boxes} test boxes)", "",
+             "C_r (eq. 10) of the truth against itself Gaussian-smoothed at R:", "",
+             "| R (Mpc/h) | " + " | ".join(FIELDS) + " |", "|---|" + "---|" * len(FIELDS)]
+    for i, r in enumerate(radii):
+        lines.append(f"| {r:g} | " + " | ".join(f"{mean['smoothed_truth'][n][i]:.3f}" for n in FIELDS) + " |")
+    m = mean["momentum"]
+    lines += ["", "C_r of the momentum m = (rho/rho_mean) v:", "",
+              "| predicted rho x predicted v | true rho x predicted v | predicted rho x true v |", "|---|---|---|",
+              f"| {m['predicted']:.3f} | {m['true_density']:.3f} | {m['true_velocity']:.3f} |", ""]
+    return "\n".join(lines)
+
+
+def run(fields_dir, predictions_dir, out, radii=RADII):
+    """Measure every box of `predictions_dir`; write limits.json and limits.md in `out`; returns the mean."""
+    boxes = sorted(Path(predictions_dir).glob("seed*.h5"))
+    if not boxes:
+        raise SystemExit(f"{predictions_dir}: no seed*.h5 predictions")
+    per_box = {}
+    for path in boxes:
+        truth = load_fields(Path(fields_dir) / path.name, ["density", "velocity", "momentum"])
+        pred = load_fields(path, ["density", "velocity", "momentum"])
+        per_box[path.stem] = box_limits(truth, pred, radii)
+        log.info("%s: %s", path.stem, per_box[path.stem]["momentum"])
+    mean = mean_limits(list(per_box.values()))
+    check_output(out, "a limits folder", _is_limits, inputs=(fields_dir, predictions_dir), folder=True)
+    record = {"made_by": MADE_BY, "fields": str(fields_dir), "predictions": str(predictions_dir),
+              "radii_mpc_h": list(radii), "mean": mean, "boxes": per_box}
+    with atomic_dir(out) as tmp:
+        (tmp / "limits.json").write_text(json.dumps(record, indent=1))
+        (tmp / "limits.md").write_text(table(mean, radii, len(per_box)))
+    return mean
+
+
+def _is_limits(folder):
+    """Whether `folder` is an earlier output of this script (which it may replace)."""
+    try:
+        return json.loads((folder / "limits.json").read_text()).get("made_by") == MADE_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", required=True, help="folder of the true fields files (seed*.h5)")
+    parser.add_argument("--predictions", required=True, help="folder of velnet predict's outputs (seed*.h5)")
+    parser.add_argument("--out", required=True, help="folder for limits.json and limits.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run(args.fields, args.predictions, args.out)
+    print((Path(args.out) / "limits.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

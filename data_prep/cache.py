@@ -7,7 +7,8 @@ share a box) takes it from here. Layout, under `$VELNET_CACHE` (default
 
     sims/<key>/          a `velnet simulate` output folder (snapshots + config.json); key: the
                          `SimulationConfig` as canonical JSON
-    halos/<key>.h5       a FOF catalogue; key: the snapshot's own key and the FOF settings
+    halos/<key>.h5       a FOF catalogue; key: the snapshot's own key and the FOF settings (and
+                         the subhalo model and seed, where satellites were drawn)
 
 Entries appear whole or not at all (the simulation and FOF writers are atomic), and a
 simulation's entry counts only once its `config.json` is written, which happens last.
@@ -60,11 +61,14 @@ def snapshot_key(snapshot):
     return {"path": str(snapshot.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def halos_file(snapshot, linking_length, nmin):
-    """The cache file of the FOF catalogue of a snapshot with these settings (made or not)."""
-    return cache_root() / "halos" / (key_of({"snapshot": snapshot_key(snapshot), "finder": "nbodykit FOF",
-                                             "linking_length": float(linking_length), "nmin": int(nmin)})
-                                     + ".h5")
+def halos_file(snapshot, linking_length, nmin, subhalos=None, subhalo_seed=0):
+    """The cache file of the FOF catalogue of a snapshot with these settings (made or not); with a
+    subhalo model (`data_prep.subhalos.MODELS`), of the hosts and the satellites drawn with that seed."""
+    key = {"snapshot": snapshot_key(snapshot), "finder": "nbodykit FOF", "linking_length": float(linking_length),
+           "nmin": int(nmin)}
+    if subhalos is not None:
+        key.update(subhalos=subhalos, subhalo_seed=int(subhalo_seed))
+    return cache_root() / "halos" / (key_of(key) + ".h5")
 
 
 def link_output(out, target):

@@ -46,3 +46,27 @@ def test_find_halos_finds_the_clumps():
     assert halos.attrs["particle_mass"] == pytest.approx(mp)
     assert np.all((halos.position >= 0) & (halos.position < 50.0))
     assert len(find_halos(particles, nmin=31)) == 0
+
+
+def test_find_halos_hands_each_host_its_own_particles(monkeypatch):
+    """With a subhalo model, the model gets each host (heaviest first) with exactly its FOF members."""
+    from data_prep import subhalos
+
+    particles, centres, _ = clumps_in_background()
+    seen = {}
+
+    def record(mass, position, velocity, members, min_mass, box_size, cosmology, redshift, rng, ranking):
+        seen.update(position=position, members=members, min_mass=min_mass, ranking=ranking)
+        return mass, position, velocity, np.zeros(len(mass), bool)
+
+    monkeypatch.setattr(subhalos, "with_subhalos", record)
+    halos = find_halos(particles, nmin=20, subhalos="han16-infall", seed=7)
+    assert len(seen["members"]) == 2 and seen["ranking"] == "infall"
+    assert seen["min_mass"] == pytest.approx(20 * particle_mass(HALO2024, 50.0, 4060))
+    for centre, (pos, vel) in zip(seen["position"], seen["members"]):
+        assert len(pos) == 30 and len(vel) == 30
+        offset = (pos - centre + 25.0) % 50.0 - 25.0
+        assert np.abs(offset).max() < 0.1  # all 30 of this clump's particles, none of the other's
+    assert halos.attrs["subhalos"] == "han16-infall" and halos.attrs["subhalo_seed"] == 7
+    with pytest.raises(Exception, match="unknown subhalo model"):
+        find_halos(particles, nmin=20, subhalos="nfw")

@@ -72,7 +72,8 @@ def _check_shards(args):
 
 def _halos(args):
     from velnet.pipeline import find_halos
-    print(find_halos(args.snapshot, args.out, args.linking_length, args.nmin, args.cache, **_reader(args)))
+    print(find_halos(args.snapshot, args.out, args.linking_length, args.nmin, args.cache, args.subhalos,
+                     args.subhalo_seed, **_reader(args)))
 
 
 def _halo_fields(args):

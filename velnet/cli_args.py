@@ -121,6 +121,11 @@ def build_parser(description):
             s.add_argument("--cache", action="store_true",
                            help="find the halos once per snapshot and settings, in velnet's cache; "
                                 "--out becomes a link to it")
+            s.add_argument("--subhalos", choices=["han16", "han16-infall"],
+                           help="add satellites drawn onto each host's particles from Han et al. (2016)'s "
+                                "subhalo model, ranked by bound mass (han16) or infall mass (han16-infall); "
+                                "each host becomes its central (data_prep.subhalos). Default: hosts only")
+            s.add_argument("--subhalo-seed", type=int, default=0, help="the satellites' random seed (0)")
         if name == "halo-fields":
             s.add_argument("--nmesh", type=int, default=128, help="CIC mesh per side (128)")
             s.add_argument("--los", default="z", help="line of sight: x, y or z (z)")

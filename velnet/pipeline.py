@@ -43,7 +43,7 @@ def simulate(out, preset="wu2021", cache=False, **overrides):
     return [Path(out) / snapshot_name(z) for z in config.output_redshifts]
 
 
-def find_halos(snapshot, out, linking_length=0.2, nmin=20, cache=False, **reader):
+def find_halos(snapshot, out, linking_length=0.2, nmin=20, cache=False, subhalos=None, subhalo_seed=0, **reader):
     """FOF halos of a snapshot (nbodykit) into a halo catalogue `.h5` (collective under MPI).
 
     Args:
@@ -53,21 +53,25 @@ def find_halos(snapshot, out, linking_length=0.2, nmin=20, cache=False, **reader
         nmin: fewest particles of a halo.
         cache: find the halos once per snapshot and settings, in velnet's cache; `out`
             becomes a link to it.
+        subhalos: None, or a subhalo model of `data_prep.subhalos.MODELS` whose satellites join
+            the hosts (`data_prep.fof.find_halos`).
+        subhalo_seed: the satellites' random seed.
 
     Returns:
         `out`.
     """
     from data_prep.fof import write_halos
 
+    found = dict(linking_length=linking_length, nmin=nmin, subhalos=subhalos, seed=subhalo_seed)
     if not cache:
-        write_halos(snapshot, out, linking_length=linking_length, nmin=nmin, **reader)
+        write_halos(snapshot, out, **found, **reader)
         return out
     from nbodykit import CurrentMPIComm
 
     from data_prep.cache import halos_file, link_output
-    cached = halos_file(snapshot, linking_length, nmin)
+    cached = halos_file(snapshot, linking_length, nmin, subhalos, subhalo_seed)
     if not cached.is_file():
-        write_halos(snapshot, cached, linking_length=linking_length, nmin=nmin, **reader)
+        write_halos(snapshot, cached, **found, **reader)
     if CurrentMPIComm.get().rank == 0:
         link_output(out, cached)
     return out

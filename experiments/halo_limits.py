@@ -12,7 +12,9 @@ For every test box (the predictions folder's seed*.h5, the fields file of the sa
 - C_r of the true density, velocity and momentum against the same field Gaussian-smoothed at
   each radius R (Mpc/h): what a perfect reconstruction to resolution R reaches;
 - C_r of the predicted momentum, and of the momentum formed with one factor true:
-  (rho_true/rho_mean) v_pred and (rho_pred/rho_mean) v_true.
+  (rho_true/rho_mean) v_pred and (rho_pred/rho_mean) v_true;
+- the predicted density's cells below zero (share, lowest value) and the C_r of the density and
+  the momentum with those cells raised to zero.
 
 Writes limits.json and limits.md (a table, mean over the boxes) in --out.
 """
@@ -62,25 +64,34 @@ def box_limits(truth, pred, radii=RADII):
 
     Returns:
         dict: "smoothed_truth": {field: [C_r at each radius]}, "momentum": C_r of the predicted
-        momentum ("predicted"), of rho_true v_pred ("true_density") and rho_pred v_true ("true_velocity").
+        momentum ("predicted"), of rho_true v_pred ("true_density") and rho_pred v_true ("true_velocity");
+        "negative_density": the share of cells below zero, the lowest value, and C_r of the density and
+        momentum with them raised to zero ("clipped_density", "clipped_momentum").
     """
     rho, v = truth["density"].value, truth["velocity"].value
     rho_p, v_p = pred["density"].value, pred["velocity"].value
     m = truth["momentum"].value
+    clipped = np.maximum(rho_p, 0)
     return {
         "smoothed_truth": {name: [c_r(smoothed(truth[name], r), truth[name].value) for r in radii]
                            for name in FIELDS},
         "momentum": {"predicted": c_r(pred["momentum"].value, m),
                      "true_density": c_r(rho[..., None] * v_p, m),
                      "true_velocity": c_r(rho_p[..., None] * v, m)},
+        "negative_density": {"share": float(np.mean(rho_p < 0)), "lowest": float(rho_p.min()),
+                             "clipped_density": c_r(clipped, rho), "clipped_momentum": c_r(clipped[..., None] * v_p, m),
+                             "density": c_r(rho_p, rho)},
     }
 
 
 def mean_limits(per_box):
     """The mean over boxes of `box_limits` dicts (same keys)."""
     smooth = {name: np.mean([b["smoothed_truth"][name] for b in per_box], axis=0).tolist() for name in FIELDS}
-    momentum = {key: float(np.mean([b["momentum"][key] for b in per_box])) for key in per_box[0]["momentum"]}
-    return {"smoothed_truth": smooth, "momentum": momentum}
+    mean = {"smoothed_truth": smooth}
+    for part in ("momentum", "negative_density"):
+        mean[part] = {key: float(np.mean([b[part][key] for b in per_box])) for key in per_box[0][part]}
+    mean["negative_density"]["lowest"] = min(b["negative_density"]["lowest"] for b in per_box)
+    return mean
 
 
 def table(mean, radii, boxes):
@@ -94,6 +105,12 @@ def table(mean, radii, boxes):
     lines += ["", "C_r of the momentum m = (rho/rho_mean) v:", "",
               "| predicted rho x predicted v | true rho x predicted v | predicted rho x true v |", "|---|---|---|",
               f"| {m['predicted']:.3f} | {m['true_density']:.3f} | {m['true_velocity']:.3f} |", ""]
+    n = mean["negative_density"]
+    lines += ["The predicted density below zero, and C_r with those cells raised to zero:", "",
+              "| cells below 0 | lowest | C_r density | clipped | C_r momentum | clipped |",
+              "|---|---|---|---|---|---|",
+              f"| {100 * n['share']:.3f} % | {n['lowest']:.3f} | {n['density']:.4f} | {n['clipped_density']:.4f} "
+              f"| {m['predicted']:.4f} | {n['clipped_momentum']:.4f} |", ""]
     return "\n".join(lines)
 
 

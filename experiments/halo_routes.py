@@ -194,9 +194,9 @@ def measure(halos_path, hosts=None):
 
 def table(records, hosts):
     """The markdown table of the routes, cheapest first."""
-    rows = ["| route | particles | B | steps | b | nmin | subhalos | n (h/Mpc)^3 | log10 edges (paper 15.01 / 13.30 / 12.56 / "
-            f"12.31 / 12.17; FOF hosts {' / '.join(f'{e:.2f}' for e in hosts)}) | worst offset from the paper / "
-            "the hosts (dex) | fastpm s | FOF s | fastpm peak GB | passes / matches hosts |",
+    rows = ["| route | particles | B | steps | b | nmin | subhalos | n (h/Mpc)^3 | log10 edges (paper 15.01 / 13.30 / "
+            f"12.56 / 12.31 / 12.17; FOF hosts {' / '.join(f'{e:.2f}' for e in hosts)}) | worst offset from the "
+            "paper / the hosts (dex) | fastpm s | FOF s | fastpm peak GB | passes / matches hosts |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in sorted(records.items(), key=lambda item: cost(item[1])):
         route, c = r["route"], r["cost"]

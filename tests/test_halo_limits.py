@@ -36,6 +36,7 @@ def test_bounds_fall_with_radius_and_true_factors_give_one(tmp_path):
     _box(tmp_path / "truth" / "seed1.h5", 1)
     _box(tmp_path / "pred" / "seed1.h5", 2)
     mean = halo_limits.run(tmp_path / "truth", tmp_path / "pred", tmp_path / "out", radii=(0.5, 2.0, 4.0))
+    assert mean["negative_density"]["share"] == 0 and mean["negative_density"]["lowest"] > 0
     for name in halo_limits.FIELDS:
         c = mean["smoothed_truth"][name]
         assert c[0] > c[1] > c[2] > 0, (name, c)
@@ -44,6 +45,7 @@ def test_bounds_fall_with_radius_and_true_factors_give_one(tmp_path):
     # the prediction as truth: every bound is 1
     mean = halo_limits.run(tmp_path / "truth", tmp_path / "truth", tmp_path / "self", radii=(0.5,))
     assert mean["momentum"] == pytest.approx({"predicted": 1, "true_density": 1, "true_velocity": 1})
+    assert mean["negative_density"]["share"] == 0 and mean["negative_density"]["clipped_density"] == pytest.approx(1)
     record = json.loads((tmp_path / "self" / "limits.json").read_text())
     assert record["made_by"] == halo_limits.MADE_BY and "seed1" in record["boxes"]
     assert "| 0.5 |" in (tmp_path / "self" / "limits.md").read_text()
@@ -58,3 +60,18 @@ def test_refuses_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(VelnetInputError, match="not a limits folder"):
         halo_limits.run(tmp_path / "truth", tmp_path / "truth", other)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_negative_density_cells_are_counted_and_clipped():
+    n, box_size = 8, 16.0
+    rho = np.ones((n,) * 3, np.float32)
+    rho[0, 0, :2] = [-2.0, -0.5]
+    v = np.full((n,) * 3 + (3,), 100.0, np.float32)
+    pred = {"density": Field(rho, "density", box_size, 0.59, HALO2024),
+            "velocity": Field(v, "velocity", box_size, 0.59, HALO2024),
+            "momentum": Field(rho[..., None] * v, "momentum", box_size, 0.59, HALO2024)}
+    truth = {**pred, "density": Field(np.maximum(rho, 0), "density", box_size, 0.59, HALO2024)}
+    truth["momentum"] = Field(truth["density"].value[..., None] * v, "momentum", box_size, 0.59, HALO2024)
+    out = halo_limits.box_limits(truth, pred, radii=(1.0,))["negative_density"]
+    assert out["share"] == pytest.approx(2 / n**3) and out["lowest"] == -2.0
+    assert out["clipped_density"] == pytest.approx(1) and out["density"] < 1

@@ -72,7 +72,7 @@ SECTION3 = (
     ("C_r, v components", "about 0.9", ("agreement", "velocity")),
     ("C_r, theta_v", "about 0.9", ("agreement", "theta_v")),
     ("C_r, m components", "about 0.9", ("agreement", "momentum")),
-    ("C_r, rho", "about 0.9", ("agreement", "density")),
+    ("C_r, rho", "not given (its eq. 10 is for v, theta_v, m, theta_m)", ("agreement", "density")),
     ("1 - cos phi, velocity", "0.01 ± 0.06", ("pixel", "one_minus_cos_v")),
     ("mean R(k), density, k < 0.3", "abs(R) < 0.13", ("spectra", "density")),
     ("mean R(k), velocity, 0.05-0.2", "abs(R) < 0.07", ("spectra", "velocity")),

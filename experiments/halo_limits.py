@@ -9,8 +9,9 @@ which factor of the momentum m = (rho/rho_mean) v limits a reconstruction of it.
         --predictions runs/halo2024/predictions/number --out runs/halo2024/limits/number
 
 For every test box (the predictions folder's seed*.h5, the fields file of the same name):
-- C_r of the true density, velocity and momentum against the same field Gaussian-smoothed at
-  each radius R (Mpc/h): what a perfect reconstruction to resolution R reaches;
+- C_r of the true density, velocity, theta_v = div v and momentum against the same field
+  Gaussian-smoothed at each radius R (Mpc/h), and the mean 1 - cos phi between the smoothed and
+  the true velocity: what a perfect reconstruction to resolution R reaches;
 - C_r of the predicted momentum, and of the momentum formed with one factor true:
   (rho_true/rho_mean) v_pred and (rho_pred/rho_mean) v_true;
 - the predicted density's cells below zero (share, lowest value) and the C_r of the density and
@@ -28,14 +29,15 @@ import numpy as np
 from velnet.fields.field import load_fields
 from velnet.fields.mesh import mesh_of
 from velnet.files import atomic_dir, check_output
-from velnet.statistics.pixels import agreement
+from velnet.statistics.pixels import agreement, cosine, derived_field
 
 log = logging.getLogger("experiments.halo_limits")
 
 MADE_BY = "experiments.halo_limits"
 RADII = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 """Gaussian radii, Mpc/h, at which the truth is smoothed."""
-FIELDS = ("density", "velocity", "momentum")
+FIELDS = ("density", "velocity", "theta_v", "momentum")
+"""The fields whose smoothed truth is compared with the truth (C_r), besides the velocity's direction."""
 
 
 def smoothed(field, radius):
@@ -63,7 +65,8 @@ def box_limits(truth, pred, radii=RADII):
         radii: Gaussian radii, Mpc/h.
 
     Returns:
-        dict: "smoothed_truth": {field: [C_r at each radius]}, "momentum": C_r of the predicted
+        dict: "smoothed_truth": {field: [C_r at each radius], "one_minus_cos_v": [mean 1 - cos phi of the
+        velocity at each radius]}, "momentum": C_r of the predicted
         momentum ("predicted"), of rho_true v_pred ("true_density") and rho_pred v_true ("true_velocity");
         "negative_density": the share of cells below zero, the lowest value, and C_r of the density and
         momentum with them raised to zero ("clipped_density", "clipped_momentum").
@@ -72,9 +75,17 @@ def box_limits(truth, pred, radii=RADII):
     rho_p, v_p = pred["density"].value, pred["velocity"].value
     m = truth["momentum"].value
     clipped = np.maximum(rho_p, 0)
+    fields = {**truth, "theta_v": derived_field("theta_v", velocity=truth["velocity"])}
+    smooth = {name: [] for name in (*FIELDS, "one_minus_cos_v")}
+    for r in radii:
+        for name in ("density", "momentum"):
+            smooth[name].append(c_r(smoothed(fields[name], r), fields[name].value))
+        v_r = truth["velocity"].with_value(smoothed(truth["velocity"], r))
+        smooth["velocity"].append(c_r(v_r.value, v))
+        smooth["theta_v"].append(c_r(derived_field("theta_v", velocity=v_r).value, fields["theta_v"].value))
+        smooth["one_minus_cos_v"].append(float(np.nanmean(1 - cosine(v_r.value, v))))
     return {
-        "smoothed_truth": {name: [c_r(smoothed(truth[name], r), truth[name].value) for r in radii]
-                           for name in FIELDS},
+        "smoothed_truth": smooth,
         "momentum": {"predicted": c_r(pred["momentum"].value, m),
                      "true_density": c_r(rho[..., None] * v_p, m),
                      "true_velocity": c_r(rho_p[..., None] * v, m)},
@@ -86,7 +97,8 @@ def box_limits(truth, pred, radii=RADII):
 
 def mean_limits(per_box):
     """The mean over boxes of `box_limits` dicts (same keys)."""
-    smooth = {name: np.mean([b["smoothed_truth"][name] for b in per_box], axis=0).tolist() for name in FIELDS}
+    smooth = {name: np.mean([b["smoothed_truth"][name] for b in per_box], axis=0).tolist()
+              for name in per_box[0]["smoothed_truth"]}
     mean = {"smoothed_truth": smooth}
     for part in ("momentum", "negative_density"):
         mean[part] = {key: float(np.mean([b[part][key] for b in per_box])) for key in per_box[0][part]}
@@ -98,9 +110,10 @@ def table(mean, radii, boxes):
     """limits.md: the mean bounds as Markdown."""
     lines = [f"# What the cells allow ({boxes} test boxes)", "",
              "C_r (eq. 10) of the truth against itself Gaussian-smoothed at R:", "",
-             "| R (Mpc/h) | " + " | ".join(FIELDS) + " |", "|---|" + "---|" * len(FIELDS)]
+             "| R (Mpc/h) | " + " | ".join(FIELDS) + " | 1 - cos phi, velocity |", "|---|" + "---|" * (len(FIELDS) + 1)]
     for i, r in enumerate(radii):
-        lines.append(f"| {r:g} | " + " | ".join(f"{mean['smoothed_truth'][n][i]:.3f}" for n in FIELDS) + " |")
+        lines.append(f"| {r:g} | " + " | ".join(f"{mean['smoothed_truth'][n][i]:.3f}" for n in FIELDS)
+                     + f" | {mean['smoothed_truth']['one_minus_cos_v'][i]:.3f} |")
     m = mean["momentum"]
     lines += ["", "C_r of the momentum m = (rho/rho_mean) v:", "",
               "| predicted rho x predicted v | true rho x predicted v | predicted rho x true v |", "|---|---|---|",

@@ -40,6 +40,8 @@ def test_bounds_fall_with_radius_and_true_factors_give_one(tmp_path):
     for name in halo_limits.FIELDS:
         c = mean["smoothed_truth"][name]
         assert c[0] > c[1] > c[2] > 0, (name, c)
+    angle = mean["smoothed_truth"]["one_minus_cos_v"]
+    assert 0 < angle[0] < angle[1] < angle[2] < 1
     # independent random predictions: no correlation either way
     assert abs(mean["momentum"]["predicted"]) < 0.1
     # the prediction as truth: every bound is 1

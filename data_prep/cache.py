@@ -8,7 +8,7 @@ share a box) takes it from here. Layout, under `$VELNET_CACHE` (default
     sims/<key>/          a `velnet simulate` output folder (snapshots + config.json); key: the
                          `SimulationConfig` as canonical JSON
     halos/<key>.h5       a FOF catalogue; key: the snapshot's own key and the FOF settings (and
-                         the subhalo model and seed, where satellites were drawn)
+                         the subhalo model, its parameters and seed, where satellites were drawn)
 
 Entries appear whole or not at all (the simulation and FOF writers are atomic), and a
 simulation's entry counts only once its `config.json` is written, which happens last.
@@ -67,7 +67,9 @@ def halos_file(snapshot, linking_length, nmin, subhalos=None, subhalo_seed=0):
     key = {"snapshot": snapshot_key(snapshot), "finder": "nbodykit FOF", "linking_length": float(linking_length),
            "nmin": int(nmin)}
     if subhalos is not None:
-        key.update(subhalos=subhalos, subhalo_seed=int(subhalo_seed))
+        from .subhalos import PARAMETERS
+
+        key.update(subhalos=subhalos, subhalo_seed=int(subhalo_seed), subhalo_parameters=PARAMETERS)
     return cache_root() / "halos" / (key_of(key) + ".h5")
 
 

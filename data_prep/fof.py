@@ -1,18 +1,17 @@
 """Friends-of-friends halos of a snapshot's particles, with nbodykit's `FOF`.
 
-Linking length 0.2 of the mean particle separation, at least 20 particles, mass = number of
+Linking length 0.2 of the mean particle separation, more than 20 particles, mass = number of
 particles times the particle mass Omega_m rho_crit L^3 / N, centre-of-mass position and
 velocity, periodic-aware. Units: positions Mpc/h, velocities km/s, masses Msun/h.
 """
 import numpy as np
 
 from velnet.errors import VelnetInputError
+from velnet.physics.cosmology import RHO_CRIT
 
 from .catalogs import HaloCatalog, save_halos
 from .readers import read_particles, wrap_positions
-
-RHO_CRIT = 2.775e11
-"""Critical density today, h^2 Msun / Mpc^3, i.e. (Msun/h) / (Mpc/h)^3."""
+from .subhalos import MODELS, mean_infall_count, with_subhalos
 
 
 def particle_mass(cosmology, box_size, nparticles):
@@ -34,10 +33,10 @@ def find_halos(particles, linking_length=0.2, nmin=20, subhalos=None, seed=0):
     Args:
         particles: `data_prep.readers.Particles` (positions Mpc/h, velocities km/s).
         linking_length: in units of the mean particle separation L / N^(1/3).
-        nmin: fewest particles a halo may have.
+        nmin: halos keep more than nmin particles (nbodykit's FOF drops groups of nmin or fewer).
         subhalos: None (hosts only), or a model of `data_prep.subhalos.MODELS`: each host becomes
-            its central subhalo plus satellites of at least nmin particles' mass drawn onto its
-            particles (`data_prep.subhalos.with_subhalos`), with the model's ranking mass.
+            its central subhalo plus satellites heavier than nmin particles drawn onto its particles
+            (`data_prep.subhalos.with_subhalos`), with the model's ranking mass.
         seed: the satellites' random seed.
 
     Returns:
@@ -48,6 +47,8 @@ def find_halos(particles, linking_length=0.2, nmin=20, subhalos=None, seed=0):
     from nbodykit.algorithms.fof import FOF
     from nbodykit.source.catalog import ArrayCatalog
 
+    if subhalos is not None and subhalos not in MODELS:
+        raise VelnetInputError(None, f"unknown subhalo model {subhalos!r}; known: {sorted(MODELS)}")
     comm = particles.comm or MPI.COMM_SELF
     box = float(particles.box_size)
     catalog = ArrayCatalog({"Position": particles.position, "Velocity": particles.velocity},
@@ -68,21 +69,29 @@ def find_halos(particles, linking_length=0.2, nmin=20, subhalos=None, seed=0):
     mass, position = mp * length[order].astype(np.float64), wrap_positions(position[order].astype(np.float64), box)
     velocity = velocity[order].astype(np.float64)
     if subhalos is not None:
-        from .subhalos import MODELS, with_subhalos
-
-        if subhalos not in MODELS:
-            raise VelnetInputError(None, f"unknown subhalo model {subhalos!r}; known: {sorted(MODELS)}")
-        members = _members(comm, np.asarray(fof.labels), particles, label[order])
-        mass, position, velocity, satellite = with_subhalos(
+        hosts = np.flatnonzero(mean_infall_count(mass, nmin * mp) > 0)  # those that can hold a satellite
+        members = dict(zip(hosts.tolist(), _members(comm, np.asarray(fof.labels), particles, label[order][hosts])))
+        mass, position, velocity, host = with_subhalos(
             mass, position, velocity, members, nmin * mp, box, particles.cosmology, float(particles.redshift),
             np.random.default_rng(seed), MODELS[subhalos])
-        attrs.update(subhalos=subhalos, subhalo_seed=int(seed), satellites=int(satellite.sum()))
+        attrs.update(subhalos=subhalos, subhalo_seed=int(seed), satellites=int(np.sum(host >= 0)))
     return HaloCatalog(position, velocity, mass, box, float(particles.redshift), particles.cosmology, attrs)
 
 
 def _members(comm, labels, particles, host_labels):
-    """Each host's particles, (positions, velocities), in the order of `host_labels` (gathered to every rank)."""
-    inside = labels > 0
+    """The particles of some hosts, gathered to every rank (collective).
+
+    Args:
+        comm: the MPI communicator of the particles.
+        labels: `(n,)` FOF label of each of this rank's particles (0: in no halo).
+        particles: this rank's `Particles`.
+        host_labels: `(H,)` the labels of the hosts wanted.
+
+    Returns:
+        list of H pairs (positions `(m, 3)` Mpc/h, velocities `(m, 3)` km/s), in the order of `host_labels`,
+        each host's particles in their order in the snapshot (rank by rank).
+    """
+    inside = np.isin(labels, host_labels)
     labels, position, velocity = (_gather(comm, x) for x in (labels[inside], particles.position[inside],
                                                               particles.velocity[inside]))
     order = np.argsort(labels, kind="stable")
@@ -92,7 +101,7 @@ def _members(comm, labels, particles, host_labels):
     for host in host_labels.tolist():
         start, count = at[host]
         rows = order[start:start + count]
-        out.append((position[rows].astype(np.float64), velocity[rows].astype(np.float64)))
+        out.append((position[rows], velocity[rows]))
     return out
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields
 from velnet.fields.mesh import mesh_of
 from velnet.files import atomic_dir, check_output
@@ -129,9 +130,10 @@ def table(mean, radii, boxes):
 
 def run(fields_dir, predictions_dir, out, radii=RADII):
     """Measure every box of `predictions_dir`; write limits.json and limits.md in `out`; returns the mean."""
+    check_output(out, "a limits folder", _is_limits, inputs=(fields_dir, predictions_dir), folder=True)
     boxes = sorted(Path(predictions_dir).glob("seed*.h5"))
     if not boxes:
-        raise SystemExit(f"{predictions_dir}: no seed*.h5 predictions")
+        raise VelnetInputError(predictions_dir, "holds no seed*.h5 predictions")
     per_box = {}
     for path in boxes:
         truth = load_fields(Path(fields_dir) / path.name, ["density", "velocity", "momentum"])
@@ -139,7 +141,6 @@ def run(fields_dir, predictions_dir, out, radii=RADII):
         per_box[path.stem] = box_limits(truth, pred, radii)
         log.info("%s: %s", path.stem, per_box[path.stem]["momentum"])
     mean = mean_limits(list(per_box.values()))
-    check_output(out, "a limits folder", _is_limits, inputs=(fields_dir, predictions_dir), folder=True)
     record = {"made_by": MADE_BY, "fields": str(fields_dir), "predictions": str(predictions_dir),
               "radii_mpc_h": list(radii), "mean": mean, "boxes": per_box}
     with atomic_dir(out) as tmp:

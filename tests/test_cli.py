@@ -142,6 +142,21 @@ def velnet_process(*argv, mpi_ranks=0, timeout=180):
         return None, err
 
 
+def test_halos_with_subhalos(tiny_simulation, tmp_path):
+    """`velnet halos --subhalos`: satellites join the hosts, the same seed draws the same ones."""
+    _, snapshots = tiny_simulation
+    flags = ["--nmin", 2, "--subhalos", "han16-infall"]
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert run("halos", snapshots[-1], *flags, "--subhalo-seed", seed, "--out", tmp_path / f"{name}.h5") == 0
+    assert run("halos", snapshots[-1], "--nmin", 2, "--out", tmp_path / "hosts.h5") == 0
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b, h5py.File(tmp_path / "c.h5") as c, \
+            h5py.File(tmp_path / "hosts.h5") as hosts:
+        satellites = json.loads(a.attrs["attrs"])["satellites"]
+        assert satellites > 0 and len(a["mass"]) == len(hosts["mass"]) + satellites
+        np.testing.assert_array_equal(a["position"][...], b["position"][...])
+        assert len(c["mass"]) != len(a["mass"]) or not np.array_equal(c["position"][...], a["position"][...])
+
+
 def test_other_packages_logs_only_with_verbose(tiny_simulation, tmp_path):
     _, snapshots = tiny_simulation
     code, quiet = velnet_process("paint", snapshots[-1], "--nmesh", 16, "--out", tmp_path / "quiet.h5")

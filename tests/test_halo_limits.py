@@ -77,3 +77,19 @@ def test_negative_density_cells_are_counted_and_clipped():
     out = halo_limits.box_limits(truth, pred, radii=(1.0,))["negative_density"]
     assert out["share"] == pytest.approx(2 / n**3) and out["lowest"] == -2.0
     assert out["clipped_density"] == pytest.approx(1) and out["density"] < 1
+
+
+def test_each_true_factor_is_the_one_named(tmp_path):
+    """A prediction with the true velocity and a wrong density: the true density times the predicted velocity
+    ("true_density") is the true momentum; the predicted density times the true velocity is not."""
+    n, box_size = 8, 16.0
+    rng = np.random.default_rng(3)
+    rho = np.exp(0.5 * rng.standard_normal((n,) * 3)).astype(np.float32)
+    v = (300 * rng.standard_normal((n,) * 3 + (3,))).astype(np.float32)
+    wrong = np.exp(0.5 * rng.standard_normal((n,) * 3)).astype(np.float32)
+    f = lambda value, name: Field(value, name, box_size, 0.59, HALO2024)  # noqa: E731
+    truth = {"density": f(rho, "density"), "velocity": f(v, "velocity"), "momentum": f(rho[..., None] * v, "momentum")}
+    pred = {"density": f(wrong, "density"), "velocity": f(v, "velocity"),
+            "momentum": f(wrong[..., None] * v, "momentum")}
+    out = halo_limits.box_limits(truth, pred, radii=(1.0,))["momentum"]
+    assert out["true_velocity"] < 0.9 and out["true_density"] == pytest.approx(1)

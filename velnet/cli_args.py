@@ -1,6 +1,7 @@
 """The `velnet` command line's arguments: every command's flags, with their help (units, defaults)."""
 import argparse
 
+from data_prep.subhalos import MODELS as SUBHALO_MODELS
 from velnet.api import REFERENCE_METHODS
 from velnet.evaluation import DEFAULT_REPORT, REPORTS
 from velnet.tasks import DEFAULT_TASK, TARGETS, TASKS
@@ -115,13 +116,14 @@ def build_parser(description):
         _add_reader_flags(s)
         s.add_argument("--linking-length", type=float, default=0.2,
                        help="FOF linking length, in mean particle separations (0.2)")
-        s.add_argument("--nmin", type=int, default=20, help="fewest particles of a halo (20)")
+        s.add_argument("--nmin", type=int, default=20,
+                       help="halos keep more than nmin particles (nbodykit's FOF drops groups of nmin or fewer; 20)")
         s.add_argument("--out", required=True, help="output .h5")
         if name == "halos":
             s.add_argument("--cache", action="store_true",
                            help="find the halos once per snapshot and settings, in velnet's cache; "
                                 "--out becomes a link to it")
-            s.add_argument("--subhalos", choices=["han16", "han16-infall"],
+            s.add_argument("--subhalos", choices=sorted(SUBHALO_MODELS),
                            help="add satellites drawn onto each host's particles from Han et al. (2016)'s "
                                 "subhalo model, ranked by bound mass (han16) or infall mass (han16-infall); "
                                 "each host becomes its central (data_prep.subhalos). Default: hosts only")

@@ -50,7 +50,7 @@ def find_halos(snapshot, out, linking_length=0.2, nmin=20, cache=False, subhalos
         snapshot: the snapshot (`data_prep.readers.read_particles`, with `**reader`).
         out: the catalogue file.
         linking_length: in mean particle separations.
-        nmin: fewest particles of a halo.
+        nmin: halos keep more than nmin particles.
         cache: find the halos once per snapshot and settings, in velnet's cache; `out`
             becomes a link to it.
         subhalos: None, or a subhalo model of `data_prep.subhalos.MODELS` whose satellites join

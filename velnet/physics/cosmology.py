@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+RHO_CRIT = 2.775e11
+"""Critical density today, h^2 Msun / Mpc^3, i.e. (Msun/h) / (Mpc/h)^3."""
+
 
 @dataclass(frozen=True)
 class Cosmology:

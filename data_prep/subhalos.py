@@ -19,8 +19,8 @@ distribution of subhaloes", fitted to HBT subhalos; the parameters as in its aut
 
 Tracers are ranked by these bound masses ("han16", as HBT+'s Nbound), or, as subhalo abundance
 matching ranks them, by the mass at infall: each satellite its m_acc, each central its host's M
-("han16-infall"). This is a model of the subhalos on the simulated hosts, not a subhalo finder's output (velnet
-reads HBT+'s: `data_prep.hbt`). The host mass M is the FOF mass, taken for the model's M200c.
+("han16-infall"). This is a model of the subhalos on the simulated hosts, not a subhalo finder's
+output (velnet reads HBT+'s: `data_prep.hbt`). The host mass M is the FOF mass, taken for the model's M200c.
 """
 import numpy as np
 
@@ -34,25 +34,27 @@ PSI_ACC_MAX = 0.1
 SIGMA_MU = 1.1
 MU_MAX_FACTOR = 4.2
 R_MAX = 2.0
+AMPLITUDE, MU_STAR, BETA = (0.1, -0.02), (0.5, -0.03), (1.7, -0.04)
+"""(value at M = 1e10 Msun/h, power of M / 1e10) of A, mu_star and beta."""
 PARAMETERS = {"surviving": SURVIVING, "alpha": ALPHA, "psi_acc_max": PSI_ACC_MAX, "sigma_mu": SIGMA_MU,
-              "mu_max_factor": MU_MAX_FACTOR, "r_max": R_MAX, "amplitude": [0.1, -0.02], "mu_star": [0.5, -0.03],
-              "beta": [1.7, -0.04], "version": 1}
+              "mu_max_factor": MU_MAX_FACTOR, "r_max": R_MAX, "amplitude": AMPLITUDE, "mu_star": MU_STAR,
+              "beta": BETA, "version": 1}
 """Every number of the model, for the cache key of catalogues drawn with it (`data_prep.cache.halos_file`)."""
 
 
 def amplitude(mass):
     """A of the infall mass function for hosts of `mass` (Msun/h)."""
-    return 0.1 * (mass / 1e10) ** -0.02
+    return AMPLITUDE[0] * (mass / 1e10) ** AMPLITUDE[1]
 
 
 def mu_star(mass):
     """The median bound fraction at R = R200c for hosts of `mass` (Msun/h)."""
-    return 0.5 * (mass / 1e10) ** -0.03
+    return MU_STAR[0] * (mass / 1e10) ** MU_STAR[1]
 
 
 def beta(mass):
     """The slope of the median bound fraction with R / R200c for hosts of `mass` (Msun/h)."""
-    return 1.7 * (mass / 1e10) ** -0.04
+    return BETA[0] * (mass / 1e10) ** BETA[1]
 
 
 def mean_infall_count(mass, min_infall):

@@ -141,6 +141,8 @@ def run(fields_dir, predictions_dir, out, radii=RADII):
         per_box[path.stem] = box_limits(truth, pred, radii)
         log.info("%s: %s", path.stem, per_box[path.stem]["momentum"])
     mean = mean_limits(list(per_box.values()))
+    if not np.all(np.isfinite(np.concatenate([np.ravel(v) for part in mean.values() for v in part.values()]))):
+        raise VelnetInputError(predictions_dir, f"gives a non-finite C_r (a constant field?): {mean}")
     record = {"made_by": MADE_BY, "fields": str(fields_dir), "predictions": str(predictions_dir),
               "radii_mpc_h": list(radii), "mean": mean, "boxes": per_box}
     with atomic_dir(out) as tmp:
@@ -164,7 +166,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for limits.json and limits.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(args.fields, args.predictions, args.out)
+    try:
+        run(args.fields, args.predictions, args.out)
+    except VelnetInputError as err:
+        raise SystemExit(f"halo_limits: {err}") from None
     print((Path(args.out) / "limits.md").read_text())
 
 

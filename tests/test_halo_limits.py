@@ -93,3 +93,20 @@ def test_each_true_factor_is_the_one_named(tmp_path):
             "momentum": f(wrong[..., None] * v, "momentum")}
     out = halo_limits.box_limits(truth, pred, radii=(1.0,))["momentum"]
     assert out["true_velocity"] < 0.9 and out["true_density"] == pytest.approx(1)
+
+
+def test_a_missing_truth_or_constant_field_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "truth").mkdir()
+    _box(tmp_path / "pred" / "seed1.h5", 1)
+    with pytest.raises(SystemExit, match="seed1.h5"):
+        halo_limits.main(["--fields", str(tmp_path / "truth"), "--predictions", str(tmp_path / "pred"),
+                          "--out", str(tmp_path / "out")])
+    n = 16
+    flat = [Field(np.ones((n,) * 3, np.float32), "density", 32.0, 0.59, HALO2024),
+            Field(np.ones((n,) * 3 + (3,), np.float32), "velocity", 32.0, 0.59, HALO2024),
+            Field(np.ones((n,) * 3 + (3,), np.float32), "momentum", 32.0, 0.59, HALO2024)]
+    save_fields(tmp_path / "truth" / "seed1.h5", flat)
+    with pytest.raises(VelnetInputError, match="non-finite"):
+        halo_limits.run(tmp_path / "truth", tmp_path / "pred", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -120,7 +120,8 @@ def with_subhalos(mass, position, velocity, members, min_mass, box_size, cosmolo
         mass: `(H,)` host masses, Msun/h.
         position, velocity: `(H, 3)` host centres (Mpc/h, in [0, L)) and velocities (km/s).
         members: dict host index -> (positions `(n, 3)` Mpc/h, velocities `(n, 3)` km/s) of its particles,
-            for every host that can hold a satellite (`mean_infall_count(mass, min_mass) > 0`).
+            for the hosts that may hold satellites (those with `mean_infall_count(mass, min_mass) > 0`;
+            the others draw none).
         min_mass: satellites are kept above this mass (bound or infall, as `ranking`), Msun/h.
         box_size: L, Mpc/h (distances to the centre are periodic).
         cosmology, redshift: for R200c.
@@ -138,11 +139,10 @@ def with_subhalos(mass, position, velocity, members, min_mass, box_size, cosmolo
     central = np.asarray(mass, dtype=np.float64).copy()
     radii = r200c(central, cosmology, redshift)
     sat_mass, sat_pos, sat_vel, sat_host = [], [], [], []
-    for host in np.flatnonzero(mean_infall_count(central, min_mass) > 0):
+    for host, (pos, vel) in members.items():
         infall = draw_infall_masses(mass[host], min_mass, rng)
         if not len(infall):
             continue
-        pos, vel = members[host]
         offset = pos - position[host]
         offset -= box_size * np.round(offset / box_size)
         pick, mu = draw_orbits(mass[host], np.linalg.norm(offset, axis=1) / radii[host], len(infall), rng)

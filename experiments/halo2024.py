@@ -100,8 +100,9 @@ def seeds(config):
     return [*config["train_seeds"], *config["val_seeds"], *config["test_seeds"]]
 
 
-def prepare_box(out, config, seed):
-    """Simulate a box, find its halos and paint its halo fields for each weighting (where missing).
+def prepare_box(out, config, seed, subhalos=None):
+    """Simulate a box, find its halos (with satellites of the `velnet halos --subhalos` model `subhalos`, if
+    given) and paint its halo fields for each weighting (where missing).
 
     Returns:
         dict weighting -> fields file.
@@ -115,7 +116,7 @@ def prepare_box(out, config, seed):
                    config["redshift"], "--seed", seed, "--cache", "--out", sim)
     if not halos.exists():
         run_velnet("halos", snapshot, "--linking-length", config["linking_length"], "--nmin", config["nmin"],
-                   "--cache", "--out", halos)
+                   *(["--subhalos", subhalos] if subhalos else []), "--cache", "--out", halos)
     files = {}
     for weighting in config["weightings"]:
         files[weighting] = out / "fields" / weighting / f"seed{seed}.h5"

@@ -27,7 +27,7 @@ from pathlib import Path
 from data_prep.subhalos import MODELS
 from experiments import run_velnet
 from experiments.demo_halos import shipped, table
-from experiments.halo2024 import CONFIG
+from experiments.halo2024 import CONFIG, prepare_box
 from velnet.errors import VelnetInputError
 
 log = logging.getLogger("experiments.halo_satellites")
@@ -35,22 +35,10 @@ WEIGHTING = "number"
 
 
 def prepare(out, seed, subhalos):
-    """The cached simulation of `seed`, its hosts with satellites and their number-weighted fields; returns
-    (halo catalogue, fields file)."""
-    sim = out / "sims" / f"seed{seed}"
-    snapshot = sim / f"snapshot_z{CONFIG['redshift']:.3f}"
-    if not snapshot.exists():
-        run_velnet("simulate", "--preset", "halo2024", "--box", CONFIG["box_size"], "--particles", CONFIG["particles"],
-                   "--force-mesh", CONFIG["force_mesh"], "--steps", CONFIG["steps"], "--z", CONFIG["redshift"],
-                   "--seed", seed, "--cache", "--out", sim)
-    halos, fields = out / "halos" / f"seed{seed}.h5", out / "fields" / f"seed{seed}.h5"
-    if not halos.exists():
-        run_velnet("halos", snapshot, "--linking-length", CONFIG["linking_length"], "--nmin", CONFIG["nmin"],
-                   "--subhalos", subhalos, "--cache", "--out", halos)
-    if not fields.exists():
-        run_velnet("halo-fields", snapshot, "--catalog", halos, "--nmesh", CONFIG["nmesh"], "--los", CONFIG["los"],
-                   "--weighting", WEIGHTING, "--out", fields)
-    return halos, fields
+    """`experiments.halo2024.prepare_box` with satellites, number weighting only; returns (halo catalogue,
+    fields file)."""
+    files = prepare_box(out, {**CONFIG, "weightings": [WEIGHTING]}, seed, subhalos)
+    return out / "halos" / f"seed{seed}.h5", files[WEIGHTING]
 
 
 def evaluate(out, name, fields, halos, predictions, references):

@@ -124,3 +124,50 @@ def test_reconstruction_fits_its_radius_and_bias_and_round_trips(tmp_path):
     pred = again.predict(test)
     assert cr(pred["velocity"].value, test["velocity"].value) > 0.9
     assert set(pred) == {"density", "velocity", "momentum"}
+
+
+def test_moved_channels_undo_the_kaiser_factor_and_keep_each_channel_total():
+    """Linear Kaiser tracers moved by the reconstruction: each channel's response to the matter no longer
+    depends on mu (its redshift-space one grows as b + f mu^2), and its sum is kept."""
+    delta = 0.05 * gaussian(N, 4, box=BOX)[0]
+    box = {f"halos_s_{j}": halo_field(0.25 * (1 + kaiser(delta, b)), f"halos_s_{j}", BOX)
+           for j, b in enumerate(BIASES[:2])}
+    total_bias = np.mean(BIASES[:2])
+    moved = Reconstruction(total_bias, 8.0, LOS).moved_channels(box)
+    full, _, k2 = wavevectors(N, BOX)
+    mu2 = np.divide(full[LOS] ** 2, k2, out=np.zeros_like(k2), where=k2 > 0)
+    low = (k2 > 0) & (k2 < 0.12 ** 2)
+    delta_k = np.fft.rfftn(delta)
+
+    def response(field, where):
+        """<F delta*> / <|delta|^2> over the low-k modes of a mu^2 range."""
+        f_k = np.fft.rfftn(field)
+        sel = low & where
+        return np.real(np.sum(f_k[sel] * np.conj(delta_k[sel]))) / np.sum(np.abs(delta_k[sel]) ** 2)
+
+    along, across = mu2 > 0.7, mu2 < 0.3
+    for j, b in enumerate(BIASES[:2]):
+        observed = np.asarray(box[f"halos_s_{j}"].value, np.float64)
+        assert response(observed, along) / response(observed, across) > 1 + 0.5 * growth_rate() / b
+        assert response(moved[j], along) / response(moved[j], across) == pytest.approx(1.0, abs=0.1)
+        assert response(moved[j], across) == pytest.approx(0.25 * b, rel=0.15)
+        assert moved[j].sum() == pytest.approx(observed.sum(), rel=1e-6)
+
+
+def test_the_filter_with_the_reconstruction_round_trips_and_reads_the_old_files(tmp_path):
+    rec = Reconstruction(2.0, 8.0, LOS)
+    train = [synthetic_box(1, noise=0.5), synthetic_box(2, noise=0.5)]
+    fitted = HaloFilter.fit(train, los="z", log_radii=(8.0,), reconstruction=rec)
+    plain = HaloFilter.fit(train, los="z", log_radii=(8.0,))
+    assert fitted.weights["velocity"].shape[1] == 2 * plain.weights["velocity"].shape[1]
+    again = HaloFilter.load(fitted.save(tmp_path / "filter.json"))
+    assert again.reconstruction == rec
+    box = synthetic_box(3, noise=0.5)
+    np.testing.assert_array_equal(again.predict(box)["velocity"].value, fitted.predict(box)["velocity"].value)
+    assert "reconstruction" in fitted.predict(box)["density"].attrs["method"]
+    old = HaloFilter.load(plain.save(tmp_path / "plain.json"))  # files without the reconstruction still load
+    assert old.reconstruction is None
+    from velnet.errors import VelnetInputError
+
+    with pytest.raises(VelnetInputError, match="line of sight"):
+        HaloFilter.fit(train, los="z", reconstruction=Reconstruction(2.0, 8.0, 0))

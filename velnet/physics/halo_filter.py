@@ -8,9 +8,14 @@ the Kaiser distortion (and its non-linear damping) from the data. Per mode,
 
     t(k) = sum_j sum_p w_{b(k), j, p} mu^p X_j(k),
 
-with X_j the features (each halo channel minus its mean; optionally, the log of the total halo
-density smoothed at a few radii, the non-linear transform velnet's matter estimator also
-uses), p in `mu_powers` (a polynomial in mu^2 inside each k bin) and b(k) the k bin. Targets:
+with X_j the features, p in `mu_powers` (a polynomial in mu^2 inside each k bin) and b(k) the
+k bin. The features are each halo channel minus its mean, the log of the total halo density
+smoothed at a few radii (the non-linear transform velnet's matter estimator also uses) and,
+with a `Reconstruction`, the same of the channels moved to real space by iterative
+reconstruction of their displacement (`Reconstruction.moved_channels`): the filter is then the
+best linear combination of the halo channels and their redshift-space reconstruction, which
+undoes the distortion tracer by tracer, beyond what a linear filter of the redshift-space
+field can. Targets:
 
 - "density": the real-space matter contrast delta = rho/rho_mean - 1;
 - "velocity": its divergence theta(k) = -i k . v(k) (km/s per Mpc/h), the velocity being
@@ -36,11 +41,15 @@ from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, los_axis
 from velnet.files import read_json_object, write_json
 from velnet.physics.linear import wavevectors
+from velnet.physics.reconstruction import Reconstruction, halo_channel_names
 
 FORMAT = "velnet-halo-filter"
 TARGETS = ("density", "velocity")
 LOG_FLOOR = 0.1
 """Added to the smoothed total halo density (rho_h / rho_h,mean) before its log."""
+MOVED_SMOOTHING = 4.0
+"""Gaussian radius (Mpc/h) of the reconstruction that moves the channels for `fit_files`: the best
+of 2.5, 4 and 5 on the halo2024 experiment's validation boxes (docs/results-halo2024.md)."""
 
 
 @dataclass
@@ -53,6 +62,7 @@ class HaloFilter:
         channels: the halo channel names (`halos_s_0`..).
         log_radii: Gaussian radii (Mpc/h) of the log features of the total halo density.
         mu_powers: powers of mu of each feature's weights.
+        reconstruction: the `Reconstruction` whose moved channels are features too, or None.
         los: the line-of-sight axis (0, 1, 2).
         cell_size: Mpc/h, of the fields it was fitted on.
         modes: `(n,)` training modes per bin.
@@ -69,16 +79,13 @@ class HaloFilter:
     los: int
     cell_size: float
     modes: np.ndarray
+    reconstruction: Reconstruction = None
     attrs: dict = field(default_factory=dict)
-
-    @property
-    def n_features(self):
-        return len(self.channels) + len(self.log_radii)
 
     # --- fitting ---------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, boxes, los, log_radii=(4.0,), mu_powers=(0, 2, 4), min_modes=8):
+    def fit(cls, boxes, los, log_radii=(4.0,), mu_powers=(0, 2, 4), min_modes=8, reconstruction=None):
         """Fit the filter on training boxes.
 
         Args:
@@ -88,6 +95,8 @@ class HaloFilter:
             log_radii: radii (Mpc/h) of the log features (empty: the channels alone).
             mu_powers: even powers of mu per feature.
             min_modes: fewest training modes per weight in a k bin.
+            reconstruction: a `Reconstruction` of the same line of sight whose moved channels are
+                features too (None: the redshift-space channels alone).
 
         Returns:
             `HaloFilter`.
@@ -97,11 +106,14 @@ class HaloFilter:
         """
         if not boxes:
             raise VelnetInputError(None, "fit the halo filter on at least one box")
-        channels = _channel_names(boxes[0])
+        channels = halo_channel_names(boxes[0])
         first = boxes[0][channels[0]]
         axis = los_axis(los)
+        if reconstruction is not None and reconstruction.los != axis:
+            raise VelnetInputError(None, f"the reconstruction's line of sight {'xyz'[reconstruction.los]!r} is not "
+                                         f"the boxes' {'xyz'[axis]!r}")
         cell = first.cell_size
-        n_weights = (len(channels) + len(log_radii)) * len(mu_powers)
+        n_weights = _n_features(channels, log_radii, reconstruction) * len(mu_powers)
         fine = 2 * np.pi / min(b[channels[0]].box_size for b in boxes) * np.arange(0.5, 1e5)
         fine = fine[: np.searchsorted(fine, np.sqrt(3) * np.pi / cell) + 2]
         normal = np.zeros((len(fine) - 1, n_weights, n_weights))
@@ -110,7 +122,7 @@ class HaloFilter:
         for box in boxes:
             _check_box(box, channels, cell)
             grid = _ModeGrid(box[channels[0]], axis)
-            features = _features(box, channels, log_radii, grid, mu_powers)
+            features = _features(box, channels, log_radii, grid, mu_powers, reconstruction)
             bins = np.searchsorted(fine, grid.k, side="right") - 1
             valid = (bins >= 0) & (bins < len(fine) - 1) & (grid.k > 0)
             b, w = bins[valid], grid.mode_weight[valid]
@@ -139,24 +151,36 @@ class HaloFilter:
                  "redshift": first.redshift, "cosmology": first.cosmology.to_dict(),
                  "min_modes": min_modes}
         return cls(kedges, weights, tuple(channels), tuple(float(r) for r in log_radii),
-                   tuple(int(p) for p in mu_powers), axis, float(cell), modes, attrs)
+                   tuple(int(p) for p in mu_powers), axis, float(cell), modes, reconstruction, attrs)
 
     @classmethod
-    def fit_files(cls, paths, **options):
+    def fit_files(cls, paths, moved_smoothing=MOVED_SMOOTHING, **options):
         """`fit` on halo fields files (`velnet halo-fields`), their line of sight read from the files.
 
+        Args:
+            paths: the training halo fields files.
+            moved_smoothing: Gaussian radius (Mpc/h) of the reconstruction whose moved channels
+                are features, its bias the Kaiser bias of the files' mean beta (eq. 4) and its
+                iterations 3; None: the redshift-space channels alone.
+            options: of `fit`.
+
         Raises:
-            VelnetInputError: naming a file: unreadable, without channels or truths, or of
-                another line of sight than the first.
+            VelnetInputError: naming a file: unreadable, without channels or truths, of another
+                line of sight than the first, or without beta when one is needed.
         """
         from velnet.fields.field import field_names, load_fields, read_meta
+        from velnet.physics.rsd import kaiser_bias
 
-        boxes, los = [], None
+        boxes, betas, los = [], [], None
         for path in paths:
             meta = read_meta(path)
             if los is not None and meta.get("los") != los:
                 raise VelnetInputError(path, f"line of sight {meta.get('los')!r} differs from the first file's {los!r}")
+            if moved_smoothing is not None and "beta" not in meta:
+                raise VelnetInputError(path, "records no beta (eq. 4), which the reconstruction's bias needs: not a "
+                                             "halo fields file (velnet halo-fields writes one)")
             los = meta.get("los")
+            betas.append(meta.get("beta"))
             names = [n for n in field_names(path) if n.startswith("halos_s_")] + ["density", "velocity"]
             box = load_fields(path, names)
             for field_ in box.values():
@@ -165,6 +189,11 @@ class HaloFilter:
         if los is None:
             raise VelnetInputError(paths[0] if paths else None, "records no line of sight: not a halo fields file "
                                                                   "(velnet halo-fields writes one)")
+        if moved_smoothing is not None:
+            ref = boxes[0][halo_channel_names(boxes[0])[0]]
+            f = ref.cosmology.growth_rate(1.0 / (1.0 + ref.redshift))
+            options["reconstruction"] = Reconstruction(kaiser_bias(float(np.mean(betas)), f), float(moved_smoothing),
+                                                       los_axis(los))
         return cls.fit(boxes, los, **options)
 
     def fields_read(self, available=()):
@@ -193,7 +222,7 @@ class HaloFilter:
         _check_box(box, self.channels, self.cell_size, truths=False)
         ref = box[self.channels[0]]
         grid = _ModeGrid(ref, self.los)
-        features = _features(box, self.channels, self.log_radii, grid, self.mu_powers)
+        features = _features(box, self.channels, self.log_radii, grid, self.mu_powers, self.reconstruction)
         bins = np.searchsorted(self.kedges, grid.k, side="right") - 1
         inside = (bins >= 0) & (bins < len(self.kedges) - 1) & (grid.k > 0)
         bins = np.where(inside, bins, 0)
@@ -207,7 +236,9 @@ class HaloFilter:
         delta = np.fft.irfftn(out["density"], s=shape, axes=(0, 1, 2))
         velocity = np.stack([np.fft.irfftn(1j * k * grid.inverse_k2 * out["velocity"], s=shape, axes=(0, 1, 2))
                              for k in grid.k_odd], axis=-1)
-        attrs = {"method": "per-(k, mu) linear filter of the redshift-space halo channels (velnet.physics.halo_filter)"}
+        moved = " and their reconstruction" if self.reconstruction else ""
+        attrs = {"method": f"per-(k, mu) linear filter of the redshift-space halo channels{moved} "
+                           "(velnet.physics.halo_filter)"}
         density = ref.with_value((1.0 + delta).astype(np.float32), "density")
         density.attrs = {**attrs, "units": "rho / rho_mean"}
         vel = Field(velocity.astype(np.float32), "velocity", ref.box_size, ref.redshift, ref.cosmology,
@@ -223,6 +254,7 @@ class HaloFilter:
                 "log_radii": list(self.log_radii), "mu_powers": list(self.mu_powers), "los": "xyz"[self.los],
                 "cell_size": self.cell_size, "kedges": self.kedges.tolist(),
                 "weights": {t: w.tolist() for t, w in self.weights.items()}, "modes": self.modes.tolist(),
+                **({"reconstruction": self.reconstruction.to_dict()} if self.reconstruction else {}),
                 "attrs": self.attrs}
 
     @classmethod
@@ -232,14 +264,15 @@ class HaloFilter:
             if d.get("format") != FORMAT:
                 raise ValueError(f"format is {d.get('format')!r}, not {FORMAT!r}")
             kedges = np.asarray(d["kedges"], float)
-            n = (len(d["channels"]) + len(d["log_radii"])) * len(d["mu_powers"])
+            reconstruction = Reconstruction.from_dict(d["reconstruction"], path) if "reconstruction" in d else None
+            n = _n_features(d["channels"], d["log_radii"], reconstruction) * len(d["mu_powers"])
             weights = {t: np.asarray(d["weights"][t], float) for t in TARGETS}
             for t, w in weights.items():
                 if w.shape != (len(kedges) - 1, n) or not np.all(np.isfinite(w)):
                     raise ValueError(f"{t} weights of shape {w.shape}, not ({len(kedges) - 1}, {n}), or not finite")
             return cls(kedges, weights, tuple(d["channels"]), tuple(float(r) for r in d["log_radii"]),
                        tuple(int(p) for p in d["mu_powers"]), los_axis(d["los"]), float(d["cell_size"]),
-                       np.asarray(d["modes"], float), dict(d.get("attrs", {})))
+                       np.asarray(d["modes"], float), reconstruction, dict(d.get("attrs", {})))
         except (KeyError, TypeError, ValueError, AttributeError, VelnetInputError) as err:
             problem = err.problem if isinstance(err, VelnetInputError) else str(err)
             raise VelnetInputError(path, f"not a velnet halo filter file ({problem})") from None
@@ -274,30 +307,35 @@ class _ModeGrid:
         self.mode_weight = np.broadcast_to(plane[None, None, :], self.shape)
 
 
-def _channel_names(box):
-    names = sorted((n for n in box if n.startswith("halos_s_")), key=lambda n: int(n.rsplit("_", 1)[1]))
-    if not names:
-        raise VelnetInputError(None, f"a halo fields file holds the channels halos_s_0..; this one holds {sorted(box)}")
-    return names
+def _n_features(channels, log_radii, reconstruction):
+    """Features per mu power: the channels and log features, twice with a reconstruction."""
+    return (len(channels) + len(log_radii)) * (2 if reconstruction is not None else 1)
 
 
-def _features(box, channels, log_radii, grid, mu_powers):
+def _features(box, channels, log_radii, grid, mu_powers, reconstruction=None):
     """The filter's features of one box in Fourier space: mu^p X_j(k), feature-major."""
-    scalars = [np.asarray(box[c].value, np.float64) for c in channels]
-    scalars = [s - s.mean() for s in scalars]
-    if log_radii:
-        total_k = np.fft.rfftn(np.sum([np.asarray(box[c].value, np.float64) for c in channels], axis=0))
-        total_k /= total_k[0, 0, 0].real / np.prod(box[channels[0]].value.shape)
-        for radius in log_radii:
-            smooth = np.fft.irfftn(total_k * np.exp(-0.5 * (grid.k * radius) ** 2),
-                                   s=box[channels[0]].value.shape, axes=(0, 1, 2))
-            transformed = np.log(np.maximum(smooth, 0.0) + LOG_FLOOR)
-            scalars.append(transformed - transformed.mean())
+    values = [np.asarray(box[c].value, np.float64) for c in channels]
+    scalars = _scalars(values, log_radii, grid)
+    if reconstruction is not None:
+        scalars += _scalars(reconstruction.moved_channels(box), log_radii, grid)
     out = []
     for s in scalars:
         s_k = np.fft.rfftn(s)
         out.extend(s_k * grid.mu ** p for p in mu_powers)
     return out
+
+
+def _scalars(values, log_radii, grid):
+    """The channels minus their means, then the log of their sum (mean 1) smoothed at each radius, minus its mean."""
+    scalars = [v - v.mean() for v in values]
+    if log_radii:
+        total_k = np.fft.rfftn(np.sum(values, axis=0))
+        total_k /= total_k[0, 0, 0].real / np.prod(values[0].shape)
+        for radius in log_radii:
+            smooth = np.fft.irfftn(total_k * np.exp(-0.5 * (grid.k * radius) ** 2), s=values[0].shape, axes=(0, 1, 2))
+            transformed = np.log(np.maximum(smooth, 0.0) + LOG_FLOOR)
+            scalars.append(transformed - transformed.mean())
+    return scalars
 
 
 def _targets(box, grid):

@@ -39,8 +39,8 @@ BIAS_SCALES = (0.7, 0.85, 1.0, 1.15, 1.3)
 """Multiples of the Kaiser bias of the boxes' beta that `fit` tries."""
 
 
-def displacement(halo_density, bias, smoothing, los, niter=3):
-    """The reconstructed real-space displacement and density of a redshift-space halo field.
+def moved_tracers(halo_density, bias, smoothing, los, niter=3):
+    """The real-space positions of a redshift-space halo field's tracers after reconstruction.
 
     Args:
         halo_density: scalar `Field` of the redshift-space halo density relative to its mean
@@ -51,8 +51,8 @@ def displacement(halo_density, bias, smoothing, los, niter=3):
         niter: iterations (pyrecon's default: 3).
 
     Returns:
-        (psi, delta): `(N, N, N, 3)` displacement on the mesh (Mpc/h) and `(N, N, N)` the
-        smoothed density contrast of the tracers moved to real space, divided by b.
+        (positions, cells): `(M, 3)` positions (Mpc/h, in [0, box)) of the M cells that hold
+        tracers, moved along the line of sight, and `(M,)` those cells' flat indices.
 
     Raises:
         VelnetInputError: a vector field, a bias or radius that is not positive, niter < 1.
@@ -67,13 +67,11 @@ def displacement(halo_density, bias, smoothing, los, niter=3):
     f = halo_density.cosmology.growth_rate(1.0 / (1.0 + halo_density.redshift))
     beta = f / bias
     weight = np.asarray(halo_density.value, np.float64).ravel()
-    keep = weight > 0
-    cells = np.indices((n, n, n), dtype=np.float64).reshape(3, -1).T[keep]
-    s = cells * (box / n)  # cell (i, j, k) holds the value at (i, j, k) L / N (velnet.fields.painting)
-    weight = weight[keep]
-    full, odd, k2 = wavevectors(n, box)
-    kernel = np.exp(-0.5 * k2 * smoothing ** 2) / np.where(k2 > 0, k2, 1.0) / bias
-    kernel[0, 0, 0] = 0.0
+    cells = np.flatnonzero(weight > 0)
+    s = np.stack(np.unravel_index(cells, (n, n, n)), axis=-1) * (box / n)  # cell (i, j, k) is at (i, j, k) L / N
+    weight = weight[cells]
+    _, odd, k2 = wavevectors(n, box)
+    kernel = _kernel(k2, smoothing, bias)
     positions = s
     for iteration in range(niter):
         painted = paint(positions, box, n, weight=weight) if iteration else np.asarray(halo_density.value,
@@ -85,19 +83,56 @@ def displacement(halo_density, bias, smoothing, los, niter=3):
             shift = shift / (1.0 + beta)
         positions = s.copy()
         positions[:, axis] = np.mod(s[:, axis] - f * shift, box)
-    painted = paint(positions, box, n, weight=weight)
+    return positions, cells
+
+
+def displacement(halo_density, bias, smoothing, los, niter=3):
+    """The reconstructed real-space displacement and density of a redshift-space halo field.
+
+    Args:
+        as `moved_tracers`.
+
+    Returns:
+        (psi, delta): `(N, N, N, 3)` displacement on the mesh (Mpc/h) and `(N, N, N)` the
+        smoothed density contrast of the tracers moved to real space, divided by b.
+
+    Raises:
+        VelnetInputError: a vector field, a bias or radius that is not positive, niter < 1.
+    """
+    positions, cells = moved_tracers(halo_density, bias, smoothing, los, niter)
+    n, box = halo_density.nmesh, halo_density.box_size
+    painted = paint(positions, box, n, weight=np.asarray(halo_density.value, np.float64).ravel()[cells])
     delta_k = np.fft.rfftn(painted / painted.mean() - 1.0)
+    _, odd, k2 = wavevectors(n, box)
+    kernel = _kernel(k2, smoothing, bias)
     psi = np.stack([np.fft.irfftn(1j * k * kernel * delta_k, s=(n, n, n), axes=(0, 1, 2)) for k in odd], axis=-1)
     smooth = np.exp(-0.5 * k2 * smoothing ** 2) / bias
     delta = np.fft.irfftn(smooth * delta_k, s=(n, n, n), axes=(0, 1, 2))
     return psi, delta
 
 
-def total_halo_density(box):
-    """The summed redshift-space halo channels of a halo fields file's box, as a `Field` (mean 1)."""
+def _kernel(k2, smoothing, bias):
+    """exp(-k^2 R^2 / 2) / (k^2 b): psi(k) = i k kernel delta_s(k); zero at k = 0."""
+    kernel = np.exp(-0.5 * k2 * smoothing ** 2) / np.where(k2 > 0, k2, 1.0) / bias
+    kernel[0, 0, 0] = 0.0
+    return kernel
+
+
+def halo_channel_names(box):
+    """The redshift-space halo channels `halos_s_0`.. of a box (dict name -> field), in order.
+
+    Raises:
+        VelnetInputError: the box holds none.
+    """
     names = sorted((n for n in box if n.startswith("halos_s_")), key=lambda n: int(n.rsplit("_", 1)[1]))
     if not names:
         raise VelnetInputError(None, f"a halo fields file holds the channels halos_s_0..; this one holds {sorted(box)}")
+    return names
+
+
+def total_halo_density(box):
+    """The summed redshift-space halo channels of a halo fields file's box, as a `Field` (mean 1)."""
+    names = halo_channel_names(box)
     ref = box[names[0]]
     total = np.sum([np.asarray(box[n].value, np.float64) for n in names], axis=0)
     return ref.with_value(total / total.mean(), "halos_s")
@@ -142,6 +177,24 @@ class Reconstruction:
                                  halos.box_size, halos.redshift, halos.cosmology)}
         for name, f in out.items():
             f.attrs = {**attrs, "units": "rho / rho_mean" if name == "density" else "km/s"}
+        return out
+
+    def moved_channels(self, box):
+        """Each halo channel of a box moved to real space by the displacement of their sum.
+
+        Returns:
+            list of `(N, N, N)` float64 arrays, in the order of the channels `halos_s_0`..,
+            each the CIC painting of its channel's cells at their reconstructed positions, in
+            the channel's units (its sum over the cells is kept).
+        """
+        halos = total_halo_density(box)
+        positions, cells = moved_tracers(halos, self.bias, self.smoothing, self.los, self.niter)
+        out = []
+        for name in halo_channel_names(box):
+            weight = np.asarray(box[name].value, np.float64).ravel()[cells]
+            total = weight.sum()
+            out.append(paint(positions, halos.box_size, halos.nmesh, weight=weight) * (total / halos.nmesh ** 3)
+                       if total > 0 else np.zeros(halos.value.shape))
         return out
 
     @classmethod

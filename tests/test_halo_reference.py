@@ -171,3 +171,24 @@ def test_the_filter_with_the_reconstruction_round_trips_and_reads_the_old_files(
 
     with pytest.raises(VelnetInputError, match="line of sight"):
         HaloFilter.fit(train, los="z", reconstruction=Reconstruction(2.0, 8.0, 0))
+
+
+def test_velnet_baseline_fits_the_filter_with_or_without_the_moved_channels(tmp_path):
+    from velnet.cli import main as velnet
+    from velnet.fields.field import save_fields
+
+    files = []
+    for seed in (1, 2):
+        box = synthetic_box(seed)
+        files.append(save_fields(tmp_path / f"box{seed}.h5", list(box.values()), {"los": "z", "beta": 2.0}))
+    for radius, moved in (([], True), (["--moved-smoothing", "0"], False)):
+        out = tmp_path / f"filter{len(radius)}.json"
+        assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", *radius, "--out", str(out)]) == 0
+        fitted = HaloFilter.load(out)
+        assert (fitted.reconstruction is not None) == moved
+    assert fitted.reconstruction is None
+    assert HaloFilter.load(tmp_path / "filter0.json").reconstruction.smoothing == 4.0
+    bare = save_fields(tmp_path / "nobeta.h5", list(synthetic_box(3).values()), {"los": "z"})
+    assert velnet(["baseline", str(files[0]), str(bare), "--task", "halo-velocity", "--out",
+                   str(tmp_path / "never.json")]) != 0
+    assert not (tmp_path / "never.json").exists()

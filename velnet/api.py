@@ -180,7 +180,7 @@ def _boxes(paths, names):
 
 
 def fit_classical(fields_files, estimators=DEFAULT_ESTIMATORS, n_bins=64, min_modes=20, radii=DEFAULT_RADII,
-                  method="estimator", out=None):
+                  method="estimator", out=None, moved_smoothing=None):
     """Fit a classical reference on training boxes.
 
     Args:
@@ -198,6 +198,8 @@ def fit_classical(fields_files, estimators=DEFAULT_ESTIMATORS, n_bins=64, min_mo
             (the per-(k, mu) linear filter of the redshift-space halo channels) or
             "reconstruction" (iterative redshift-space reconstruction of the halos).
         out: where to write it (a `.json` model for `reconstruct` and `velnet predict`).
+        moved_smoothing: "filter": Gaussian radius (Mpc/h) of the reconstruction whose moved
+            halo channels are features too (None: the filter's default, 4; 0: none).
 
     Returns:
         The reference: a `velnet.physics.classical.ClassicalEstimator`, `HaloFilter` or
@@ -213,7 +215,8 @@ def fit_classical(fields_files, estimators=DEFAULT_ESTIMATORS, n_bins=64, min_mo
     module, name = REFERENCE_METHODS[method]
     kind = getattr(importlib.import_module(module), name)
     if hasattr(kind, "fit_files"):
-        reference = kind.fit_files(fields_files)
+        moved = {} if moved_smoothing is None or method != "filter" else {"moved_smoothing": moved_smoothing or None}
+        reference = kind.fit_files(fields_files, **moved)
     else:
         boxes = _boxes(fields_files, [DENSITY, VELOCITY])
         reference = kind.fit([b[DENSITY] for b in boxes], [b[VELOCITY] for b in boxes],

@@ -258,6 +258,9 @@ def build_parser(description):
                    help="the kind of reference (default: the task's): estimator (the matter's, per k), filter (the "
                         "per-(k, mu) linear filter of the halo channels) or reconstruction (iterative redshift-space "
                         "reconstruction, kSZ analyses' estimator)")
+    s.add_argument("--moved-smoothing", type=float, metavar="R",
+                   help="filter: Gaussian radius (Mpc/h) of the reconstruction whose halo channels, moved to real "
+                        "space, are features too (default 4; 0: the redshift-space channels alone)")
     s.add_argument("--out", required=True, help="output classical estimator .json (a model for "
                                                  "`velnet predict`)")
 

@@ -1,0 +1,108 @@
+"""The radius of the halo filter's reconstruction, chosen on validation boxes.
+
+The classical halo reference (`velnet.physics.halo_filter`) adds to its features the halo
+channels moved to real space by iterative reconstruction, whose Gaussian radius R sets how
+finely the displacement is solved for. This fits the filter on training boxes for each R (0:
+the redshift-space channels alone) and measures it on validation boxes, never the test boxes:
+
+    python -m experiments.halo_filter_radius --fields runs/halo2024/fields/number \\
+        --train $(seq 1 24) --validate 25 26 --out runs/halo2024/filter-radius/number
+
+Per R, the mean over the validation boxes of C_r (eq. 10) of the density, velocity, theta_v and
+momentum, and of 1 - cos phi of the velocity. Writes radius.json and radius.md in --out.
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from velnet.errors import VelnetInputError
+from velnet.fields.field import load_fields
+from velnet.files import atomic_dir, check_output
+from velnet.physics.halo_filter import HaloFilter
+from velnet.statistics.pixels import agreement, cosine, derived_field
+
+log = logging.getLogger("experiments.halo_filter_radius")
+
+MADE_BY = "experiments.halo_filter_radius"
+RADII = (0.0, 2.5, 4.0, 5.0, 6.0, 8.0)
+"""Radii (Mpc/h) tried; 0: no reconstruction."""
+COLUMNS = ("density", "velocity", "theta_v", "momentum", "one_minus_cos_v")
+
+
+def scores(pred, truth):
+    """C_r of each field and the mean 1 - cos phi of the velocity, of one box's predictions against its truth."""
+    theta = [derived_field("theta_v", velocity=f["velocity"]).value for f in (pred, truth)]
+    out = {name: agreement(pred[name].value, truth[name].value)["C_r"] for name in ("density", "velocity", "momentum")}
+    out["theta_v"] = agreement(*theta)["C_r"]
+    out["one_minus_cos_v"] = float(np.nanmean(1 - cosine(pred["velocity"].value, truth["velocity"].value)))
+    return out
+
+
+def run(fields_dir, train, validate, out, radii=RADII):
+    """Fit and measure the filter for each radius; write radius.json and radius.md in `out`; returns the table."""
+    check_output(out, "a filter-radius folder", _is_ours, inputs=(fields_dir,), folder=True)
+    files = {s: Path(fields_dir) / f"seed{s}.h5" for s in [*train, *validate]}
+    truths = {s: load_fields(files[s], ["density", "velocity", "momentum"]) for s in validate}
+    boxes = {s: load_fields(files[s], _channels(files[s])) for s in validate}
+    rows = {}
+    for radius in radii:
+        fitted = HaloFilter.fit_files([files[s] for s in train], moved_smoothing=radius or None)
+        per_box = [scores(fitted.predict(boxes[s]), truths[s]) for s in validate]
+        rows[radius] = {c: float(np.mean([b[c] for b in per_box])) for c in COLUMNS}
+        log.info("R = %g Mpc/h: %s", radius, rows[radius])
+    if not all(np.isfinite(v) for row in rows.values() for v in row.values()):
+        raise VelnetInputError(fields_dir, f"gives a non-finite score (a constant field?): {rows}")
+    record = {"made_by": MADE_BY, "fields": str(fields_dir), "train": list(train), "validate": list(validate),
+              "rows": {str(r): row for r, row in rows.items()}}
+    with atomic_dir(out) as tmp:
+        (tmp / "radius.json").write_text(json.dumps(record, indent=1))
+        (tmp / "radius.md").write_text(table(rows, len(validate)))
+    return rows
+
+
+def table(rows, boxes):
+    """radius.md: one row per radius."""
+    lines = [f"# The halo filter against the radius of its reconstruction ({boxes} validation boxes)", "",
+             "| R (Mpc/h) | C_r density | C_r velocity | C_r theta_v | C_r momentum | 1 - cos phi |",
+             "|---|---|---|---|---|---|"]
+    for radius, row in rows.items():
+        label = f"{radius:g}" if radius else "none (channels alone)"
+        lines.append(f"| {label} | " + " | ".join(f"{row[c]:.4f}" for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _channels(path):
+    from velnet.fields.field import field_names
+
+    return [n for n in field_names(path) if n.startswith("halos_s_")]
+
+
+def _is_ours(folder):
+    """Whether `folder` is an earlier output of this script (which it may replace)."""
+    try:
+        return json.loads((folder / "radius.json").read_text()).get("made_by") == MADE_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", required=True, help="folder of halo fields files seed*.h5 (velnet halo-fields)")
+    parser.add_argument("--train", type=int, nargs="+", required=True, help="seeds of the training boxes")
+    parser.add_argument("--validate", type=int, nargs="+", required=True, help="seeds of the validation boxes")
+    parser.add_argument("--radii", type=float, nargs="+", default=list(RADII), help="radii, Mpc/h (0: none)")
+    parser.add_argument("--out", required=True, help="folder for radius.json and radius.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run(args.fields, args.train, args.validate, args.out, args.radii)
+    except VelnetInputError as err:
+        raise SystemExit(f"halo_filter_radius: {err}") from None
+    print((Path(args.out) / "radius.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

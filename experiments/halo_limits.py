@@ -28,7 +28,7 @@ import numpy as np
 
 from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields
-from velnet.fields.mesh import mesh_of
+from velnet.fields.mesh import smoothed
 from velnet.files import atomic_dir, check_output
 from velnet.statistics.pixels import agreement, cosine, derived_field
 
@@ -39,17 +39,6 @@ RADII = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 """Gaussian radii, Mpc/h, at which the truth is smoothed."""
 FIELDS = ("density", "velocity", "theta_v", "momentum")
 """The fields whose smoothed truth is compared with the truth (C_r), besides the velocity's direction."""
-
-
-def smoothed(field, radius):
-    """The field's array Gaussian-smoothed at `radius` Mpc/h (exp(-k^2 R^2 / 2)), float32, same shape."""
-    mesh = mesh_of(field)
-    _, _, k2 = mesh.wavevectors()
-    kernel = np.exp(np.float32(-0.5 * radius**2) * k2)
-    value = field.value
-    if not field.is_vector:
-        return mesh.irfft(mesh.rfft(value) * kernel)
-    return np.stack([mesh.irfft(mesh.rfft(value[..., i]) * kernel) for i in range(3)], axis=-1)
 
 
 def c_r(pred, truth):

@@ -7,6 +7,7 @@ import pytest
 from experiments import halo_limits
 from velnet.errors import VelnetInputError
 from velnet.fields.field import Field, save_fields
+from velnet.fields.mesh import smoothed
 from velnet.physics.cosmology import HALO2024
 
 
@@ -26,7 +27,7 @@ def test_smoothing_is_exact_gaussian_on_one_mode(tmp_path):
     x = np.arange(n) * box_size / n
     k = 2 * np.pi * 2 / box_size
     wave = np.broadcast_to(np.cos(k * x)[:, None, None], (n,) * 3).astype(np.float32)
-    out = halo_limits.smoothed(Field(wave, "density", box_size, 0.59, HALO2024), radius)
+    out = smoothed(Field(wave, "density", box_size, 0.59, HALO2024), radius)
     np.testing.assert_allclose(out, wave * np.exp(-0.5 * (k * radius) ** 2), atol=1e-5)
 
 

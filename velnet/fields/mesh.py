@@ -254,3 +254,14 @@ def _chunks(a, b, local):
 def mesh_of(field):
     """The `Mesh` a `velnet.fields.field.Field` lives on (its slab's, under MPI)."""
     return Mesh(field.nmesh, field.box_size, field.comm)
+
+
+def smoothed(field, radius):
+    """A `Field`'s array Gaussian-smoothed at `radius` Mpc/h (times exp(-k^2 R^2 / 2)), float32, same shape."""
+    mesh = mesh_of(field)
+    _, _, k2 = mesh.wavevectors()
+    kernel = np.exp(np.float32(-0.5 * radius**2) * k2)
+    value = field.value
+    if not field.is_vector:
+        return mesh.irfft(mesh.rfft(value) * kernel)
+    return np.stack([mesh.irfft(mesh.rfft(value[..., i]) * kernel) for i in range(3)], axis=-1)

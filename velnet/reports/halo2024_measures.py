@@ -8,6 +8,7 @@ every weighting scheme and method over the test boxes.
 import numpy as np
 
 from velnet.fields.field import Field, los_axis
+from velnet.fields.mesh import smoothed
 from velnet.fields.painting import paint
 from velnet.physics.linear import divergence
 from velnet.physics.rsd import ROOT_STEP, read_back, real_space_positions, redshift_space_positions
@@ -65,9 +66,15 @@ XI_DENSITY_LEVELS = (0.02, 0.06, 0.12)
 """Contour levels of the dark-matter xi figure: the paper's Fig. 13."""
 NETWORKS = ("density", "velocity", "momentum")
 """The networks whose loss curves Fig. 3 shows, left to right."""
-FROM_S, AT_R = "from s", "at r"
-"""RSD correction modes: root search from the redshift-space position (what an observer can do),
-and read-out at the known real-space position (the simulation test of the velocities at the halos)."""
+FROM_S, SMOOTHED, AT_R = "from s", "from s, smoothed", "at r"
+"""RSD correction modes: root search from the redshift-space position (what an observer can do), the
+same with the velocity and density Gaussian-smoothed at `RSD_SMOOTHING`, and read-out at the known
+real-space position (the simulation test of the velocities at the halos)."""
+RSD_SMOOTHING = 3.0
+"""Mpc/h. Where a velocity field folds the line of sight (1 + dv_los/dr / (a H) < 0, inside clusters)
+the root search has several roots; smoothing unfolds it. 3 Mpc/h is where the true fields' correction
+peaks on the halo experiment's training boxes 1-4 and validation boxes 25-26 (97 % of the anisotropy
+removed, against 80 % unsmoothed and 94 / 97 / 86 % at 2 / 4 / 6 Mpc/h), whatever the method."""
 
 
 def heaviest(catalog, number_density=HALO_NUMBER_DENSITY):
@@ -243,7 +250,7 @@ def _rsd(truth, method_q, catalogs, schemes, los, factor, progress):
     """Halo positions moved back with each velocity field; their xi(r_perp, r_par), P_ell and los offsets."""
     axis = los_axis(los)
     fields = [("true v", None), *((f"{s} {m} v", (s, m)) for s in schemes for m in _reconstructions(method_q[s]))]
-    names = ["real space", "redshift space", *(f"{f}, {m}" for f, _ in fields for m in (FROM_S, AT_R))]
+    names = ["real space", "redshift space", *(f"{f}, {m}" for f, _ in fields for m in (FROM_S, SMOOTHED, AT_R))]
     xi_each = {n: [] for n in names}
     poles_each = {n: [] for n in names}
     offsets = {n: {"rms": [], "median": []} for n in names[1:]}
@@ -260,6 +267,8 @@ def _rsd(truth, method_q, catalogs, schemes, los, factor, progress):
         for name, method in fields:
             source = truth[b] if method is None else method_q[method[0]][method[1]][b]
             positions[f"{name}, {FROM_S}"] = real_space_positions(s, source["velocity"], axis, source["density"])
+            v_r, rho_r = (source[f].with_value(smoothed(source[f], RSD_SMOOTHING)) for f in ("velocity", "density"))
+            positions[f"{name}, {SMOOTHED}"] = real_space_positions(s, v_r, axis, rho_r)
             positions[f"{name}, {AT_R}"] = read_back(s, real, source["velocity"], axis)
         for name, where in positions.items():
             xi_each[name].append(points_xi(where, catalog.box_size, axis, rmax=rmax)[2])

@@ -25,3 +25,13 @@ def with_overrides(config, items, error):
             error(f"unknown CONFIG key {key!r}; known: {sorted(config)}")
         out[key] = json.loads(value)
     return out
+
+
+def made_by(record, name):
+    """A check for `velnet.files.check_output`: whether a folder holds `record` (a JSON file) written by `name`."""
+    def is_own(folder):
+        try:
+            return json.loads((folder / record).read_text()).get("made_by") == name
+        except (OSError, ValueError, AttributeError):
+            return False
+    return is_own

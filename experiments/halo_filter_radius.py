@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import made_by
 from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields
 from velnet.files import atomic_dir, check_output
@@ -43,7 +44,7 @@ def scores(pred, truth):
 
 def run(fields_dir, train, validate, out, radii=RADII):
     """Fit and measure the filter for each radius; write radius.json and radius.md in `out`; returns the table."""
-    check_output(out, "a filter-radius folder", _is_ours, inputs=(fields_dir,), folder=True)
+    check_output(out, "a filter-radius folder", made_by("radius.json", MADE_BY), inputs=(fields_dir,), folder=True)
     files = {s: Path(fields_dir) / f"seed{s}.h5" for s in [*train, *validate]}
     truths = {s: load_fields(files[s], ["density", "velocity", "momentum"]) for s in validate}
     boxes = {s: load_fields(files[s], _channels(files[s])) for s in validate}
@@ -78,14 +79,6 @@ def _channels(path):
     from velnet.fields.field import field_names
 
     return [n for n in field_names(path) if n.startswith("halos_s_")]
-
-
-def _is_ours(folder):
-    """Whether `folder` is an earlier output of this script (which it may replace)."""
-    try:
-        return json.loads((folder / "radius.json").read_text()).get("made_by") == MADE_BY
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import made_by
 from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields
 from velnet.fields.mesh import smoothed
@@ -119,7 +120,8 @@ def table(mean, radii, boxes):
 
 def run(fields_dir, predictions_dir, out, radii=RADII):
     """Measure every box of `predictions_dir`; write limits.json and limits.md in `out`; returns the mean."""
-    check_output(out, "a limits folder", _is_limits, inputs=(fields_dir, predictions_dir), folder=True)
+    check_output(out, "a limits folder", made_by("limits.json", MADE_BY), inputs=(fields_dir, predictions_dir),
+                 folder=True)
     boxes = sorted(Path(predictions_dir).glob("seed*.h5"))
     if not boxes:
         raise VelnetInputError(predictions_dir, "holds no seed*.h5 predictions")
@@ -138,14 +140,6 @@ def run(fields_dir, predictions_dir, out, radii=RADII):
         (tmp / "limits.json").write_text(json.dumps(record, indent=1))
         (tmp / "limits.md").write_text(table(mean, radii, len(per_box)))
     return mean
-
-
-def _is_limits(folder):
-    """Whether `folder` is an earlier output of this script (which it may replace)."""
-    try:
-        return json.loads((folder / "limits.json").read_text()).get("made_by") == MADE_BY
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def main(argv=None):

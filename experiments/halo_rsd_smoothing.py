@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.catalogs import load_halos
+from experiments import made_by
 from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields, los_axis
 from velnet.fields.mesh import smoothed
@@ -53,7 +54,8 @@ def box_xi(fields, catalog, los, radii):
 
 def run(fields_dir, halos_dir, seeds, out, los="z", radii=RADII):
     """The share of the anisotropy removed at each radius, over the boxes `seeds`; writes smoothing.json/.md."""
-    check_output(out, "an RSD-smoothing folder", _is_ours, inputs=(fields_dir, halos_dir), folder=True)
+    check_output(out, "an RSD-smoothing folder", made_by("smoothing.json", MADE_BY), inputs=(fields_dir, halos_dir),
+                 folder=True)
     axis = los_axis(los)
     per_box = []
     for seed in seeds:
@@ -75,14 +77,6 @@ def run(fields_dir, halos_dir, seeds, out, los="z", radii=RADII):
         (tmp / "smoothing.json").write_text(json.dumps(record, indent=1))
         (tmp / "smoothing.md").write_text("\n".join(lines))
     return removed
-
-
-def _is_ours(folder):
-    """Whether `folder` is an earlier output of this script (which it may replace)."""
-    try:
-        return json.loads((folder / "smoothing.json").read_text()).get("made_by") == MADE_BY
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def main(argv=None):

@@ -45,6 +45,9 @@ def scores(pred, truth):
 def run(fields_dir, train, validate, out, radii=RADII):
     """Fit and measure the filter for each radius; write radius.json and radius.md in `out`; returns the table."""
     check_output(out, "a filter-radius folder", made_by("radius.json", MADE_BY), inputs=(fields_dir,), folder=True)
+    if set(train) & set(validate) or len(set(radii)) != len(radii):
+        raise VelnetInputError(None, f"the training and validation boxes must differ, and the radii too. Received: "
+                                     f"train {list(train)}, validate {list(validate)}, radii {list(radii)}")
     files = {s: Path(fields_dir) / f"seed{s}.h5" for s in [*train, *validate]}
     truths = {s: load_fields(files[s], ["density", "velocity", "momentum"]) for s in validate}
     boxes = {s: load_fields(files[s], _channels(files[s])) for s in validate}

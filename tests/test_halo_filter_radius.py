@@ -26,11 +26,14 @@ def test_the_radius_table_scores_each_radius_on_the_validation_boxes(fields_dir,
     assert set(rows) == {0.0, 8.0}
     for row in rows.values():
         assert 0.5 < row["velocity"] <= 1.0 and 0.0 <= row["one_minus_cos_v"] < 0.5
-    assert rows[0.0] != rows[8.0]  # the moved channels change the filter
+    assert abs(rows[0.0]["velocity"] - rows[8.0]["velocity"]) > 1e-4  # the moved channels change the filter
     record = json.loads((tmp_path / "out" / "radius.json").read_text())
     assert record["validate"] == [3] and "| 8 |" in (tmp_path / "out" / "radius.md").read_text()
     again = run(fields_dir, [1, 2], [3], tmp_path / "out", radii=(0.0,))  # its own folder: replaced
     assert np.isclose(again[0.0]["velocity"], rows[0.0]["velocity"])
+    assert "| 8 |" not in (tmp_path / "out" / "radius.md").read_text()
+    with pytest.raises(VelnetInputError, match="must differ"):
+        run(fields_dir, [1, 2], [2], tmp_path / "out", radii=(0.0,))
 
 
 def test_it_never_writes_over_a_folder_it_did_not_make(fields_dir, tmp_path):

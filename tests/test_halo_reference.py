@@ -167,8 +167,14 @@ def test_the_filter_with_the_reconstruction_round_trips_and_reads_the_old_files(
     assert "reconstruction" in fitted.predict(box)["density"].attrs["method"]
     old = HaloFilter.load(plain.save(tmp_path / "plain.json"))  # files without the reconstruction still load
     assert old.reconstruction is None
+    extra = {**box, "halos_s_4": box["halos_s_0"].with_value(box["halos_s_0"].value, "halos_s_4")}
+    np.testing.assert_array_equal(fitted.predict(extra)["velocity"].value, fitted.predict(box)["velocity"].value)
+    mixed = fitted.to_dict()
+    mixed["reconstruction"]["los"] = "x"
     from velnet.errors import VelnetInputError
 
+    with pytest.raises(VelnetInputError, match="mixed.json.*line of sight"):
+        HaloFilter.from_dict(mixed, "mixed.json")
     with pytest.raises(VelnetInputError, match="line of sight"):
         HaloFilter.fit(train, los="z", reconstruction=Reconstruction(2.0, 8.0, 0))
 
@@ -191,4 +197,9 @@ def test_velnet_baseline_fits_the_filter_with_or_without_the_moved_channels(tmp_
     bare = save_fields(tmp_path / "nobeta.h5", list(synthetic_box(3).values()), {"los": "z"})
     assert velnet(["baseline", str(files[0]), str(bare), "--task", "halo-velocity", "--out",
                    str(tmp_path / "never.json")]) != 0
+    assert not (tmp_path / "never.json").exists()
+    assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--method", "reconstruction",
+                   "--moved-smoothing", "4", "--out", str(tmp_path / "never.json")]) != 0
+    assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--moved-smoothing", "-1",
+                   "--out", str(tmp_path / "never.json")]) != 0
     assert not (tmp_path / "never.json").exists()

@@ -215,8 +215,10 @@ def fit_classical(fields_files, estimators=DEFAULT_ESTIMATORS, n_bins=64, min_mo
     module, name = REFERENCE_METHODS[method]
     kind = getattr(importlib.import_module(module), name)
     if hasattr(kind, "fit_files"):
-        moved = {} if moved_smoothing is None or method != "filter" else {"moved_smoothing": moved_smoothing or None}
-        reference = kind.fit_files(fields_files, **moved)
+        if moved_smoothing is not None and method != "filter":
+            raise VelnetInputError(None, f"moved_smoothing is the filter's; the {method!r} reference has none")
+        reference = kind.fit_files(fields_files, **({} if moved_smoothing is None else
+                                                    {"moved_smoothing": moved_smoothing}))
     else:
         boxes = _boxes(fields_files, [DENSITY, VELOCITY])
         reference = kind.fit([b[DENSITY] for b in boxes], [b[VELOCITY] for b in boxes],

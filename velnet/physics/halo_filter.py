@@ -161,26 +161,32 @@ class HaloFilter:
             paths: the training halo fields files.
             moved_smoothing: Gaussian radius (Mpc/h) of the reconstruction whose moved channels
                 are features, its bias the Kaiser bias of the files' mean beta (eq. 4) and its
-                iterations 3; None: the redshift-space channels alone.
+                iterations 3; None or 0: the redshift-space channels alone.
             options: of `fit`.
 
         Raises:
-            VelnetInputError: naming a file: unreadable, without channels or truths, of another
-                line of sight than the first, or without beta when one is needed.
+            VelnetInputError: a negative radius; naming a file: unreadable, without channels or
+                truths, of another line of sight than the first, or without a positive beta when
+                one is needed.
         """
         from velnet.fields.field import field_names, load_fields, read_meta
         from velnet.physics.rsd import kaiser_bias
+
+        if moved_smoothing is not None and not moved_smoothing >= 0:
+            raise VelnetInputError(None, f"the reconstruction's radius must be >= 0 Mpc/h (0: none). "
+                                         f"Received: {moved_smoothing}")
+        moved_smoothing = moved_smoothing or None
 
         boxes, betas, los = [], [], None
         for path in paths:
             meta = read_meta(path)
             if los is not None and meta.get("los") != los:
                 raise VelnetInputError(path, f"line of sight {meta.get('los')!r} differs from the first file's {los!r}")
-            if moved_smoothing is not None and "beta" not in meta:
-                raise VelnetInputError(path, "records no beta (eq. 4), which the reconstruction's bias needs: not a "
-                                             "halo fields file (velnet halo-fields writes one)")
+            if moved_smoothing is not None and not float(meta.get("beta", 0.0)) > 0:
+                raise VelnetInputError(path, "records no positive beta (eq. 4), which the reconstruction's bias "
+                                             "needs: not a halo fields file (velnet halo-fields writes one)")
             los = meta.get("los")
-            betas.append(meta.get("beta"))
+            betas.append(float(meta.get("beta", 0.0)))
             names = [n for n in field_names(path) if n.startswith("halos_s_")] + ["density", "velocity"]
             box = load_fields(path, names)
             for field_ in box.values():
@@ -236,7 +242,7 @@ class HaloFilter:
         delta = np.fft.irfftn(out["density"], s=shape, axes=(0, 1, 2))
         velocity = np.stack([np.fft.irfftn(1j * k * grid.inverse_k2 * out["velocity"], s=shape, axes=(0, 1, 2))
                              for k in grid.k_odd], axis=-1)
-        moved = " and their reconstruction" if self.reconstruction else ""
+        moved = " and their reconstruction" if self.reconstruction is not None else ""
         attrs = {"method": f"per-(k, mu) linear filter of the redshift-space halo channels{moved} "
                            "(velnet.physics.halo_filter)"}
         density = ref.with_value((1.0 + delta).astype(np.float32), "density")
@@ -254,7 +260,7 @@ class HaloFilter:
                 "log_radii": list(self.log_radii), "mu_powers": list(self.mu_powers), "los": "xyz"[self.los],
                 "cell_size": self.cell_size, "kedges": self.kedges.tolist(),
                 "weights": {t: w.tolist() for t, w in self.weights.items()}, "modes": self.modes.tolist(),
-                **({"reconstruction": self.reconstruction.to_dict()} if self.reconstruction else {}),
+                **({"reconstruction": self.reconstruction.to_dict()} if self.reconstruction is not None else {}),
                 "attrs": self.attrs}
 
     @classmethod
@@ -265,6 +271,8 @@ class HaloFilter:
                 raise ValueError(f"format is {d.get('format')!r}, not {FORMAT!r}")
             kedges = np.asarray(d["kedges"], float)
             reconstruction = Reconstruction.from_dict(d["reconstruction"], path) if "reconstruction" in d else None
+            if reconstruction is not None and reconstruction.los != los_axis(d["los"]):
+                raise ValueError("its reconstruction's line of sight differs from its own")
             n = _n_features(d["channels"], d["log_radii"], reconstruction) * len(d["mu_powers"])
             weights = {t: np.asarray(d["weights"][t], float) for t in TARGETS}
             for t, w in weights.items():
@@ -317,7 +325,7 @@ def _features(box, channels, log_radii, grid, mu_powers, reconstruction=None):
     values = [np.asarray(box[c].value, np.float64) for c in channels]
     scalars = _scalars(values, log_radii, grid)
     if reconstruction is not None:
-        scalars += _scalars(reconstruction.moved_channels(box), log_radii, grid)
+        scalars += _scalars(reconstruction.moved_channels(box, channels), log_radii, grid)
     out = []
     for s in scalars:
         s_k = np.fft.rfftn(s)

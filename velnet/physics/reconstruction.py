@@ -130,9 +130,10 @@ def halo_channel_names(box):
     return names
 
 
-def total_halo_density(box):
-    """The summed redshift-space halo channels of a halo fields file's box, as a `Field` (mean 1)."""
-    names = halo_channel_names(box)
+def total_halo_density(box, names=None):
+    """The summed redshift-space halo channels `names` (default: all) of a halo fields file's box, as a
+    `Field` (mean 1)."""
+    names = names or halo_channel_names(box)
     ref = box[names[0]]
     total = np.sum([np.asarray(box[n].value, np.float64) for n in names], axis=0)
     return ref.with_value(total / total.mean(), "halos_s")
@@ -179,18 +180,23 @@ class Reconstruction:
             f.attrs = {**attrs, "units": "rho / rho_mean" if name == "density" else "km/s"}
         return out
 
-    def moved_channels(self, box):
-        """Each halo channel of a box moved to real space by the displacement of their sum.
+    def moved_channels(self, box, names=None):
+        """Halo channels of a box moved to real space by the displacement of their sum.
+
+        Args:
+            box: dict name -> `Field` of a halo fields file.
+            names: the channels (default: every `halos_s_*` of the box, in order).
 
         Returns:
-            list of `(N, N, N)` float64 arrays, in the order of the channels `halos_s_0`..,
-            each the CIC painting of its channel's cells at their reconstructed positions, in
-            the channel's units (its sum over the cells is kept).
+            list of `(N, N, N)` float64 arrays, one per channel, each the CIC painting of its
+            channel's cells at their reconstructed positions, in the channel's units (its sum
+            over the cells where the channels' sum is positive is kept).
         """
-        halos = total_halo_density(box)
+        names = names or halo_channel_names(box)
+        halos = total_halo_density(box, names)
         positions, cells = moved_tracers(halos, self.bias, self.smoothing, self.los, self.niter)
         out = []
-        for name in halo_channel_names(box):
+        for name in names:
             weight = np.asarray(box[name].value, np.float64).ravel()[cells]
             total = weight.sum()
             out.append(paint(positions, halos.box_size, halos.nmesh, weight=weight) * (total / halos.nmesh ** 3)

@@ -147,7 +147,7 @@ def _rsd_lines(rsd):
         f"The heaviest halos up to n = {rsd['number_density']:g} (h/Mpc)^3 ({', '.join(map(str, rsd['nhalos']))} per "
         "box) are put in redshift space with their own velocities (eq. 1), then moved back along the line of sight "
         "with a dark-matter velocity field, the true one (the best a field-level correction can do: halo velocities "
-        "differ from the local matter flow) or a reconstruction's, in three ways:", "",
+        "differ from the local matter flow) or a method's, in three ways:", "",
         f"- {FROM_S}: what an observer can do: the root of r + v_los(r) / (a H) = s along the line of sight "
         f"(candidates every {rsd['root_step_cells']:g} cells, CIC read-out), the densest root (in the same "
         "source's density) where the map folds;",

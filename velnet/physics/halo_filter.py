@@ -48,8 +48,9 @@ TARGETS = ("density", "velocity")
 LOG_FLOOR = 0.1
 """Added to the smoothed total halo density (rho_h / rho_h,mean) before its log."""
 MOVED_SMOOTHING = 4.0
-"""Gaussian radius (Mpc/h) of the reconstruction that moves the channels for `fit_files`: the best
-of 2.5, 4 and 5 on the halo2024 experiment's validation boxes (docs/results-halo2024.md)."""
+"""Gaussian radius (Mpc/h) of the reconstruction that moves the channels for `fit_files`: where the
+velocity's C_r peaks (with 5) among 2.5-8 Mpc/h on the halo2024 experiment's validation boxes
+(`experiments.halo_filter_radius`, docs/results-halo2024.md)."""
 
 
 @dataclass

@@ -20,9 +20,10 @@ import numpy as np
 
 from experiments import made_by
 from velnet.errors import VelnetInputError
-from velnet.fields.field import load_fields
+from velnet.fields.field import field_names, load_fields
 from velnet.files import atomic_dir, check_output
 from velnet.physics.halo_filter import HaloFilter
+from velnet.physics.reconstruction import halo_channel_names
 from velnet.statistics.pixels import agreement, cosine, derived_field
 
 log = logging.getLogger("experiments.halo_filter_radius")
@@ -50,7 +51,7 @@ def run(fields_dir, train, validate, out, radii=RADII):
                                      f"train {list(train)}, validate {list(validate)}, radii {list(radii)}")
     files = {s: Path(fields_dir) / f"seed{s}.h5" for s in [*train, *validate]}
     truths = {s: load_fields(files[s], ["density", "velocity", "momentum"]) for s in validate}
-    boxes = {s: load_fields(files[s], _channels(files[s])) for s in validate}
+    boxes = {s: load_fields(files[s], halo_channel_names(field_names(files[s]))) for s in validate}
     rows = {}
     for radius in radii:
         fitted = HaloFilter.fit_files([files[s] for s in train], moved_smoothing=radius or None)
@@ -76,12 +77,6 @@ def table(rows, boxes):
         label = f"{radius:g}" if radius else "none (channels alone)"
         lines.append(f"| {label} | " + " | ".join(f"{row[c]:.4f}" for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _channels(path):
-    from velnet.fields.field import field_names
-
-    return [n for n in field_names(path) if n.startswith("halos_s_")]
 
 
 def main(argv=None):

@@ -22,7 +22,7 @@ from experiments import made_by
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields
 from velnet.files import atomic_dir, check_output
-from velnet.physics.halo_filter import HaloFilter
+from velnet.physics.halo_filter import LOG_RADII, HaloFilter
 from velnet.physics.reconstruction import halo_channel_names
 from velnet.statistics.pixels import agreement, cosine, derived_field
 
@@ -43,8 +43,9 @@ def scores(pred, truth):
     return out
 
 
-def run(fields_dir, train, validate, out, radii=RADII):
-    """Fit and measure the filter for each radius; write radius.json and radius.md in `out`; returns the table."""
+def run(fields_dir, train, validate, out, radii=RADII, log_radii=LOG_RADII):
+    """Fit and measure the filter for each radius (with the log features at `log_radii`, Mpc/h); write
+    radius.json and radius.md in `out`; returns the table."""
     check_output(out, "a filter-radius folder", made_by("radius.json", MADE_BY), inputs=(fields_dir,), folder=True)
     if set(train) & set(validate) or len(set(radii)) != len(radii):
         raise VelnetInputError(None, f"the training and validation boxes must differ, and the radii too. Received: "
@@ -54,23 +55,25 @@ def run(fields_dir, train, validate, out, radii=RADII):
     boxes = {s: load_fields(files[s], halo_channel_names(field_names(files[s]))) for s in validate}
     rows = {}
     for radius in radii:
-        fitted = HaloFilter.fit_files([files[s] for s in train], moved_smoothing=radius or None)
+        fitted = HaloFilter.fit_files([files[s] for s in train], moved_smoothing=radius or None, log_radii=log_radii)
         per_box = [scores(fitted.predict(boxes[s]), truths[s]) for s in validate]
         rows[radius] = {c: float(np.mean([b[c] for b in per_box])) for c in COLUMNS}
         log.info("R = %g Mpc/h: %s", radius, rows[radius])
     if not all(np.isfinite(v) for row in rows.values() for v in row.values()):
         raise VelnetInputError(fields_dir, f"gives a non-finite score (a constant field?): {rows}")
     record = {"made_by": MADE_BY, "fields": str(fields_dir), "train": list(train), "validate": list(validate),
-              "rows": {str(r): row for r, row in rows.items()}}
+              "log_radii": list(log_radii), "rows": {str(r): row for r, row in rows.items()}}
     with atomic_dir(out) as tmp:
         (tmp / "radius.json").write_text(json.dumps(record, indent=1))
-        (tmp / "radius.md").write_text(table(rows, len(validate)))
+        (tmp / "radius.md").write_text(table(rows, len(validate), log_radii))
     return rows
 
 
-def table(rows, boxes):
+def table(rows, boxes, log_radii=LOG_RADII):
     """radius.md: one row per radius."""
+    logs = ", ".join(f"{r:g}" for r in log_radii) or "none"
     lines = [f"# The halo filter against the radius of its reconstruction ({boxes} validation boxes)", "",
+             f"Log features of the halo density smoothed at: {logs} Mpc/h.", "",
              "| R (Mpc/h) | C_r density | C_r velocity | C_r theta_v | C_r momentum | 1 - cos phi |",
              "|---|---|---|---|---|---|"]
     for radius, row in rows.items():
@@ -85,11 +88,13 @@ def main(argv=None):
     parser.add_argument("--train", type=int, nargs="+", required=True, help="seeds of the training boxes")
     parser.add_argument("--validate", type=int, nargs="+", required=True, help="seeds of the validation boxes")
     parser.add_argument("--radii", type=float, nargs="+", default=list(RADII), help="radii, Mpc/h (0: none)")
+    parser.add_argument("--log-radii", type=float, nargs="*", default=list(LOG_RADII),
+                        help="radii (Mpc/h) of the log features of the smoothed halo density (none: no log features)")
     parser.add_argument("--out", required=True, help="folder for radius.json and radius.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        run(args.fields, args.train, args.validate, args.out, args.radii)
+        run(args.fields, args.train, args.validate, args.out, args.radii, args.log_radii)
     except VelnetInputError as err:
         raise SystemExit(f"halo_filter_radius: {err}") from None
     print((Path(args.out) / "radius.md").read_text())

@@ -31,18 +31,16 @@ import numpy as np
 from data_prep.catalogs import load_halos
 from data_prep.halo_fields import paint_halo_channels
 from experiments import made_by
+from experiments.halo_filter_radius import COLUMNS, scores
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, los_axis, read_meta
 from velnet.files import atomic_dir, check_output
 from velnet.physics.halo_filter import HaloFilter
-from velnet.statistics.pixels import agreement, cosine, derived_field
 from velnet.tasks import HALO_PREFIX
 
 log = logging.getLogger("experiments.halo_oracle")
 
 MADE_BY = "experiments.halo_oracle"
-SCORES = ("density", "velocity", "theta_v", "momentum", "one_minus_cos_v")
-"""What is scored on each test box: C_r of the four fields, then the velocity's mean 1 - cos phi."""
 TRUTHS = ("density", "velocity", "momentum")
 
 
@@ -92,23 +90,13 @@ def with_true_positions(observed, real):
                            if name.startswith(HALO_PREFIX)}}
 
 
-def scores(pred, truth):
-    """C_r (eq. 10) of density, velocity, theta_v and momentum, and the velocity's mean 1 - cos phi."""
-    theta = {name: derived_field("theta_v", velocity=box["velocity"]).value for name, box in
-             (("pred", pred), ("truth", truth))}
-    out = {name: agreement(pred[name].value, truth[name].value)["C_r"] for name in TRUTHS}
-    out["theta_v"] = agreement(theta["pred"], theta["truth"])["C_r"]
-    out["one_minus_cos_v"] = float(np.nanmean(1 - cosine(pred["velocity"].value, truth["velocity"].value)))
-    return {name: float(out[name]) for name in SCORES}
-
-
 def table(mean, boxes):
     """oracle.md: the mean scores of both filters as Markdown."""
     lines = [f"# The halo filter with the reconstruction and with the halos' true positions ({boxes} test boxes)", "",
              "| filter | C_r density | C_r velocity | C_r theta_v | C_r momentum | 1 - cos phi, velocity |",
              "|---|---|---|---|---|---|"]
     for name, row in mean.items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[s]:.3f}" for s in SCORES) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{row[s]:.3f}" for s in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +104,7 @@ def run(fields_dir, halos_dir, train, test, out):
     """Fit the filters on the `train` seeds, score them on the `test` seeds; write oracle.json and oracle.md.
 
     Returns:
-        dict filter -> mean scores (`SCORES`) over the test boxes.
+        dict filter -> mean scores over the test boxes (`experiments.halo_filter_radius.scores`).
     """
     check_output(out, "an oracle folder", made_by("oracle.json", MADE_BY), inputs=(fields_dir, halos_dir),
                  folder=True)
@@ -138,7 +126,7 @@ def run(fields_dir, halos_dir, train, test, out):
                   "true positions alone": real}
         per_box[seed] = {name: scores(f.predict(inputs[name]), real) for name, f in filters.items()}
         log.info("seed %s: %s", seed, per_box[seed])
-    mean = {name: {s: float(np.mean([b[name][s] for b in per_box.values()])) for s in SCORES} for name in filters}
+    mean = {name: {s: float(np.mean([b[name][s] for b in per_box.values()])) for s in COLUMNS} for name in filters}
     if not np.all(np.isfinite([v for row in mean.values() for v in row.values()])):
         raise VelnetInputError(fields_dir, f"gives a non-finite score (a constant field?): {mean}")
     record = {"made_by": MADE_BY, "fields": str(fields_dir), "halos": str(halos_dir), "train": list(train),

@@ -32,6 +32,10 @@ def test_the_radius_table_scores_each_radius_on_the_validation_boxes(fields_dir,
     again = run(fields_dir, [1, 2], [3], tmp_path / "out", radii=(0.0,))  # its own folder: replaced
     assert np.isclose(again[0.0]["velocity"], rows[0.0]["velocity"])
     assert "| 8 |" not in (tmp_path / "out" / "radius.md").read_text()
+    logs = run(fields_dir, [1, 2], [3], tmp_path / "out", radii=(0.0,), log_radii=(2.0, 8.0))
+    assert max(abs(logs[0.0][c] - rows[0.0][c]) for c in rows[0.0]) > 1e-6  # the log features enter the fit
+    assert json.loads((tmp_path / "out" / "radius.json").read_text())["log_radii"] == [2.0, 8.0]
+    assert "smoothed at: 2, 8 Mpc/h" in (tmp_path / "out" / "radius.md").read_text()
     with pytest.raises(VelnetInputError, match="must differ"):
         run(fields_dir, [1, 2], [2], tmp_path / "out", radii=(0.0,))
 

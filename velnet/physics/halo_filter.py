@@ -47,6 +47,8 @@ FORMAT = "velnet-halo-filter"
 TARGETS = ("density", "velocity")
 LOG_FLOOR = 0.1
 """Added to the smoothed total halo density (rho_h / rho_h,mean) before its log."""
+LOG_RADII = (4.0,)
+"""Gaussian radii (Mpc/h) of the log features of the smoothed total halo density, by default."""
 MOVED_SMOOTHING = 4.0
 """Gaussian radius (Mpc/h) of the reconstruction that moves the channels for `fit_files`: where the
 velocity's C_r peaks (with 5) among 2.5-8 Mpc/h on the halo2024 experiment's validation boxes
@@ -86,7 +88,7 @@ class HaloFilter:
     # --- fitting ---------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, boxes, los, log_radii=(4.0,), mu_powers=(0, 2, 4), min_modes=8, reconstruction=None):
+    def fit(cls, boxes, los, log_radii=LOG_RADII, mu_powers=(0, 2, 4), min_modes=8, reconstruction=None):
         """Fit the filter on training boxes.
 
         Args:

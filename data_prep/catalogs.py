@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from velnet.errors import VelnetInputError
-from velnet.files import atomic_file, require_file
+from velnet.files import atomic_file, open_h5, require_file
 from velnet.physics.cosmology import PRESETS as COSMOLOGIES
 from velnet.physics.cosmology import Cosmology
 
@@ -92,7 +92,7 @@ def save_halos(path, catalog):
     Returns:
         `path`.
     """
-    with atomic_file(path) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_file(path) as tmp, open_h5(tmp, "w") as h5:
         h5.attrs.update(format=FORMAT_TAG, box_size=float(catalog.box_size), redshift=float(catalog.redshift),
                         cosmology=json.dumps(catalog.cosmology.to_dict()), length_unit="Mpc/h",
                         velocity_unit="km/s", mass_unit="Msun/h", attrs=json.dumps(catalog.attrs))
@@ -111,7 +111,7 @@ def load_halos(path):
     """
     path = require_file(path, "halo catalogue")
     try:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path, "r") as h5:
             if h5.attrs.get("format") != FORMAT_TAG:
                 raise VelnetInputError(path, f"is not a velnet halo catalogue (no format={FORMAT_TAG!r} "
                                              f"attribute); read other catalogues with read_catalog")
@@ -248,7 +248,7 @@ def _read_hdf5(path, config):
     groups = config.get("group", "/")
     groups = [groups] if isinstance(groups, str) else list(groups)
     try:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path, "r") as h5:
             header = dict(h5.attrs)
             if "Header" in h5:
                 header.update(h5["Header"].attrs)

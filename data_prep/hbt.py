@@ -27,11 +27,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from velnet.errors import VelnetInputError
-from velnet.files import require_file
+from velnet.files import open_h5, require_file
 from velnet.physics.cosmology import PRESETS as COSMOLOGIES
 from velnet.physics.cosmology import Cosmology
 
@@ -66,7 +65,7 @@ class Subhalos(HaloCatalog):
 def is_hbt(path):
     """Whether `path` is an HBT+ `SubSnap` HDF5 file (a `Subhalos` compound dataset)."""
     try:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path, "r") as h5:
             return "Subhalos" in h5 and h5["Subhalos"].dtype.names is not None
     except OSError:
         return False
@@ -164,7 +163,7 @@ def read_hbt_tracers(path, cosmology=None, box_size=None, redshift=None):
 
 def _files(path):
     """The files of an HBT+ snapshot named by its first one."""
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "r") as h5:
         nfiles = int(_first(h5, "NumberOfFiles")) if "NumberOfFiles" in h5 else 1
     if nfiles == 1:
         return [path]
@@ -184,7 +183,7 @@ def _read_tables(files):
     rows, meta = [], None
     for name in files:
         try:
-            with h5py.File(name, "r") as h5:
+            with open_h5(name, "r") as h5:
                 meta = meta or {k: float(_first(h5, k)) for k in (
                     "NumberOfSubhalosInAllFiles", "Cosmology/OmegaM0", "Cosmology/OmegaLambda0",
                     "Cosmology/ScaleFactor")}

@@ -19,7 +19,6 @@ import datetime
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
@@ -33,7 +32,7 @@ from velnet.data.windows import InputWindows, check_context
 from velnet.data.writer import ShardWriter, sha256
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, read_meta
-from velnet.files import OVERWRITE_HINT, atomic_dir, require_file
+from velnet.files import OVERWRITE_HINT, atomic_dir, open_h5, require_file
 from velnet.provenance import versions
 from velnet.tasks import DEFAULT_TASK, LEGACY_TASK, get_target, get_task
 
@@ -210,7 +209,7 @@ def _with_density_model(spec, predictions):
     name = PREDICTED_DENSITY[len(PREDICTED):]
     models = set()
     for path in predictions:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path, "r") as h5:
             models.add(str(h5[name].attrs.get("model", "")) if name in h5 else "")
     if len(models) > 1:
         raise VelnetInputError(predictions[0],

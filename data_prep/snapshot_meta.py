@@ -77,9 +77,9 @@ BIGFILE_UNITS = Units(a_exponent=0.0, source="FastPM BigFile (always Mpc/h)")
 
 def hdf5_meta(path):
     """The metadata attributes (see `_HDF5_GROUPS`) and the `Units` of an HDF5 snapshot."""
-    import h5py
+    from velnet.files import open_h5
 
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "r") as h5:
         if "Header" not in h5 or "PartType1" not in h5:
             raise VelnetInputError(path, "HDF5 file lacks the Header group or PartType1 particles")
         header, origin = {}, {}

@@ -1,9 +1,11 @@
 """Fields files and the cosmology they carry."""
+import subprocess
+
 import numpy as np
 import pytest
 
 from velnet.errors import VelnetInputError
-from velnet.fields.field import Field, ln_density, load_fields, read_meta, save_fields
+from velnet.fields.field import Field, FieldsWriter, ln_density, load_fields, read_meta, save_fields
 from velnet.physics.cosmology import HALO2024, WU2021, Cosmology
 
 
@@ -69,3 +71,17 @@ def test_growth_and_hubble_agree_with_nbodykit(cosmology, z):
 def test_cosmology_round_trips_through_a_dict():
     assert Cosmology.from_dict(HALO2024.to_dict()) == HALO2024
     assert HALO2024.Omega_cdm == pytest.approx(0.2235)
+
+
+def test_a_process_started_while_a_fields_file_is_written_does_not_keep_it_locked(tmp_path):
+    """MPI initialised mid-write (pmesh's first mesh) starts a daemon that inherits every inheritable descriptor;
+    HDF5's lock on the file must not go with it, or reading the file back in this process fails."""
+    density = Field(np.ones((4, 4, 4), np.float32), "density", 8.0, 0.0, WU2021)
+    with FieldsWriter(tmp_path / "f.h5", density) as out:
+        out.write(density)
+        daemon = subprocess.Popen(["sleep", "60"], close_fds=False)
+    try:
+        assert load_fields(tmp_path / "f.h5")["density"].value.sum() == 64
+    finally:
+        daemon.kill()
+        daemon.wait()

@@ -7,6 +7,7 @@ is the command's own kind (a previous run of it) or the user asked with `--overw
 failed step leaves nothing half-written behind.
 """
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -18,6 +19,27 @@ from velnet.errors import VelnetInputError, from_os_error
 OWNED = ".velnet-owned"
 """In a folder a command shares with other files (`atomic_dir(merge=True)`): the entries it wrote there."""
 OVERWRITE_HINT = "rerun with --overwrite (Python: overwrite=True) to replace it, or choose another --out"
+
+
+def open_h5(path, mode="r"):
+    """`h5py.File(path, mode)` whose file descriptor a child process does not inherit.
+
+    HDF5 opens files without close-on-exec and locks them. MPI initialised later in the same
+    process (pmesh and nbodykit do it at their first mesh) starts its launcher daemon, which would
+    inherit every file open at that moment and keep its lock for the life of the process: reading
+    an output back in that process (`velnet.reconstruct` then `load_fields`, an experiment's
+    `predict` then `evaluate`) then failed with "unable to lock file".
+    """
+    import h5py
+
+    h5 = h5py.File(path, mode)
+    try:
+        handle = h5.id.get_vfd_handle()
+    except (AttributeError, ValueError, RuntimeError):  # a driver without a descriptor: nothing to inherit
+        return h5
+    if isinstance(handle, int) and handle >= 0:
+        fcntl.fcntl(handle, fcntl.F_SETFD, fcntl.fcntl(handle, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+    return h5
 
 
 def check_output(path, what, is_own, inputs=(), overwrite=False, folder=False):

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from velnet.errors import VelnetInputError
-from velnet.files import require_file
+from velnet.files import open_h5, require_file
 
 
 def simulate(out, preset="wu2021", cache=False, **overrides):
@@ -124,12 +124,10 @@ def _json_file(path, what):
 def is_fields_file(path):
     """Whether `path` is meant as a velnet fields file (HDF5 with a mesh size), however broken
     its other metadata (which `load_fields` then names)."""
-    import h5py
-
     if Path(path).suffix not in (".h5", ".hdf5"):
         return False
     try:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path, "r") as h5:
             return "nmesh" in h5.attrs
     except OSError:
         return False

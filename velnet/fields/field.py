@@ -21,7 +21,7 @@ import numpy as np
 from velnet.errors import VelnetInputError
 from velnet.fields.checks import check_box_size, check_cosmology, check_kind, check_velocity
 from velnet.fields.mesh import slab_bounds
-from velnet.files import atomic_file, require_file
+from velnet.files import atomic_file, open_h5, require_file
 from velnet.physics.cosmology import Cosmology
 
 AXES = {"x": 0, "y": 1, "z": 2}
@@ -165,7 +165,7 @@ class FieldsWriter:
     def __enter__(self):
         self._stack = contextlib.ExitStack()
         if self.comm is None:
-            self._h5 = self._stack.enter_context(h5py.File(self._stack.enter_context(atomic_file(self.path)), "w"))
+            self._h5 = self._stack.enter_context(open_h5(self._stack.enter_context(atomic_file(self.path)), "w"))
             _set_attrs(self._h5, self.attrs)
         return self
 
@@ -204,14 +204,14 @@ class FieldsWriter:
             tmp = None
             if comm.rank == 0:
                 tmp = stack.enter_context(atomic_file(self.path))
-                with h5py.File(tmp, "w") as h5:
+                with open_h5(tmp, "w") as h5:
                     _set_attrs(h5, self.attrs)
                     for name, (planes, attrs) in self._slabs.items():
                         _set_attrs(h5.create_dataset(name, shape + planes.array.shape[3:], np.float32), attrs)
             tmp = comm.bcast(tmp)
             for rank in range(comm.size):
                 if rank == comm.rank and self.stop > self.start:
-                    with h5py.File(tmp, "r+") as h5:
+                    with open_h5(tmp, "r+") as h5:
                         for name, (planes, _) in self._slabs.items():
                             h5[name][self.start:self.stop] = planes.array
                 comm.Barrier()
@@ -249,7 +249,7 @@ def read_meta(path):
     """
     path = require_file(path, "fields file")
     try:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path, "r") as h5:
             meta = _decode_attrs(h5.attrs, path)
     except OSError as err:
         raise VelnetInputError(path, f"not a readable HDF5 fields file ({err})") from None
@@ -278,7 +278,7 @@ def made_by(path):
     """The command that wrote a fields file ("velnet paint", "velnet predict", ...), or None if it is
     not a readable velnet fields file or does not say."""
     try:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path, "r") as h5:
             attrs = set(h5.attrs)
             maker = h5.attrs.get("made_by")
     except (OSError, ValueError):
@@ -291,7 +291,7 @@ def made_by(path):
 def field_names(path):
     """The names of the fields a fields file holds."""
     read_meta(path)
-    with h5py.File(path, "r") as h5:
+    with open_h5(path, "r") as h5:
         return sorted(h5.keys())
 
 
@@ -316,7 +316,7 @@ def load_fields(path, names=None, comm=None):
     start, stop = (0, nmesh) if comm is None else slab_bounds(nmesh, comm.rank, comm.size)
     out = {}
     try:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path, "r") as h5:
             for name in names or list(h5.keys()):
                 if name not in h5:
                     raise VelnetInputError(path, f"has no field {name!r} (it holds {sorted(h5.keys())})")

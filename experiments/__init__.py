@@ -35,3 +35,12 @@ def made_by(record, name):
         except (OSError, ValueError, AttributeError):
             return False
     return is_own
+
+
+def write_study(out, name, record, markdown):
+    """Write a measuring script's folder `out` whole or not at all: NAME.json (`record`) and NAME.md (`markdown`)."""
+    from velnet.files import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        (tmp / f"{name}.json").write_text(json.dumps(record, indent=1))
+        (tmp / f"{name}.md").write_text(markdown)

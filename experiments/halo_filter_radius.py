@@ -12,16 +12,15 @@ Per R, the mean over the validation boxes of C_r (eq. 10) of the density, veloci
 momentum, and of 1 - cos phi of the velocity. Writes radius.json and radius.md in --out.
 """
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from experiments import made_by
+from experiments import made_by, write_study
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields
-from velnet.files import atomic_dir, check_output
+from velnet.files import check_output
 from velnet.physics.halo_filter import LOG_RADII, HaloFilter
 from velnet.physics.reconstruction import halo_channel_names
 from velnet.statistics.pixels import agreement, cosine, derived_field
@@ -63,9 +62,7 @@ def run(fields_dir, train, validate, out, radii=RADII, log_radii=LOG_RADII):
         raise VelnetInputError(fields_dir, f"gives a non-finite score (a constant field?): {rows}")
     record = {"made_by": MADE_BY, "fields": str(fields_dir), "train": list(train), "validate": list(validate),
               "log_radii": list(log_radii), "rows": {str(r): row for r, row in rows.items()}}
-    with atomic_dir(out) as tmp:
-        (tmp / "radius.json").write_text(json.dumps(record, indent=1))
-        (tmp / "radius.md").write_text(table(rows, len(validate), log_radii))
+    write_study(out, "radius", record, table(rows, len(validate), log_radii))
     return rows
 
 

@@ -20,17 +20,16 @@ For every test box (the predictions folder's seed*.h5, the fields file of the sa
 Writes limits.json and limits.md (a table, mean over the boxes) in --out.
 """
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from experiments import made_by
+from experiments import made_by, write_study
 from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields
 from velnet.fields.mesh import smoothed
-from velnet.files import atomic_dir, check_output
+from velnet.files import check_output
 from velnet.statistics.pixels import agreement, cosine, derived_field
 
 log = logging.getLogger("experiments.halo_limits")
@@ -136,9 +135,7 @@ def run(fields_dir, predictions_dir, out, radii=RADII):
         raise VelnetInputError(predictions_dir, f"gives a non-finite C_r (a constant field?): {mean}")
     record = {"made_by": MADE_BY, "fields": str(fields_dir), "predictions": str(predictions_dir),
               "radii_mpc_h": list(radii), "mean": mean, "boxes": per_box}
-    with atomic_dir(out) as tmp:
-        (tmp / "limits.json").write_text(json.dumps(record, indent=1))
-        (tmp / "limits.md").write_text(table(mean, radii, len(per_box)))
+    write_study(out, "limits", record, table(mean, radii, len(per_box)))
     return mean
 
 

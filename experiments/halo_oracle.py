@@ -24,7 +24,6 @@ in --out.
 """
 import argparse
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -32,11 +31,11 @@ import numpy as np
 
 from data_prep.catalogs import load_halos
 from data_prep.halo_fields import paint_halo_channels
-from experiments import made_by
+from experiments import made_by, write_study
 from experiments.halo_filter_radius import COLUMNS, scores
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, los_axis, read_meta
-from velnet.files import atomic_dir, check_output
+from velnet.files import check_output
 from velnet.physics.halo_filter import HaloFilter
 from velnet.physics.rsd import real_space_positions, redshift_space_positions
 from velnet.tasks import HALO_PREFIX
@@ -144,9 +143,7 @@ def run(fields_dir, halos_dir, train, test, out):
         raise VelnetInputError(fields_dir, f"gives a non-finite score (a constant field?): {mean}")
     record = {"made_by": MADE_BY, "fields": str(fields_dir), "halos": str(halos_dir), "train": list(train),
               "test": list(test), "mean": mean, "boxes": per_box}
-    with atomic_dir(out) as tmp:
-        (tmp / "oracle.json").write_text(json.dumps(record, indent=1))
-        (tmp / "oracle.md").write_text(table(mean, len(per_box)))
+    write_study(out, "oracle", record, table(mean, len(per_box)))
     return mean
 
 

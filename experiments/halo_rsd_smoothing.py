@@ -13,18 +13,17 @@ report's `RSD_SMOOTHING` is its best radius:
 Writes smoothing.json and smoothing.md in --out.
 """
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.catalogs import load_halos
-from experiments import made_by
+from experiments import made_by, write_study
 from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields, los_axis
 from velnet.fields.mesh import smoothed
-from velnet.files import atomic_dir, check_output
+from velnet.files import check_output
 from velnet.physics.rsd import real_space_positions, redshift_space_positions
 from velnet.reports.halo2024_measures import XI_RMIN, heaviest
 from velnet.statistics.clustering import XI_DR, XI_RMAX, anisotropy_residual, points_xi, xi_centres
@@ -73,9 +72,7 @@ def run(fields_dir, halos_dir, seeds, out, los="z", radii=RADII):
     lines = [f"# xi anisotropy removed by the true fields, smoothed ({len(seeds)} boxes: {list(seeds)})", "",
              "| R (Mpc/h) | anisotropy removed |", "|---|---|",
              *(f"| {r:g} | {v:.1%} |" for r, v in removed.items()), ""]
-    with atomic_dir(out) as tmp:
-        (tmp / "smoothing.json").write_text(json.dumps(record, indent=1))
-        (tmp / "smoothing.md").write_text("\n".join(lines))
+    write_study(out, "smoothing", record, "\n".join(lines))
     return removed
 
 

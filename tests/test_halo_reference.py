@@ -194,12 +194,18 @@ def test_velnet_baseline_fits_the_filter_with_or_without_the_moved_channels(tmp_
         assert (fitted.reconstruction is not None) == moved
     assert fitted.reconstruction is None
     assert HaloFilter.load(tmp_path / "filter0.json").reconstruction.smoothing == 4.0
+    assert HaloFilter.load(tmp_path / "filter0.json").log_radii == (2.0, 4.0)
+    for flags, radii in ((["--log-radii", "3"], (3.0,)), (["--log-radii"], ())):
+        assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", *flags, "--out",
+                       str(tmp_path / "logs.json")]) == 0
+        assert HaloFilter.load(tmp_path / "logs.json").log_radii == radii
     bare = save_fields(tmp_path / "nobeta.h5", list(synthetic_box(3).values()), {"los": "z"})
     assert velnet(["baseline", str(files[0]), str(bare), "--task", "halo-velocity", "--out",
                    str(tmp_path / "never.json")]) != 0
     assert not (tmp_path / "never.json").exists()
-    assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--method", "reconstruction",
-                   "--moved-smoothing", "4", "--out", str(tmp_path / "never.json")]) != 0
+    for flag in (["--moved-smoothing", "4"], ["--log-radii", "2"]):
+        assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--method", "reconstruction",
+                       *flag, "--out", str(tmp_path / "never.json")]) != 0
     assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--moved-smoothing", "-1",
                    "--out", str(tmp_path / "never.json")]) != 0
     assert not (tmp_path / "never.json").exists()

@@ -180,7 +180,7 @@ def _boxes(paths, names):
 
 
 def fit_classical(fields_files, estimators=DEFAULT_ESTIMATORS, n_bins=64, min_modes=20, radii=DEFAULT_RADII,
-                  method="estimator", out=None, moved_smoothing=None):
+                  method="estimator", out=None, moved_smoothing=None, log_radii=None):
     """Fit a classical reference on training boxes.
 
     Args:
@@ -200,6 +200,8 @@ def fit_classical(fields_files, estimators=DEFAULT_ESTIMATORS, n_bins=64, min_mo
         out: where to write it (a `.json` model for `reconstruct` and `velnet predict`).
         moved_smoothing: "filter": Gaussian radius (Mpc/h) of the reconstruction whose moved
             halo channels are features too (None: the filter's default, 4; 0: none).
+        log_radii: "filter": Gaussian radii (Mpc/h) of the log features of the smoothed halo
+            density (None: the filter's default, 2 and 4; empty: none).
 
     Returns:
         The reference: a `velnet.physics.classical.ClassicalEstimator`, `HaloFilter` or
@@ -215,10 +217,10 @@ def fit_classical(fields_files, estimators=DEFAULT_ESTIMATORS, n_bins=64, min_mo
     module, name = REFERENCE_METHODS[method]
     kind = getattr(importlib.import_module(module), name)
     if hasattr(kind, "fit_files"):
-        if moved_smoothing is not None and method != "filter":
-            raise VelnetInputError(None, f"moved_smoothing is the filter's; the {method!r} reference has none")
-        reference = kind.fit_files(fields_files, **({} if moved_smoothing is None else
-                                                    {"moved_smoothing": moved_smoothing}))
+        options = {k: v for k, v in (("moved_smoothing", moved_smoothing), ("log_radii", log_radii)) if v is not None}
+        if options and method != "filter":
+            raise VelnetInputError(None, f"{' and '.join(options)} are the filter's; the {method!r} reference has none")
+        reference = kind.fit_files(fields_files, **options)
     else:
         boxes = _boxes(fields_files, [DENSITY, VELOCITY])
         reference = kind.fit([b[DENSITY] for b in boxes], [b[VELOCITY] for b in boxes],

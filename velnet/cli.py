@@ -139,7 +139,7 @@ def _baseline(args):
     from velnet.tasks import get_task
     method = args.method or get_task(args.task).reference
     reference = fit_classical(args.fields, args.estimators, args.bins, args.min_modes, args.radii, method, args.out,
-                              moved_smoothing=args.moved_smoothing)
+                              moved_smoothing=args.moved_smoothing, log_radii=args.log_radii)
     radius = reference.attrs.get("linear_smoothing", {}).get("radius")
     print(f"classical reference ({getattr(reference, 'label', method)}) fitted on {len(args.fields)} box(es) -> "
           f"{args.out}" + ("" if radius is None else f"; linear theory's best Gaussian radius R = {radius:g} Mpc/h"))

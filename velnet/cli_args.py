@@ -261,6 +261,9 @@ def build_parser(description):
     s.add_argument("--moved-smoothing", type=float, metavar="R",
                    help="filter: Gaussian radius (Mpc/h) of the reconstruction whose halo channels, moved to real "
                         "space, are features too (default 4; 0: the redshift-space channels alone)")
+    s.add_argument("--log-radii", type=float, nargs="*", metavar="R",
+                   help="filter: Gaussian radii (Mpc/h) of the log features of the smoothed halo density (default "
+                        "2 4; the flag alone: none)")
     s.add_argument("--out", required=True, help="output classical estimator .json (a model for "
                                                  "`velnet predict`)")
 

@@ -47,8 +47,10 @@ FORMAT = "velnet-halo-filter"
 TARGETS = ("density", "velocity")
 LOG_FLOOR = 0.1
 """Added to the smoothed total halo density (rho_h / rho_h,mean) before its log."""
-LOG_RADII = (4.0,)
-"""Gaussian radii (Mpc/h) of the log features of the smoothed total halo density, by default."""
+LOG_RADII = (2.0, 4.0)
+"""Gaussian radii (Mpc/h) of the log features of the smoothed total halo density, by default: on the
+halo2024 experiment's validation boxes 25-26, (2, 4) beat (4,) in every C_r and 1 - cos phi of both
+weightings (theta_v +0.007 number, +0.017 mass; `experiments.halo_filter_radius --log-radii`)."""
 MOVED_SMOOTHING = 4.0
 """Gaussian radius (Mpc/h) of the reconstruction that moves the channels for `fit_files`: where the
 velocity's C_r peaks (with 5) among 2.5-8 Mpc/h on the halo2024 experiment's validation boxes

@@ -26,9 +26,9 @@ def open_h5(path, mode="r"):
 
     HDF5 opens files without close-on-exec and locks them. MPI initialised later in the same
     process (pmesh and nbodykit do it at their first mesh) starts its launcher daemon, which would
-    inherit every file open at that moment and keep its lock for the life of the process: reading
-    an output back in that process (`velnet.reconstruct` then `load_fields`, an experiment's
-    `predict` then `evaluate`) then failed with "unable to lock file".
+    inherit every file open at that moment and keep its lock for the life of the process, so that
+    reading an output back in that process (`velnet.reconstruct` then `load_fields`, an experiment's
+    `predict` then `evaluate`) would fail with "unable to lock file".
     """
     import h5py
 

@@ -11,6 +11,7 @@ from velnet.reports.halo2024_measures import (
     PIXEL_ROWS,
     QUANTITIES,
     SCHEMES,
+    SMOOTHED,
     UNET,
     XI_LEVELS,
     pixel_values,
@@ -89,7 +90,7 @@ def figures(folder, metrics, fields, histories):
                 f"{s} ({SCHEMES.get(s, s)})": {
                     ("truth" if name == "real space" else name): _times_k(rsd["poles"][ell][name])
                     for name in ("real space", "redshift space", f"true v, {FROM_S}", f"{s} U-net v, {FROM_S}",
-                                 f"{s} U-net v, {AT_R}")}
+                                 f"{s} U-net v, {SMOOTHED}", f"{s} U-net v, {AT_R}")}
                 for s in schemes}
     save(plots.band_figure(rows, logy=False, title="multipoles about the line of sight (Fig. 14)"), "multipoles.png")
 
@@ -98,7 +99,7 @@ def figures(folder, metrics, fields, histories):
         panels = {f"{s}, {mode}": {name: (xi["r_perp"], xi["r_par"], xi["curves"][name])
                                    for name in ("real space", "redshift space", f"true v, {mode}",
                                                 f"{s} U-net v, {mode}")}
-                  for s in schemes for mode in (FROM_S, AT_R)}
+                  for s in schemes for mode in (FROM_S, SMOOTHED, AT_R)}
         save(plots.xi_contour_figure(panels, XI_LEVELS, title="halo xi(r_perp, r_par), mean over test boxes"), "xi.png")
     xi = metrics["density_xi"]
     panels = {f"{s} ({SCHEMES.get(s, s)})": {name: (xi["r_perp"], xi["r_par"], xi["curves"][name])

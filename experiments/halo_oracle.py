@@ -37,6 +37,7 @@ from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, los_axis, read_meta
 from velnet.files import check_output
 from velnet.physics.halo_filter import HaloFilter
+from velnet.physics.reconstruction import halo_channel_names
 from velnet.physics.rsd import real_space_positions, redshift_space_positions
 from velnet.tasks import HALO_PREFIX
 
@@ -66,7 +67,10 @@ def oracle_boxes(fields_path, catalog_path):
         VelnetInputError: naming the catalogue, when its halos do not paint the file's channels.
     """
     meta = read_meta(fields_path)
-    channels = [n for n in field_names(fields_path) if n.startswith(HALO_PREFIX)]
+    if not all(key in meta for key in ("los", "weighting", "number_densities_target")):
+        raise VelnetInputError(fields_path, "records no line of sight, weighting or number densities: not a halo "
+                                            "fields file (velnet halo-fields writes one)")
+    channels = halo_channel_names(field_names(fields_path))
     observed = load_fields(fields_path, [*channels, *TRUTHS])
     catalog = load_halos(catalog_path)
     axis = los_axis(meta["los"])
@@ -119,9 +123,16 @@ def run(fields_dir, halos_dir, train, test, out):
     """
     check_output(out, "an oracle folder", made_by("oracle.json", MADE_BY), inputs=(fields_dir, halos_dir),
                  folder=True)
+    if not train or not test or set(train) & set(test) or len(set(train)) + len(set(test)) != len(train) + len(test):
+        raise VelnetInputError(None, f"the training and test boxes must be given, each once, and differ. Received: "
+                                     f"train {list(train)}, test {list(test)}")
     fields_dir, halos_dir = Path(fields_dir), Path(halos_dir)
     paths = {seed: (fields_dir / f"seed{seed}.h5", halos_dir / f"seed{seed}.h5") for seed in (*train, *test)}
-    los = los_axis(read_meta(paths[train[0]][0])["los"])
+    los = read_meta(paths[train[0]][0]).get("los")
+    for fields_path, _ in paths.values():
+        if read_meta(fields_path).get("los") != los:
+            raise VelnetInputError(fields_path, f"has another line of sight than {paths[train[0]][0]} ({los!r})")
+    los = los_axis(los)
     log.info("fitting the reference's recipe on %d boxes", len(train))
     filters = {"reconstruction": HaloFilter.fit_files([paths[s][0] for s in train])}
     boxes = [oracle_boxes(*paths[s]) for s in train]

@@ -1,4 +1,5 @@
 """Fields files and the cosmology they carry."""
+import fcntl
 import subprocess
 
 import numpy as np
@@ -77,11 +78,14 @@ def test_a_process_started_while_a_fields_file_is_written_does_not_keep_it_locke
     """MPI initialised mid-write (pmesh's first mesh) starts a daemon that inherits every inheritable descriptor;
     HDF5's lock on the file must not go with it, or reading the file back in this process fails."""
     density = Field(np.ones((4, 4, 4), np.float32), "density", 8.0, 0.0, WU2021)
-    with FieldsWriter(tmp_path / "f.h5", density) as out:
-        out.write(density)
-        daemon = subprocess.Popen(["sleep", "60"], close_fds=False)
+    daemon = None
     try:
+        with FieldsWriter(tmp_path / "f.h5", density) as out:
+            out.write(density)
+            assert fcntl.fcntl(out._h5.id.get_vfd_handle(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+            daemon = subprocess.Popen(["sleep", "60"], close_fds=False)
         assert load_fields(tmp_path / "f.h5")["density"].value.sum() == 64
     finally:
-        daemon.kill()
-        daemon.wait()
+        if daemon is not None:
+            daemon.kill()
+            daemon.wait()

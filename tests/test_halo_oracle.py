@@ -86,4 +86,8 @@ def test_another_box_catalogue_is_named_and_nothing_is_written(boxes):
     (other / "notes.txt").write_text("mine")
     with pytest.raises(VelnetInputError, match="theirs"):
         run(boxes / "fields", boxes / "halos", [1, 2], [3], other)
+    for train, test in (([1, 2], [2]), ([1, 1], [3]), ([], [3])):
+        with pytest.raises(VelnetInputError, match="must be given, each once, and differ"):
+            run(boxes / "fields", boxes / "halos", train, test, boxes / "out")
+    assert not (boxes / "out").exists()
     assert (other / "notes.txt").read_text() == "mine"

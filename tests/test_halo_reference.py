@@ -203,9 +203,12 @@ def test_velnet_baseline_fits_the_filter_with_or_without_the_moved_channels(tmp_
     assert velnet(["baseline", str(files[0]), str(bare), "--task", "halo-velocity", "--out",
                    str(tmp_path / "never.json")]) != 0
     assert not (tmp_path / "never.json").exists()
-    for flag in (["--moved-smoothing", "4"], ["--log-radii", "2"]):
-        assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--method", "reconstruction",
-                       *flag, "--out", str(tmp_path / "never.json")]) != 0
+    for method in ("reconstruction", "estimator"):
+        for flag in (["--moved-smoothing", "4"], ["--log-radii", "2"]):
+            assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--method", method,
+                           *flag, "--out", str(tmp_path / "never.json")]) != 0
+    assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--log-radii", "-2",
+                   "--out", str(tmp_path / "never.json")]) != 0
     assert velnet(["baseline", *map(str, files), "--task", "halo-velocity", "--moved-smoothing", "-1",
                    "--out", str(tmp_path / "never.json")]) != 0
     assert not (tmp_path / "never.json").exists()

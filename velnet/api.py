@@ -214,13 +214,13 @@ def fit_classical(fields_files, estimators=DEFAULT_ESTIMATORS, n_bins=64, min_mo
 
     if method not in REFERENCE_METHODS:
         raise VelnetInputError(None, f"method must be one of {sorted(REFERENCE_METHODS)}. Received: {method!r}")
+    options = {k: v for k, v in (("moved_smoothing", moved_smoothing), ("log_radii", log_radii)) if v is not None}
+    if options and method != "filter":
+        raise VelnetInputError(None, f"{' and '.join(options)}: options of the filter; the {method!r} reference "
+                                     "has none")
     module, name = REFERENCE_METHODS[method]
     kind = getattr(importlib.import_module(module), name)
     if hasattr(kind, "fit_files"):
-        options = {k: v for k, v in (("moved_smoothing", moved_smoothing), ("log_radii", log_radii)) if v is not None}
-        if options and method != "filter":
-            raise VelnetInputError(None, f"{' and '.join(options)}: options of the filter; the {method!r} reference "
-                                         "has none")
         reference = kind.fit_files(fields_files, **options)
     else:
         boxes = _boxes(fields_files, [DENSITY, VELOCITY])

@@ -263,7 +263,7 @@ def build_parser(description):
                         "space, are features too (default 4; 0: the redshift-space channels alone)")
     s.add_argument("--log-radii", type=float, nargs="*", metavar="R",
                    help="filter: Gaussian radii (Mpc/h) of the log features of the smoothed halo density (default "
-                        "2 4; the flag alone: none)")
+                        "2 4; the flag alone: none; put it after the fields files)")
     s.add_argument("--out", required=True, help="output classical estimator .json (a model for "
                                                  "`velnet predict`)")
 

@@ -33,12 +33,14 @@ def open_h5(path, mode="r"):
     import h5py
 
     h5 = h5py.File(path, mode)
+    if h5.driver != "sec2":  # only sec2's handle is a file descriptor
+        return h5
     try:
         handle = h5.id.get_vfd_handle()
-    except (AttributeError, ValueError, RuntimeError):  # a driver without a descriptor: nothing to inherit
-        return h5
-    if isinstance(handle, int) and handle >= 0:
         fcntl.fcntl(handle, fcntl.F_SETFD, fcntl.fcntl(handle, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+    except BaseException:
+        h5.close()
+        raise
     return h5
 
 

@@ -170,7 +170,7 @@ class HaloFilter:
             options: of `fit`.
 
         Raises:
-            VelnetInputError: a negative radius; naming a file: unreadable, without channels or
+            VelnetInputError: a negative radius or log radius; naming a file: unreadable, without channels or
                 truths, of another line of sight than the first, or without a positive beta when
                 one is needed.
         """
@@ -180,6 +180,8 @@ class HaloFilter:
         if moved_smoothing is not None and not moved_smoothing >= 0:
             raise VelnetInputError(None, f"the reconstruction's radius must be >= 0 Mpc/h (0: none). "
                                          f"Received: {moved_smoothing}")
+        if not all(r > 0 for r in options.get("log_radii", ())):
+            raise VelnetInputError(None, f"the log features' radii must be > 0 Mpc/h. Received: {options['log_radii']}")
         moved_smoothing = moved_smoothing or None
 
         boxes, betas, los = [], [], None

@@ -44,3 +44,18 @@ def write_study(out, name, record, markdown):
     with atomic_dir(out) as tmp:
         (tmp / f"{name}.json").write_text(json.dumps(record, indent=1))
         (tmp / f"{name}.md").write_text(markdown)
+
+
+def run_study(name, study, call, out):
+    """A measuring script's command line: log at INFO, run `call()`, print the STUDY.md it wrote in `out`; a
+    VelnetInputError ends it with the message, prefixed by `name`."""
+    from pathlib import Path
+
+    from velnet.errors import VelnetInputError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        call()
+    except VelnetInputError as err:
+        raise SystemExit(f"{name}: {err}") from None
+    print((Path(out) / f"{study}.md").read_text())

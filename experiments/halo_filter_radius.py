@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import made_by, write_study
+from experiments import made_by, run_study, write_study
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields
 from velnet.files import check_output
@@ -89,12 +89,8 @@ def main(argv=None):
                         help="radii (Mpc/h) of the log features of the smoothed halo density (none: no log features)")
     parser.add_argument("--out", required=True, help="folder for radius.json and radius.md")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run(args.fields, args.train, args.validate, args.out, args.radii, args.log_radii)
-    except VelnetInputError as err:
-        raise SystemExit(f"halo_filter_radius: {err}") from None
-    print((Path(args.out) / "radius.md").read_text())
+    run_study("halo_filter_radius", "radius",
+              lambda: run(args.fields, args.train, args.validate, args.out, args.radii, args.log_radii), args.out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import made_by, write_study
+from experiments import made_by, run_study, write_study
 from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields
 from velnet.fields.mesh import smoothed
@@ -145,12 +145,7 @@ def main(argv=None):
     parser.add_argument("--predictions", required=True, help="folder of velnet predict's outputs (seed*.h5)")
     parser.add_argument("--out", required=True, help="folder for limits.json and limits.md")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run(args.fields, args.predictions, args.out)
-    except VelnetInputError as err:
-        raise SystemExit(f"halo_limits: {err}") from None
-    print((Path(args.out) / "limits.md").read_text())
+    run_study("halo_limits", "limits", lambda: run(args.fields, args.predictions, args.out), args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np
 
 from data_prep.catalogs import load_halos
 from data_prep.halo_fields import paint_halo_channels
-from experiments import made_by, write_study
+from experiments import made_by, run_study, write_study
 from experiments.halo_filter_radius import COLUMNS, scores
 from velnet.errors import VelnetInputError
 from velnet.fields.field import field_names, load_fields, los_axis, read_meta
@@ -166,12 +166,7 @@ def main(argv=None):
     parser.add_argument("--test", type=int, nargs="+", required=True, help="seeds they are scored on")
     parser.add_argument("--out", required=True, help="folder for oracle.json and oracle.md")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run(args.fields, args.halos, args.train, args.test, args.out)
-    except VelnetInputError as err:
-        raise SystemExit(f"halo_oracle: {err}") from None
-    print((Path(args.out) / "oracle.md").read_text())
+    run_study("halo_oracle", "oracle", lambda: run(args.fields, args.halos, args.train, args.test, args.out), args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.catalogs import load_halos
-from experiments import made_by, write_study
+from experiments import made_by, run_study, write_study
 from velnet.errors import VelnetInputError
 from velnet.fields.field import load_fields, los_axis
 from velnet.fields.mesh import smoothed
@@ -85,12 +85,8 @@ def main(argv=None):
     parser.add_argument("--radii", type=float, nargs="+", default=list(RADII), help="Mpc/h (0: unsmoothed)")
     parser.add_argument("--out", required=True, help="folder for smoothing.json and smoothing.md")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run(args.fields, args.halos, args.seeds, args.out, args.los, args.radii)
-    except VelnetInputError as err:
-        raise SystemExit(f"halo_rsd_smoothing: {err}") from None
-    print((Path(args.out) / "smoothing.md").read_text())
+    run_study("halo_rsd_smoothing", "smoothing",
+              lambda: run(args.fields, args.halos, args.seeds, args.out, args.los, args.radii), args.out)
 
 
 if __name__ == "__main__":
